@@ -1,0 +1,1 @@
+"""Benchmark harness used by bench/run.py."""

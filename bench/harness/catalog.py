@@ -1,0 +1,90 @@
+"""What is measured: the load of each scenario and the metrics reported for it.
+
+A *cell* is one measurement kind (e.g. ``echo-c32``); every server gets one sample
+per cell and round. Metrics pick one field of a cell's samples for the tables/chart.
+"""
+from dataclasses import dataclass
+
+ECHO_CONNECTIONS = (1, 32, 256)
+MSGPACK_CONNECTIONS = 4
+ONNX_CONNECTIONS = 32
+WORKERS_CONNECTIONS = 256
+WORKER_COUNTS = (1, 2)
+
+# Scenario names accepted by --scenarios, in the order they run.
+SCENARIOS = ("echo", "msgpack", "onnx", "coldstart", "workers")
+# Scenarios that are one app served by every server, load after load.
+APP_SCENARIOS = ("echo", "msgpack", "onnx")
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk run against an app: the cell it fills and the connection count."""
+
+    cell: str
+    app: str
+    connections: int
+    title: str
+
+
+LOADS = {
+    "echo": tuple(Load(f"echo-c{c}", "echo", c, f"echo JSON, {c} conn") for c in ECHO_CONNECTIONS),
+    "msgpack": (Load("msgpack-4MiB", "msgpack", MSGPACK_CONNECTIONS, f"4 MiB msgpack, {MSGPACK_CONNECTIONS} conn"),),
+    "onnx": (Load(f"onnx-c{ONNX_CONNECTIONS}", "onnx", ONNX_CONNECTIONS, f"ONNX predict, {ONNX_CONNECTIONS} conn"),),
+}
+WORKERS_LOAD = Load(f"workers-c{WORKERS_CONNECTIONS}", "echo", WORKERS_CONNECTIONS, "echo JSON")
+COLDSTART_CELL = "coldstart"
+
+
+def rss_cell(app):
+    return f"rss-{app}"
+
+
+def workers_column(n):
+    """Column name of lite with ``--workers n`` in the workers table."""
+    return f"lite --workers {n}"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the tables; ``panel``/``tick`` place it in the chart ("" = not charted)."""
+
+    cell: str
+    field: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    panel: str = ""
+    tick: str = ""
+
+    @property
+    def key(self):
+        return f"{self.cell}.{self.field}"
+
+
+def _echo_metrics():
+    for load in LOADS["echo"]:
+        tick = f"{load.connections} conn"
+        yield Metric(load.cell, "rps", f"{load.title}: throughput", "req/s", True, "Echo JSON throughput (req/s)", tick)
+        yield Metric(load.cell, "p50_ms", f"{load.title}: p50 latency", "ms", False)
+        yield Metric(load.cell, "p99_ms", f"{load.title}: p99 latency", "ms", False, "Echo JSON p99 latency (ms)", tick)
+
+
+def _other_metrics():
+    (msgpack,) = LOADS["msgpack"]
+    (onnx,) = LOADS["onnx"]
+    yield Metric(msgpack.cell, "mb_s", f"{msgpack.title}: ingest", "MB/s", True, "4 MiB MessagePack ingest (MB/s)")
+    yield Metric(msgpack.cell, "p50_ms", f"{msgpack.title}: p50 latency", "ms", False)
+    yield Metric(onnx.cell, "rps", f"{onnx.title}: throughput", "req/s", True, "ONNX predict (req/s)")
+    yield Metric(onnx.cell, "p99_ms", f"{onnx.title}: p99 latency", "ms", False)
+    yield Metric(COLDSTART_CELL, "ms", "cold start: spawn to first 200", "ms", False, "Cold start to first 200 (ms)")
+    for app in APP_SCENARIOS:
+        yield Metric(rss_cell(app), "mib", f"RSS after {app} load", "MiB", False, "RSS after load (MiB)", app)
+
+
+METRICS = (*_echo_metrics(), *_other_metrics())
+WORKERS_METRICS = (
+    Metric(WORKERS_LOAD.cell, "rps", "throughput", "req/s", True, "--workers scaling, lite (req/s)"),
+    Metric(WORKERS_LOAD.cell, "p99_ms", "p99 latency", "ms", False),
+    Metric(WORKERS_LOAD.cell, "rss_mib", "RSS, all processes", "MiB", False),
+)

@@ -1,0 +1,146 @@
+"""results.md: ratios first, then absolute numbers, notes and the machine."""
+from .catalog import METRICS, WORKER_COUNTS, WORKERS_METRICS, workers_column
+from .servers import SERVERS
+
+LITE_COLUMNS = ("lite", "lite-pure")
+BASELINE_COLUMNS = ("reference", "uvicorn")
+
+
+def fmt(value):
+    """A number with as many digits as are worth reading."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def column_label(column):
+    return SERVERS[column].label if column in SERVERS else column
+
+
+def _stats(summary, metric, column):
+    return summary.get(metric.cell, {}).get(column, {}).get(metric.field)
+
+
+def ratio(summary, metric, lite, other):
+    """How many times better ``lite`` is than ``other`` on ``metric`` (>1 = lite better)."""
+    a, b = _stats(summary, metric, lite), _stats(summary, metric, other)
+    if not a or not b or not a["median"] or not b["median"]:
+        return None
+    r = a["median"] / b["median"]
+    return r if metric.higher_is_better else 1 / r
+
+
+def absolute(summary, failed, metric, column):
+    """``median (min–max)`` for a table cell, or why there is no number."""
+    s = _stats(summary, metric, column)
+    if s is None:
+        return "failed" if (metric.cell, column) in failed else "–"
+    text = fmt(s["median"])
+    if s["n"] > 1:
+        text += f" ({fmt(s['min'])}–{fmt(s['max'])})"
+    return text
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _metric_name(metric):
+    arrow = "↑" if metric.higher_is_better else "↓"
+    return f"{metric.label} ({metric.unit}, {arrow})"
+
+
+def ratio_section(summary, columns):
+    pairs = [(lite, other) for lite in LITE_COLUMNS if lite in columns for other in BASELINE_COLUMNS if other in columns]
+    if not pairs:
+        return "No ratios: lite_serving or both baselines are missing from this run.\n"
+    header = ["metric"] + [f"{column_label(a)} vs {column_label(b)}" for a, b in pairs]
+    rows = []
+    for metric in METRICS:
+        cells = [ratio(summary, metric, a, b) for a, b in pairs]
+        if any(c is not None for c in cells):
+            rows.append([_metric_name(metric)] + [f"{c:.2f}×" if c is not None else "–" for c in cells])
+    return table(header, rows) + "\n"
+
+
+def absolute_section(summary, failed, columns, metrics):
+    rows = []
+    for metric in metrics:
+        row = [absolute(summary, failed, metric, c) for c in columns]
+        if any(v != "–" for v in row):
+            rows.append([_metric_name(metric)] + row)
+    return table(["metric"] + [column_label(c) for c in columns], rows) + "\n"
+
+
+def render(data, command):
+    """The whole results.md as a string, from the results.json document ``data``."""
+    summary, settings, machine = data["summary"], data["settings"], data["machine"]
+    columns = [c for c in data["columns"] if any(c in cols for cols in summary.values())]
+    failed = {(s["cell"], s["column"]) for s in data["samples"] if s["error"]}
+    out = [
+        "# lite_serving benchmark results\n",
+        f"Generated {machine['date']} by `{command}`: {settings['rounds']} round(s), "
+        f"{settings['duration']} s per wrk run, scenarios {', '.join(settings['scenarios'])}.\n",
+        "## Ratios: how many times better lite is (>1 = lite better)\n",
+        "Throughput ratios are lite ÷ other, latency/memory/start-up ratios are other ÷ lite; "
+        "each is a ratio of medians.\n",
+        ratio_section(summary, columns),
+        f"## Absolute numbers: median (min–max) over {settings['rounds']} round(s)\n",
+        "↑ higher is better, ↓ lower is better. Cold start is over "
+        f"{settings['cold_starts']} starts. MB = 10^6 bytes.\n",
+        absolute_section(summary, failed, columns, METRICS),
+    ]
+    worker_columns = [workers_column(n) for n in WORKER_COUNTS]
+    if any(c in summary.get(m.cell, {}) for m in WORKERS_METRICS for c in worker_columns):
+        out += [
+            "## lite --workers scaling (echo JSON, 256 connections)\n",
+            "Nothing is pinned here: the workers and wrk share the machine's "
+            f"{machine['cores']} cores, so on 2 cores a second worker competes with wrk for CPU.\n",
+            absolute_section(summary, failed, worker_columns, WORKERS_METRICS),
+        ]
+    out += [notes_section(data), machine_section(data), METHOD]
+    return "\n".join(out)
+
+
+def notes_section(data):
+    lines = ["## Notes and failures\n"]
+    lines += [f"- {n}" for n in data["notes"]]
+    for s in data["samples"]:
+        if s["error"]:
+            lines.append(f"- FAILED run (excluded from medians): {s['cell']}, {s['column']}, round {s['round']}: {s['error']}")
+    if len(lines) == 1:
+        lines.append("- none: every run answered 200 with no socket errors.")
+    return "\n".join(lines) + "\n"
+
+
+def machine_section(data):
+    m = data["machine"]
+    lines = [
+        "## Machine\n",
+        f"- date: {m['date']}",
+        f"- CPU: {m['cpu']}, {m['cores']} cores (servers pinned to CPU {m['server_cpus']}, wrk to CPU {m['client_cpus']})",
+        f"- Python {m['python']}, Linux {m['kernel']}, {m['wrk']}",
+    ]
+    for env, versions in data["versions"].items():
+        listed = ", ".join(f"{name} {version}" for name, version in sorted(versions.items(), key=lambda kv: kv[0].lower()))
+        lines.append(f"- venv `{env}`: {listed or 'not built'}")
+    return "\n".join(lines) + "\n"
+
+
+METHOD = """## How it was measured
+
+- Each server process runs under `taskset` on one CPU and wrk (`-t1 --latency`, `bench/lua/post.lua`) on another.
+- Every round starts each server afresh per scenario, checks one answer for correctness,
+  warms it up, runs the wrk loads, reads VmRSS of the server and any processes it forked,
+  then stops it. Servers take turns within a round.
+- A wrk run with any non-2xx/3xx response or socket error counts as failed and is left out.
+- The 4 MiB MessagePack scenario uses wrk too (the body is read by the Lua script);
+  MB/s = requests/s × body size.
+- Cold start: time from spawning the process to the first `GET /` answered with 200, polled
+  with a tight connect loop; one discarded start per server first.
+- See `bench/README.md` for details.
+"""

@@ -1,0 +1,208 @@
+"""Running the scenarios: servers take turns (A B C A B C ...) so drift hits all alike."""
+import http.client
+import subprocess
+from dataclasses import dataclass, field
+
+from .catalog import APP_SCENARIOS, COLDSTART_CELL, LOADS, WORKER_COUNTS, WORKERS_LOAD, rss_cell, workers_column
+from .fixtures import APP_LOADS, BODIES
+from .results import Results
+from .servers import SERVERS, ServerStartError, post, start_server
+from .wrk import WrkError, run_wrk
+
+WARMUP_CONNECTIONS = 32
+
+
+@dataclass
+class Settings:
+    """What to run; filled from the command line by run.py."""
+
+    rounds: int = 3
+    duration: int = 8
+    warmup: int = 1
+    cold_starts: int = 5
+    servers: tuple = tuple(SERVERS)
+    scenarios: tuple = ()
+    start_timeout: float = 60.0
+
+
+@dataclass
+class Bench:
+    """State shared by the scenario runners."""
+
+    settings: Settings
+    pythons: dict  # server key -> interpreter of its venv (only servers that can run)
+    cpus: tuple  # (server cpus, client cpus, all cpus) as taskset lists
+    results: Results = field(default_factory=Results)
+    broken: dict = field(default_factory=dict)  # (column, app) -> why it is no longer tried
+    log: object = print
+
+    def servers_for(self, app):
+        """Selected, installed servers that can serve ``app``, in column order."""
+        return [SERVERS[k] for k in self.settings.servers if k in self.pythons and app in SERVERS[k].apps]
+
+    def fail(self, cells, column, rnd, reason, permanent=False):
+        """Record a failed attempt for every cell in ``cells``."""
+        first_line = reason.splitlines()[0]
+        self.log(f"  !! {column}: {first_line}")
+        for cell in cells:
+            self.results.add(cell, column, rnd, error=first_line)
+        if permanent:
+            self.log("\n".join("     " + line for line in reason.splitlines()[1:]))
+
+
+@dataclass(frozen=True)
+class Session:
+    """One server process serving one app through a list of loads."""
+
+    column: str
+    app: str
+    loads: tuple
+    rss_cell: str
+    workers: int = None
+    pinned: bool = True
+
+    @property
+    def cells(self):
+        return [load.cell for load in self.loads] + [self.rss_cell]
+
+
+def run_app_scenarios(bench):
+    """The echo / msgpack / onnx scenarios, every selected server once per round."""
+    apps = [app for app in APP_SCENARIOS if app in bench.settings.scenarios]
+    for rnd in range(1, bench.settings.rounds + 1):
+        for app in apps:
+            bench.log(f"[round {rnd}/{bench.settings.rounds}] {app}")
+            for spec in bench.servers_for(app):
+                run_session(bench, spec, Session(spec.key, app, LOADS[app], rss_cell(app)), rnd)
+
+
+def run_session(bench, spec, session, rnd):
+    """Start the server, check one answer, warm up, run each load, read RSS, stop."""
+    key = (session.column, session.app)
+    if key in bench.broken:
+        return
+    server_cpus, client_cpus, all_cpus = bench.cpus
+    if not session.pinned:
+        server_cpus = client_cpus = all_cpus
+    try:
+        server = start_server(
+            spec, bench.pythons[spec.key], session.app, server_cpus, session.workers, bench.settings.start_timeout
+        )
+    except ServerStartError as e:
+        bench.broken[key] = str(e).splitlines()[0]
+        bench.results.note(f"{session.column} could not serve {session.app}: {bench.broken[key]} (not retried)")
+        bench.fail(session.cells, session.column, rnd, str(e), permanent=True)
+        return
+    try:
+        _measure_session(bench, server, session, rnd, client_cpus)
+    finally:
+        server.stop()
+
+
+def check_answer(server, app):
+    """``None`` if the server answers one request of ``app`` correctly, else what went wrong."""
+    load_spec = APP_LOADS[app]
+    body = BODIES[load_spec.body]
+    try:
+        return load_spec.check(*post(server.port, body.read(), body.content_type))
+    except (OSError, http.client.HTTPException) as e:
+        return f"request failed: {e!r}"
+
+
+def _measure_session(bench, server, session, rnd, client_cpus):
+    body = BODIES[APP_LOADS[session.app].body]
+    problem = check_answer(server, session.app)
+    if problem:
+        bench.broken[(session.column, session.app)] = problem
+        bench.results.note(f"{session.column} answered {session.app} wrongly: {problem} (not retried)")
+        bench.fail(session.cells, session.column, rnd, f"wrong answer: {problem}")
+        return
+    if bench.settings.warmup:
+        connections = min(WARMUP_CONNECTIONS, max(load.connections for load in session.loads))
+        try:
+            run_wrk(server.url, body, connections, bench.settings.warmup, client_cpus)
+        except WrkError as e:
+            bench.log(f"  warm-up failed: {e}")
+    for load in session.loads:
+        measure_load(bench, server, load, session.column, rnd, client_cpus)
+    if server.proc.poll() is not None:
+        bench.fail([session.rss_cell], session.column, rnd, f"server exited with code {server.proc.returncode}")
+        return
+    rss = server.rss_mib()
+    bench.results.add(session.rss_cell, session.column, rnd, {"mib": rss, "processes": server.process_count()})
+    bench.log(f"  {session.column:<20} RSS after load {rss:.1f} MiB")
+
+
+def measure_load(bench, server, load, column, rnd, client_cpus):
+    """One wrk run; a run with non-2xx answers or socket errors is recorded as failed."""
+    body = BODIES[APP_LOADS[load.app].body]
+    try:
+        r = run_wrk(server.url, body, load.connections, bench.settings.duration, client_cpus)
+    except (WrkError, subprocess.TimeoutExpired) as e:
+        bench.fail([load.cell], column, rnd, f"{load.title}: {e}")
+        return
+    values = {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "requests": r.requests}
+    values["mb_s"] = r.rps * body.size / 1e6
+    problems = "; ".join(r.problems()) or None
+    bench.results.add(load.cell, column, rnd, values, problems)
+    status = f"  FAILED: {problems}" if problems else ""
+    bench.log(
+        f"  {column:<20} {load.title:<24} {r.rps:>9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms{status}"
+    )
+
+
+def run_cold_starts(bench):
+    """Spawn-to-first-200 time of the echo app, servers taking turns; start 0 is discarded.
+
+    The discarded first start of each server warms the .pyc files and the page cache,
+    so what is measured is a restart on a machine that has run the server before.
+    """
+    specs = bench.servers_for("echo")
+    server_cpus = bench.cpus[0]
+    bench.log(f"[cold start] {bench.settings.cold_starts} measured starts per server (+1 discarded)")
+    for attempt in range(bench.settings.cold_starts + 1):
+        for spec in specs:
+            if (spec.key, "echo") in bench.broken:
+                continue
+            try:
+                server = start_server(spec, bench.pythons[spec.key], "echo", server_cpus, None, bench.settings.start_timeout)
+            except ServerStartError as e:
+                bench.broken[(spec.key, "echo")] = str(e).splitlines()[0]
+                bench.fail([COLDSTART_CELL], spec.key, attempt, str(e), permanent=True)
+                continue
+            server.stop()
+            if attempt:
+                bench.results.add(COLDSTART_CELL, spec.key, attempt, {"ms": server.startup_s * 1000})
+                bench.log(f"  {spec.key:<20} {server.startup_s * 1000:8.1f} ms")
+
+
+def lite_accepts_workers(python, spec):
+    """True when ``python -m lite_serving DIR --help`` (the server's own options) lists ``--workers``."""
+    _, cwd = spec.command("echo", 0)
+    cmd = [str(python), "-m", "lite_serving", str(cwd), "--help"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=60)
+    except subprocess.TimeoutExpired:
+        return False
+    return "--workers" in proc.stdout + proc.stderr
+
+
+def run_workers(bench):
+    """lite with --workers 1 and 2; nothing pinned, so wrk shares the two cores with the workers."""
+    spec = SERVERS["lite"]
+    if "lite" not in bench.pythons:
+        bench.results.note("workers scenario skipped: lite_serving is not available")
+        return
+    if not lite_accepts_workers(bench.pythons["lite"], spec):
+        bench.results.note("workers scenario skipped: `python -m lite_serving DIR --help` does not list --workers")
+        bench.log("[workers] skipped: lite_serving does not accept --workers")
+        return
+    bench.results.note(
+        "--workers scaling: servers and wrk are not pinned and share all "
+        f"{len(bench.cpus[2].split(','))} cores, so with 2 cores the 2-worker run competes with wrk for CPU."
+    )
+    for rnd in range(1, bench.settings.rounds + 1):
+        bench.log(f"[round {rnd}/{bench.settings.rounds}] workers")
+        for n in WORKER_COUNTS:
+            session = Session(workers_column(n), "echo", (WORKERS_LOAD,), rss_cell("workers"), workers=n, pinned=False)
+            run_session(bench, spec, session, rnd)

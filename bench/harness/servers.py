@@ -1,0 +1,240 @@
+"""The servers under test: how to start one pinned to a core, wait for it, measure it, stop it."""
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import LOG_DIR, SERVERS_DIR, WORK_DIR
+
+HOST = "127.0.0.1"
+ONNX_MODEL = WORK_DIR / "onnx" / "model.onnx"
+# Variables that would change how a server under test behaves; each server gets
+# only the ones its spec sets, whatever the harness was started with.
+CONTROLLED_ENV = ("LITE_SERVING_PURE", "PYTHONPATH", "OPENBAYES_SERVING_PRODUCTION", "OPENBAYES_JOB_URL")
+
+
+class ServerStartError(RuntimeError):
+    """The server exited or did not answer ``GET /`` with 200 in time."""
+
+
+def predictor_args(app):
+    """Extra command-line arguments a predictor-file server needs for ``app``."""
+    return ["--model-path", str(ONNX_MODEL)] if app == "onnx" else []
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One column of the results: a venv plus a way to launch an app in it."""
+
+    key: str
+    label: str
+    env: str
+    apps: tuple = ("echo", "msgpack", "onnx")
+    extra_env: tuple = ()
+    supports_workers: bool = False
+
+    def command(self, app, port, workers=None):
+        """``(argv after the interpreter, working directory)`` to serve ``app`` on ``port``."""
+        raise NotImplementedError
+
+
+class ReferenceServer(ServerSpec):
+    """openbayes-serving runs the predictor file as a script: ``python predictor.py --port P``."""
+
+    def command(self, app, port, workers=None):
+        directory = SERVERS_DIR / ("reference" if app == "echo" else app)
+        argv = ["predictor.py", "--host", HOST, "--port", str(port), *predictor_args(app)]
+        return argv, directory
+
+
+class LiteServer(ServerSpec):
+    """lite_serving serves a directory holding ``predictor.py``: ``python -m lite_serving DIR``.
+
+    It runs from inside the predictor directory so that ``python -m`` cannot pick up
+    the repository's source tree instead of the installed package.
+    """
+
+    def command(self, app, port, workers=None):
+        directory = SERVERS_DIR / ("lite" if app == "echo" else app)
+        argv = ["-m", "lite_serving", str(directory), "--host", HOST, "--port", str(port)]
+        argv += predictor_args(app)
+        if workers is not None:
+            argv += ["--workers", str(workers)]
+        return argv, directory
+
+
+class UvicornServer(ServerSpec):
+    """A raw ASGI app on uvicorn with httptools and uvloop, one worker, no access log."""
+
+    def command(self, app, port, workers=None):
+        argv = ["-m", "uvicorn", "app:app", "--http", "httptools", "--loop", "uvloop"]
+        argv += ["--no-access-log", "--log-level", "warning", "--host", HOST, "--port", str(port)]
+        return argv, SERVERS_DIR / "uvicorn_raw"
+
+
+SERVERS = {
+    spec.key: spec
+    for spec in (
+        ReferenceServer("reference", "reference", "reference"),
+        UvicornServer("uvicorn", "uvicorn raw", "uvicorn", apps=("echo", "msgpack")),
+        LiteServer("lite", "lite", "lite", supports_workers=True),
+        LiteServer("lite-pure", "lite (pure parser)", "lite", extra_env=(("LITE_SERVING_PURE", "1"),)),
+    )
+}
+
+
+def free_port():
+    """A TCP port on HOST that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def answers_200(port, timeout=1.0):
+    """True when ``GET /`` on ``port`` answers with status 200."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            head = b""
+            while b"\r\n" not in head:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return False
+    parts = head.split(b" ", 2)
+    return len(parts) > 1 and parts[0].startswith(b"HTTP/") and parts[1] == b"200"
+
+
+def post(port, body, content_type, timeout=60.0):
+    """POST ``body`` to ``/``; return ``(status, response body)``."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("POST", "/", body=body, headers={"Content-Type": content_type})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def process_tree(pid):
+    """``pid`` and all its descendants (from /proc)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def vm_rss_kib(pid):
+    """VmRSS of one process in KiB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def log_tail(path, lines=12):
+    """The last ``lines`` lines of a server log, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass
+class RunningServer:
+    """A started server process (its own session, so it can be stopped as a group)."""
+
+    spec: ServerSpec
+    app: str
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    startup_s: float = 0.0
+
+    @property
+    def url(self):
+        return f"http://{HOST}:{self.port}/"
+
+    def rss_mib(self):
+        """Resident memory of the serving process and any workers it forked, in MiB."""
+        return sum(vm_rss_kib(pid) for pid in process_tree(self.proc.pid)) / 1024
+
+    def process_count(self):
+        return len(process_tree(self.proc.pid))
+
+    def stop(self, grace=10.0):
+        """SIGTERM the process group, then SIGKILL it if it is still there after ``grace``."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def server_env(spec):
+    """The environment for a server process: ours minus CONTROLLED_ENV, plus the spec's."""
+    env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
+    env.update(dict(spec.extra_env))
+    return env
+
+
+def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001):
+    """Start ``spec`` serving ``app`` pinned to ``cpus``; return once ``GET /`` answers 200.
+
+    The returned server's ``startup_s`` is the time from spawning the process to the
+    first 200 answer. Raises ServerStartError (with the log's tail) on failure.
+    """
+    port = free_port()
+    argv, cwd = spec.command(app, port, workers)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{spec.key}-{app}.log"
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            ["taskset", "-c", cpus, str(python), *argv],
+            cwd=cwd,
+            env=server_env(spec),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = RunningServer(spec, app, proc, port, log_path)
+    deadline = started + timeout
+    while not answers_200(port):
+        problem = None
+        if proc.poll() is not None:
+            problem = f"exited with code {proc.returncode}"
+        elif time.perf_counter() > deadline:
+            problem = f"did not answer GET / with 200 within {timeout:.0f}s"
+        if problem:
+            server.stop()
+            raise ServerStartError(f"{spec.label} ({app}) {problem}; log {log_path}:\n{log_tail(log_path)}")
+        time.sleep(poll)
+    server.startup_s = time.perf_counter() - started
+    return server

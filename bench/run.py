@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of lite_serving against openbayes-serving and a raw uvicorn app.
+
+    python bench/run.py            # full run (~10 minutes on 2 cores)
+    python bench/run.py --quick    # smoke run: 1 round, 2 s per load, fewer scenarios
+
+Builds what it needs under bench/.venvs and bench/.work, then writes
+bench/results/results.{md,json} and chart.png. See bench/README.md.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import report  # noqa: E402
+from harness.catalog import METRICS, SCENARIOS, WORKER_COUNTS, WORKERS_METRICS, workers_column  # noqa: E402
+from harness.envs import ENV_SPECS, EnvError, ensure_env, installed_versions  # noqa: E402
+from harness.fixtures import build_onnx_model, write_bodies  # noqa: E402
+from harness.machine import cpu_layout, machine_info  # noqa: E402
+from harness.paths import RESULTS_DIR, TOOLS_DIR  # noqa: E402
+from harness.scenarios import Bench, Settings, run_app_scenarios, run_cold_starts, run_workers  # noqa: E402
+from harness.servers import SERVERS  # noqa: E402
+from harness.wrk import ensure_wrk, wrk_version  # noqa: E402
+
+QUICK_SCENARIOS = ("echo", "msgpack", "coldstart")
+
+
+def log(text=""):
+    print(text, flush=True)
+
+
+def csv_choice(allowed):
+    """argparse type for a comma-separated subset of ``allowed``."""
+
+    def parse(text):
+        items = tuple(x.strip() for x in text.split(",") if x.strip())
+        unknown = [x for x in items if x not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+        return items
+
+    return parse
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s loads, " + ", ".join(QUICK_SCENARIOS))
+    p.add_argument("--duration", type=int, help="seconds per wrk run (default 8, quick 2)")
+    p.add_argument("--rounds", type=int, help="rounds of every server taking its turn (default 3, quick 1)")
+    p.add_argument("--cold-starts", type=int, help="measured starts per server (default 5, quick 2)")
+    p.add_argument("--servers", type=csv_choice(tuple(SERVERS)), default=tuple(SERVERS), help="subset of " + ",".join(SERVERS))
+    p.add_argument("--scenarios", type=csv_choice(SCENARIOS), help="subset of " + ",".join(SCENARIOS))
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory (default bench/results)")
+    return p.parse_args(argv)
+
+
+def settings_from(args):
+    """Settings from the flags; explicit flags win over --quick's defaults."""
+    quick = args.quick
+
+    def pick(value, full, smoke):
+        return value if value is not None else (smoke if quick else full)
+
+    return Settings(
+        rounds=pick(args.rounds, 3, 1),
+        duration=pick(args.duration, 8, 2),
+        warmup=1,
+        cold_starts=pick(args.cold_starts, 5, 2),
+        servers=args.servers,
+        scenarios=pick(args.scenarios, SCENARIOS, QUICK_SCENARIOS),
+    )
+
+
+def prepare_envs(settings):
+    """Build the tools venv and each selected server's venv; return ``(tools python, {server: python})``.
+
+    A server whose venv cannot be built is left out with a message; the tools venv is required.
+    """
+    tools = ensure_env(ENV_SPECS["tools"], log)
+    pythons, failed_envs = {}, {}
+    for key in settings.servers:
+        env = SERVERS[key].env
+        if env in failed_envs:
+            continue
+        try:
+            pythons[key] = ensure_env(ENV_SPECS[env], log)
+        except EnvError as e:
+            failed_envs[env] = str(e)
+            log(f"[setup] SKIPPING servers of venv {env!r}: {str(e).splitlines()[0]}")
+            log("\n".join("        " + line for line in str(e).splitlines()[1:]))
+    return tools, pythons, failed_envs
+
+
+def run_scenarios(bench):
+    started = time.monotonic()
+    scenarios = bench.settings.scenarios
+    run_app_scenarios(bench)
+    if "coldstart" in scenarios:
+        run_cold_starts(bench)
+    if "workers" in scenarios:
+        run_workers(bench)
+    log(f"[done] measured in {time.monotonic() - started:.0f} s")
+
+
+def results_document(bench, failed_envs, command):
+    """The results.json document."""
+    server_cpus, client_cpus, _ = bench.cpus
+    machine = {**machine_info(wrk_version()), "server_cpus": server_cpus, "client_cpus": client_cpus}
+    envs = sorted({SERVERS[k].env for k in bench.settings.servers} | {"tools"})
+    versions = {env: installed_versions(ENV_SPECS[env]) if env not in failed_envs else {} for env in envs}
+    for env, error in failed_envs.items():
+        bench.results.note(f"venv {env!r} could not be built, its servers were skipped: {error.splitlines()[0]}")
+    columns = [k for k in SERVERS if k in bench.settings.servers]
+    worker_columns = [workers_column(n) for n in WORKER_COUNTS]
+    return {
+        "command": command,
+        "machine": machine,
+        "settings": asdict(bench.settings),
+        "columns": columns,
+        "worker_columns": worker_columns,
+        "labels": {k: SERVERS[k].label for k in columns} | {c: c for c in worker_columns},
+        "versions": versions,
+        "metrics": [asdict(m) for m in METRICS],
+        "workers_metrics": [asdict(m) for m in WORKERS_METRICS],
+        **bench.results.to_json(),
+    }
+
+
+def write_outputs(data, out_dir, tools_python):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path, png_path = out_dir / "results.json", out_dir / "results.md", out_dir / "chart.png"
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    md_path.write_text(report.render(data, data["command"]))
+    chart = subprocess.run([str(tools_python), str(TOOLS_DIR / "chart.py"), str(json_path), str(png_path)])
+    log(f"[done] wrote {md_path}, {json_path}" + (f", {png_path}" if chart.returncode == 0 else " (chart FAILED)"))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    settings = settings_from(args)
+    command = shlex.join(["python", "bench/run.py", *argv])
+    ensure_wrk(log)
+    cpus = cpu_layout()
+    os.sched_setaffinity(0, {int(cpus[1])})  # keep the harness (and its start-up polling) off the server's CPU
+    tools_python, pythons, failed_envs = prepare_envs(settings)
+    write_bodies()
+    if "onnx" in settings.scenarios:
+        build_onnx_model(tools_python)
+    bench = Bench(settings, pythons, cpus, log=log)
+    log(f"[run] servers {', '.join(pythons)}; scenarios {', '.join(settings.scenarios)}; "
+        f"{settings.rounds} round(s) x {settings.duration} s; server CPU {cpus[0]}, wrk CPU {cpus[1]}")
+    run_scenarios(bench)
+    write_outputs(results_document(bench, failed_envs, command), args.out, tools_python)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

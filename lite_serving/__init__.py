@@ -1,0 +1,14 @@
+"""lite_serving: serve a predictor.py, fast, from a tiny install.
+
+``import lite_serving as serv`` and ``serv.run(Predictor)``, exactly like the
+``openbayes_serving`` package that predictor.py files are written for.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import ServingError  # noqa: E402
+from .events import emit_event  # noqa: E402
+from .response import Response  # noqa: E402
+from .serve import run  # noqa: E402
+
+__all__ = ["run", "emit_event", "ServingError", "Response", "__version__"]

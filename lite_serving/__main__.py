@@ -1,0 +1,85 @@
+"""``python -m lite_serving DIR [flags]``: serve the model directory DIR.
+
+- DIR/start.sh exists → it runs with bash in DIR instead (fully custom mode);
+- otherwise DIR becomes the working directory and the first entry of
+  ``sys.path``, and DIR/predictor.py runs as ``__main__`` so its own
+  ``serv.run(...)`` starts serving; a file that defines a predictor class but
+  never calls ``run`` gets its one class with ``predict`` served.
+
+``import openbayes_serving`` resolves to lite_serving when the reference
+package is not installed.
+"""
+
+import os
+import runpy
+import sys
+
+USAGE = """usage: python -m lite_serving DIR [--host H] [--port P] [--model-path PATH] [options]
+
+Serves DIR/predictor.py (or runs DIR/start.sh). Options: python -m lite_serving DIR --help"""
+
+
+def _fail(message):
+    sys.stderr.write(f"lite_serving: error: {message}\n")
+    sys.exit(2)
+
+
+def _predictor_classes(namespace):
+    return [obj for name, obj in namespace.items()
+            if isinstance(obj, type) and obj.__module__ == "__main__"
+            and callable(getattr(obj, "predict", None)) and not name.startswith("_")]
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+        print(f"lite_serving {__version__}")
+        return 0
+    target, rest = argv[0], argv[1:]
+    if os.path.isfile(target) and target.endswith(".py"):
+        directory, script = os.path.dirname(os.path.abspath(target)), os.path.basename(target)
+    elif os.path.isdir(target):
+        directory, script = os.path.abspath(target), "predictor.py"
+    else:
+        _fail(f"{target!r} is not a model directory or a predictor .py file")
+
+    start_sh = os.path.join(directory, "start.sh")
+    if script == "predictor.py" and os.path.isfile(start_sh):
+        sys.stderr.write(f"lite_serving: {start_sh} found; running it with bash (custom mode)\n")
+        sys.stderr.flush()
+        os.chdir(directory)
+        os.execvp("bash", ["bash", "start.sh", *rest])
+
+    path = os.path.join(directory, script)
+    if not os.path.isfile(path):
+        _fail(f"no {script} in {directory}; write one with a Predictor class "
+              "(see the README), or add a start.sh")
+
+    os.chdir(directory)
+    sys.path.insert(0, directory)
+    sys.argv = [path, *rest]
+    from ._alias import install
+    install()
+    from .serve import run, state
+    namespace = runpy.run_path(path, run_name="__main__")
+    if state["served"]:
+        return 0
+    classes = _predictor_classes(namespace)
+    if len(classes) > 1:
+        named = [c for c in classes if c.__name__ == "Predictor"]
+        if len(named) != 1:
+            _fail(f"{script} defines several classes with predict ({', '.join(c.__name__ for c in classes)})"
+                  " and never calls serv.run(...); call it with the one to serve")
+        classes = named
+    if not classes:
+        _fail(f"{script} never calls serv.run(...) and defines no class with a predict method")
+    run(classes[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Routes and the predict call: a complete request in, the bytes of its answer out.
+
+The I/O thread answers the cheap routes itself (``GET /``, ``OPTIONS``,
+probes, errors); ``POST /`` goes to :meth:`Application.handle_predict`,
+which runs on a predict thread (or inline) and returns a finished reply.
+A reply is ``(status, data, close)``: ``data`` is the bytes to write,
+``close`` says whether the connection ends after them.
+"""
+
+import logging
+import threading
+
+from .encoder import InvalidResult, encode_json, encode_result, JSON_TYPE
+from .errors import ServingError
+from .response import build_head, cors_headers
+
+log = logging.getLogger("lite_serving")
+
+ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this address to run predict"})
+ALLOWED = b"GET, HEAD, OPTIONS, POST"
+
+current = threading.local()  # .view: the request whose predict runs on this thread
+
+
+def json_reply(status, obj, head=None, close=False, extra=b""):
+    """A JSON answer; ``head`` (the request's) decides version, keep-alive and CORS."""
+    body = encode_json(obj)
+    return bytes_reply(status, JSON_TYPE, body, head, close, extra)
+
+
+def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", send_body=True):
+    if head is None:
+        version, keep_alive = 1, False
+    else:
+        version, keep_alive = head.version, head.keep_alive and not close
+        if head.origin is not None:
+            extra += cors_headers(head.origin)
+    data = build_head(status, content_type, len(body), extra, version, keep_alive)
+    if send_body and body:
+        data += body
+    return status, data, not keep_alive
+
+
+def error_reply(status, message, head=None):
+    """The answer to a request the server refuses; the connection closes after it."""
+    return json_reply(status, {"error": message}, head, close=True)
+
+
+class Application:
+    """Routing and the predictor's ``predict``; ``caller`` is set once the predictor is built."""
+
+    def __init__(self, config):
+        self.config = config
+        self.caller = None
+        self.ready = False
+        self.production = config.production
+
+    def route(self, view):
+        """An immediate reply for the routes the I/O thread answers, or None for predict."""
+        head = view.head
+        method = head.method
+        if head.path != "/":
+            if head.path == "*" and method == "OPTIONS":
+                return bytes_reply(200, None, b"", head, extra=b"Allow: %s\r\n" % ALLOWED)
+            return json_reply(404, {"error": f"no route for {head.path}; POST to / to predict"}, head)
+        if method == "POST":
+            if not self.ready:
+                return json_reply(503, {"error": "the predictor is still loading"}, head,
+                                  extra=b"Retry-After: 1\r\n")
+            return None
+        if method == "GET" or method == "HEAD":
+            return bytes_reply(200, JSON_TYPE, ROOT_MESSAGE, head, send_body=method == "GET")
+        if method == "OPTIONS":
+            return self._options(head)
+        return json_reply(405, {"error": f"method {method} is not allowed on /"}, head,
+                          extra=b"Allow: %s\r\n" % ALLOWED)
+
+    def _options(self, head):
+        extra = b"Allow: %s\r\n" % ALLOWED
+        if head.origin is not None:
+            extra += b"Access-Control-Allow-Methods: %s\r\n" % ALLOWED
+            for name, value in head.fields:
+                if name == "access-control-request-headers":
+                    extra += b"Access-Control-Allow-Headers: %s\r\n" % value.encode("latin-1")
+                    break
+        return bytes_reply(200, None, b"", head, extra=extra)
+
+    def handle_predict(self, view):
+        """Run ``predict`` for one request and encode its result into a reply."""
+        head = view.head
+        current.view = view
+        try:
+            result = self.caller(view)
+            status, ctype, body, extra = encode_result(result, head.accept)
+        except ServingError as exc:
+            return self._serving_error(exc, head)
+        except InvalidResult as exc:
+            log.error("%s", exc)
+            return json_reply(500, {"error": "predict returned a value that cannot be sent"}, head)
+        except Exception as exc:
+            log.exception("predict raised %s for %s %s", type(exc).__name__, head.method, head.target)
+            if self.production:
+                message = "predict failed; the server log has the traceback"
+            else:
+                message = f"predict failed: {type(exc).__name__}: {exc}"
+            return json_reply(500, {"error": message}, head)
+        finally:
+            current.view = None
+        return bytes_reply(status, ctype, body, head, extra=extra)
+
+    def _serving_error(self, exc, head):
+        try:
+            status = int(exc.status_code)
+            if not 100 <= status <= 999:
+                raise ValueError(status)
+            return json_reply(status, exc.payload, head)
+        except Exception:
+            log.exception("ServingError could not be sent as given")
+            return json_reply(500, {"error": str(exc.message)}, head)

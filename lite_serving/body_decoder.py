@@ -1,0 +1,72 @@
+"""Request bodies → Python objects, chosen by the media type of ``Content-Type``.
+
+``application/json`` goes through orjson (falling back to the standard
+library for what orjson refuses but Python's ``json`` accepts, such as
+``NaN`` or integers past 64 bits); the four MessagePack media types through
+msgpack; anything else stays raw bytes.
+"""
+
+import json as _stdlib_json
+
+import msgpack
+import orjson
+
+from .errors import ServingError
+
+RAW, JSON, MSGPACK = 0, 1, 2
+
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack",
+                 "application/vnd.msgpack", "application/vnd.messagepack")
+_KIND_BY_MEDIA_TYPE = {"application/json": JSON, **{t: MSGPACK for t in MSGPACK_TYPES}}
+_kind_cache = {}
+_KIND_CACHE_LIMIT = 512
+
+
+def body_kind(content_type):
+    """``RAW``, ``JSON`` or ``MSGPACK`` for a Content-Type value (parameters ignored)."""
+    kind = _kind_cache.get(content_type)
+    if kind is None:
+        if content_type is None:
+            return RAW
+        media = content_type.split(";", 1)[0].strip(" \t").lower()
+        kind = _KIND_BY_MEDIA_TYPE.get(media, RAW)
+        if len(_kind_cache) < _KIND_CACHE_LIMIT:
+            _kind_cache[content_type] = kind
+    return kind
+
+
+def decode_json(body):
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as first:
+        try:
+            return _stdlib_json.loads(body)
+        except (ValueError, TypeError):
+            raise ServingError(f"the request body is not valid JSON: {first}", 400) from None
+
+
+def decode_msgpack(body):
+    try:
+        return msgpack.unpackb(body, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ServingError(f"the request body is not valid MessagePack: {exc}", 400) from None
+
+
+def decode_payload(view):
+    """What ``payload`` receives: the decoded body, or the raw bytes for other media types."""
+    kind = body_kind(view.head.content_type)
+    if kind == JSON:
+        return decode_json(view.body)
+    if kind == MSGPACK:
+        return decode_msgpack(view.body)
+    return view.body
+
+
+def decode_json_argument(view):
+    """What ``json`` receives: the decoded body; other media types → 400."""
+    kind = body_kind(view.head.content_type)
+    if kind == JSON:
+        return decode_json(view.body)
+    if kind == MSGPACK:
+        return decode_msgpack(view.body)
+    raise ServingError("input must be JSON or MessagePack", 400)

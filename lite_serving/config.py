@@ -1,0 +1,127 @@
+"""Every setting of lite_serving in one place: its flag, environment variable and default.
+
+Precedence: command-line flag > environment variable > default. The port and
+model path follow the platform's conventions (see :func:`default_port`).
+"""
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+from .common import detect_env
+
+MIB = 1024 * 1024
+
+
+def default_port():
+    """``OPENBAYES_SERVING_PORT`` > 8080 in notebook containers > 80 in production > 25252."""
+    port = os.environ.get("OPENBAYES_SERVING_PORT")
+    if port:
+        return int(port)
+    env = detect_env()
+    if env == "gear":
+        return 8080
+    if env == "production":
+        return 80
+    return 25252
+
+
+def default_model_path():
+    return "/mnt/project" if detect_env() == "production" else os.getcwd()
+
+
+@dataclass
+class Config:
+    """All settings; build one with :func:`parse_config`."""
+
+    host: str = "0.0.0.0"
+    port: int = 25252
+    model_path: str = "."
+    threads: int = 4
+    workers: int = 1
+    log_level: str = "info"
+    access_log: bool = False
+    max_body_size: int = 100 * MIB
+    max_head_size: int = 64 * 1024
+    max_headers: int = 100
+    max_target: int = 8192
+    keep_alive_timeout: float = 5.0
+    head_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 10000
+    graceful_timeout: float = 30.0
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+
+    @property
+    def production(self):
+        return detect_env() == "production"
+
+
+# (field, help text) in the order --help shows them
+_HELP = {
+    "host": "address to listen on; an IPv6 address binds IPv6 (default 0.0.0.0)",
+    "port": "port to listen on (default: $OPENBAYES_SERVING_PORT, else 8080 in notebook "
+            "containers, 80 in production, 25252 elsewhere)",
+    "model_path": "directory holding the .onnx model, or the model file (default: the model "
+                  "directory; /mnt/project in production)",
+    "threads": "threads running predict; 0 runs predict on the I/O thread (inline mode)",
+    "workers": "worker processes sharing the port",
+    "log_level": "debug, info, warning or error",
+    "access_log": "log one line per request (method, path, status, duration)",
+    "max_body_size": "largest request body in bytes (413 above it)",
+    "max_head_size": "largest request line + headers in bytes (431 above it)",
+    "max_headers": "most header fields in a request (431 above it)",
+    "max_target": "longest request target in bytes (414 above it)",
+    "keep_alive_timeout": "seconds an idle keep-alive connection stays open",
+    "head_timeout": "seconds a client has to send a complete request head",
+    "body_timeout": "seconds without progress while a request body is read",
+    "max_connections": "open connections; more are answered 503 and closed",
+    "graceful_timeout": "seconds in-flight requests get to finish on shutdown",
+    "intra_op_threads": "onnxruntime intra-op threads (0: onnxruntime's choice)",
+    "inter_op_threads": "onnxruntime inter-op threads (0: onnxruntime's choice)",
+}
+
+
+def env_name(field_name):
+    return "LITE_SERVING_" + field_name.upper()
+
+
+def _bool(text):
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_argparser(prog="lite_serving"):
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a predictor.py over HTTP.")
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=_HELP[f.name])
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str)
+                                                               else f.type.__name__, str)
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=_HELP[f.name])
+    return parser
+
+
+def parse_config(argv=None, prog="lite_serving"):
+    """Flags in ``argv`` (default ``sys.argv[1:]``) over environment variables over defaults."""
+    options = build_argparser(prog).parse_args(argv)
+    values = {}
+    for f in fields(Config):
+        given = getattr(options, f.name)
+        if given is None:
+            raw = os.environ.get(env_name(f.name))
+            if raw not in (None, ""):
+                kind = f.type if not isinstance(f.type, str) else {"int": int, "float": float,
+                                                                   "str": str, "bool": _bool}[f.type]
+                given = _bool(raw) if kind is bool else kind(raw)
+        if given is not None:
+            values[f.name] = given
+    values.setdefault("port", default_port())
+    values.setdefault("model_path", default_model_path())
+    config = Config(**values)
+    if config.threads < 0 or config.workers < 1:
+        build_argparser(prog).error("--threads must be >= 0 and --workers >= 1")
+    return config

@@ -1,0 +1,193 @@
+"""What ``predict`` returned → status, content type, header lines and body bytes.
+
+- ``dict``/``list``/``tuple`` (and numpy values) → JSON or MessagePack, by ``Accept``;
+- ``str`` → text/plain; ``bytes`` → PNG/JPEG when sniffed, else octet-stream;
+- :class:`lite_serving.Response` or a Flask/werkzeug response → as given;
+- anything else → 500.
+"""
+
+import base64
+import logging
+
+import msgpack
+import orjson
+
+from .body_decoder import MSGPACK_TYPES
+from .errors import ServingError
+from .response import Response, header_lines
+
+log = logging.getLogger("lite_serving")
+
+JSON_TYPE = b"application/json"
+MSGPACK_TYPE = b"application/msgpack"
+TEXT_TYPE = b"text/plain; charset=utf-8"
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_OFFERS = ("application/json",) + MSGPACK_TYPES
+_accept_cache = {}
+_ACCEPT_CACHE_LIMIT = 512
+
+
+class InvalidResult(Exception):
+    """``predict`` returned something that cannot be sent."""
+
+
+def _json_default(obj):
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(obj).decode("ascii")
+    tolist = getattr(obj, "tolist", None)  # numpy arrays orjson cannot take natively, numpy scalars
+    if tolist is not None:
+        return tolist()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _msgpack_default(obj):
+    tolist = getattr(obj, "tolist", None)
+    if tolist is not None:
+        return tolist()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not MessagePack serializable")
+
+
+def encode_json(obj):
+    """JSON bytes; bytes inside become base64 text, numpy values lists and numbers."""
+    return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS)
+
+
+def encode_msgpack(obj):
+    return msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
+
+
+def _parse_accept(accept):
+    """Accept value → [(type, subtype, q)] (RFC 9110 §12.5.1); malformed ranges skipped."""
+    ranges = []
+    for item in accept.split(","):
+        parts = item.split(";")
+        media = parts[0].strip().lower()
+        if "/" not in media:
+            continue
+        main, _, sub = media.partition("/")
+        q = 1.0
+        for param in parts[1:]:
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:
+                    q = 0.0
+        ranges.append((main, sub, q))
+    return ranges
+
+
+def _quality(offer, ranges):
+    main, _, sub = offer.partition("/")
+    best, best_rank = 0.0, -1
+    for rmain, rsub, q in ranges:
+        if rmain == main and rsub == sub:
+            rank = 2
+        elif rmain == main and rsub == "*":
+            rank = 1
+        elif rmain == "*" and rsub == "*":
+            rank = 0
+        else:
+            continue
+        if rank > best_rank:
+            best, best_rank = q, rank
+    return best
+
+
+def negotiate(accept):
+    """``"json"``, ``"msgpack"`` or ``None`` (nothing acceptable) for an Accept value."""
+    if not accept:
+        return "json"
+    choice = _accept_cache.get(accept, 0)
+    if choice != 0:
+        return choice
+    ranges = _parse_accept(accept)
+    choice, best = None, 0.0
+    for offer in _OFFERS:
+        q = _quality(offer, ranges)
+        if q > best:
+            choice, best = offer, q
+    if choice is not None:
+        choice = "json" if choice == "application/json" else "msgpack"
+    if len(_accept_cache) < _ACCEPT_CACHE_LIMIT:
+        _accept_cache[accept] = choice
+    return choice
+
+
+def encode_structured(obj, accept):
+    """A JSON-like value → (status, content type, body) by Accept; 406 when nothing fits."""
+    kind = negotiate(accept)
+    if kind == "json":
+        return 200, JSON_TYPE, encode_json(obj)
+    if kind == "msgpack":
+        return 200, MSGPACK_TYPE, encode_msgpack(obj)
+    raise ServingError("none of the acceptable media types can be produced; "
+                       "use application/json or application/msgpack", 406)
+
+
+def sniff_bytes(data):
+    if data[:4] == b"\x89PNG":
+        return b"image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return b"image/jpeg"
+    return b"application/octet-stream"
+
+
+def _is_werkzeug_response(obj):
+    for cls in type(obj).__mro__:
+        if cls.__name__ == "Response" and cls.__module__.split(".", 1)[0] in ("werkzeug", "flask"):
+            return True
+    return False
+
+
+def _from_werkzeug(resp):
+    headers = [(k, v) for k, v in resp.headers.to_wsgi_list()
+               if k.lower() not in ("content-length", "transfer-encoding", "content-type")]
+    content_type = resp.headers.get("Content-Type")
+    body = resp.get_data()
+    ctype = content_type.encode("latin-1") if content_type else None
+    return resp.status_code, ctype, body, header_lines(headers)
+
+
+def _from_response(resp):
+    headers = [(k, v) for k, v in resp.headers
+               if str(k).lower() not in ("content-length", "transfer-encoding", "content-type")]
+    body = resp.body
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return resp.status, resp.content_type.encode("latin-1"), bytes(body), header_lines(headers)
+
+
+def encode_result(result, accept):
+    """What ``predict`` returned → (status, content type bytes or None, body bytes, header lines)."""
+    cls = type(result)
+    if cls is dict or cls is list or cls is tuple:
+        status, ctype, body = encode_structured(result, accept)
+        return status, ctype, body, b""
+    if cls is str:
+        return 200, TEXT_TYPE, result.encode("utf-8"), b""
+    if cls is bytes:
+        return 200, sniff_bytes(result), result, b""
+    if isinstance(result, Response):
+        return _from_response(result)
+    if isinstance(result, (dict, list, tuple)) or cls.__module__ == "numpy":
+        status, ctype, body = encode_structured(result, accept)
+        return status, ctype, body, b""
+    if isinstance(result, str):
+        return 200, TEXT_TYPE, str(result).encode("utf-8"), b""
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        result = bytes(result)
+        return 200, sniff_bytes(result), result, b""
+    if _is_werkzeug_response(result):
+        return _from_werkzeug(result)
+    raise InvalidResult(
+        f"predict returned {cls.__name__}; valid results are dict, list or tuple (sent as JSON or "
+        "MessagePack by Accept), str (text/plain), bytes (image or octet-stream), numpy arrays, "
+        "lite_serving.Response and flask.Response")

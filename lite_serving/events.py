@@ -1,0 +1,93 @@
+"""``emit_event(name, data, id=None)``: record a named artefact of the request being served.
+
+Outside production the event is only logged. In production it is POSTed as
+MessagePack ``{"id", "name", "data"}`` to the platform's collector. It never
+raises into ``predict``.
+"""
+
+import http.client
+import json
+import logging
+
+import msgpack
+
+from .common import detect_env
+
+log = logging.getLogger("lite_serving.events")
+
+COLLECTOR = ("127.0.0.1", 6666, "/events")
+REQUEST_ID_HEADER = "x-openbayes-serving-request-id"
+
+
+def encode_event_data(data):
+    """bytes as they are, str as UTF-8, numbers as decimal text, anything else as JSON text."""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, (int, float)) and not isinstance(data, bool):
+        return str(data).encode("ascii")
+    return json.dumps(data, default=_json_default).encode("utf-8")
+
+
+def _json_default(obj):
+    tolist = getattr(obj, "tolist", None)
+    if tolist is not None:
+        return tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _placeholder(data):
+    if isinstance(data, (bytes, bytearray)):
+        return f"<{len(data)} bytes of binary data>"
+    if isinstance(data, (list, tuple)):
+        return [_placeholder(v) for v in data]
+    if isinstance(data, dict):
+        return {k: _placeholder(v) for k, v in data.items()}
+    return data
+
+
+def current_request_id():
+    """The integer in the current request's X-Openbayes-Serving-Request-Id, or 0."""
+    from .app import current
+    view = getattr(current, "view", None)
+    if view is None:
+        return 0
+    for name, value in view.head.fields:
+        if name == REQUEST_ID_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def post_event(body):
+    host, port, path = COLLECTOR
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/msgpack"})
+        conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def emit_event(name, data, id=None):
+    """Record event ``name`` with ``data`` for the current request (or request ``id``)."""
+    try:
+        encoded = encode_event_data(data)
+    except Exception as exc:
+        log.error("event %r not recorded: its data cannot be encoded: %s", name, exc)
+        return
+    if detect_env() != "production":
+        log.info("event %s -> %s", name, _placeholder(data))
+        return
+    req_id = id if id is not None else current_request_id()
+    if not req_id:
+        log.error("event %r not recorded: no request id (X-Openbayes-Serving-Request-Id)", name)
+        return
+    try:
+        post_event(msgpack.packb({"id": int(req_id), "name": str(name), "data": encoded},
+                                 use_bin_type=True))
+    except Exception as exc:
+        log.error("event %r not recorded: %s", name, exc)

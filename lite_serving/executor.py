@@ -1,0 +1,78 @@
+"""Running ``predict`` off the I/O thread, in batches.
+
+The I/O thread hands over everything one turn of its loop collected as one
+batch; a predict thread answers the whole batch, appends the replies to
+``done`` and wakes the loop once. Requests of one connection travel in one
+batch item, so pipelined answers keep their order.
+
+A batch is ``[(connection, [[view, reply or None], ...]), ...]``; the thread
+fills each ``None`` with ``handle(view)``.
+"""
+
+import collections
+import logging
+import queue
+import threading
+
+log = logging.getLogger("lite_serving")
+
+
+def answer_batch(batch, handle):
+    for _conn, items in batch:
+        for item in items:
+            if item[1] is None:
+                item[1] = handle(item[0])
+    return batch
+
+
+class PredictPool:
+    """``threads`` daemon threads answering batches with ``handle``; ``wake()`` tells the loop."""
+
+    def __init__(self, handle, threads, wake):
+        self.handle = handle
+        self.threads = threads
+        self.done = collections.deque()
+        self._wake = wake
+        self._queue = queue.SimpleQueue()
+        self.wake_pending = False
+        self.in_flight = 0  # batches submitted and not yet collected (I/O thread only)
+        self._workers = [threading.Thread(target=self._work, name=f"predict-{i}", daemon=True)
+                         for i in range(threads)]
+        for t in self._workers:
+            t.start()
+
+    def submit(self, batch):
+        self.in_flight += 1
+        self._queue.put(batch)
+
+    def collect(self):
+        """Answered batches, oldest first (I/O thread)."""
+        self.wake_pending = False
+        done = self.done
+        out = []
+        while done:
+            out.append(done.popleft())
+        self.in_flight -= len(out)
+        return out
+
+    def _work(self):
+        get = self._queue.get
+        handle = self.handle
+        while True:
+            batch = get()
+            if batch is None:
+                return
+            try:
+                answer_batch(batch, handle)
+            except BaseException:  # handle() catches predict's errors; this is a bug in lite_serving
+                log.exception("predict thread failed")
+                raise
+            finally:
+                self.done.append(batch)
+                if not self.wake_pending:
+                    self.wake_pending = True
+                    self._wake()
+
+    def stop(self):
+        for _ in self._workers:
+            self._queue.put(None)

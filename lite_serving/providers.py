@@ -1,0 +1,113 @@
+"""Argument providers and the signature map built from them once at start-up.
+
+``predict``'s parameters are matched to providers by name, or by annotation
+when the annotation names a provider (``def predict(self, body: "json")``).
+Each provider is a function of the :class:`~lite_serving.request_view.RequestView`,
+so per request only the arguments the predictor asked for are computed.
+"""
+
+import inspect
+
+from .body_decoder import decode_json_argument, decode_payload
+from .errors import StartupError
+
+
+def provide_data(view):
+    return view.body
+
+
+def provide_params(view):
+    return view.params
+
+
+def provide_headers(view):
+    return view.headers
+
+
+def provide_request(view):
+    request = view._request
+    if request is None:
+        from .flask_request import Request
+        request = view._request = Request(view)
+    return request
+
+
+PREDICT_PROVIDERS = {
+    "json": decode_json_argument,
+    "payload": decode_payload,
+    "data": provide_data,
+    "params": provide_params,
+    "args": provide_params,
+    "headers": provide_headers,
+    "request": provide_request,
+}
+
+PROVIDER_DESCRIPTIONS = {
+    "json": "body decoded from JSON/MessagePack, 400 otherwise",
+    "payload": "body decoded from JSON/MessagePack, raw bytes otherwise",
+    "data": "raw body bytes",
+    "params": "query string multi-dict",
+    "args": "query string multi-dict",
+    "headers": "case-insensitive headers",
+    "request": "Flask-compatible request",
+}
+
+
+def provider_key(param, providers):
+    """The provider a parameter asks for: its annotation when that names one, else its name."""
+    ann = param.annotation
+    if isinstance(ann, str) and ann in providers:
+        return ann
+    if ann is not inspect.Parameter.empty and not isinstance(ann, str):
+        key = getattr(ann, "__lite_serving_provider__", None)
+        if key in providers:
+            return key
+    return param.name
+
+
+def signature_plan(func, providers, what):
+    """[(parameter name, provider key, is keyword-only)] for ``func``, or StartupError.
+
+    ``*args``/``**kwargs`` get nothing; an unknown parameter with a default keeps
+    its default; an unknown one without a default stops start-up.
+    """
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError) as exc:
+        raise StartupError(f"cannot read the signature of {what}: {exc}") from None
+    plan = []
+    by_keyword = False  # after a skipped parameter, pass the rest by name
+    for param in params:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        key = provider_key(param, providers)
+        if key not in providers:
+            if param.default is not param.empty:
+                by_keyword = True
+                continue
+            raise StartupError(
+                f"{what} asks for `{param.name}`, which lite_serving cannot provide; "
+                f"supported parameters: {', '.join(providers)}")
+        if param.kind == param.POSITIONAL_ONLY and by_keyword:
+            raise StartupError(f"{what}: positional-only `{param.name}` follows a parameter "
+                               "lite_serving leaves to its default")
+        plan.append((param.name, key, by_keyword or param.kind == param.KEYWORD_ONLY))
+    return plan
+
+
+def build_caller(predict, plan):
+    """A function ``call(view)`` that computes the planned arguments and calls ``predict``."""
+    positional = [PREDICT_PROVIDERS[key] for _, key, kw_only in plan if not kw_only]
+    keyword = [(name, PREDICT_PROVIDERS[key]) for name, key, kw_only in plan if kw_only]
+    if not keyword:
+        if not positional:
+            return lambda view: predict()
+        if len(positional) == 1:
+            first, = positional
+            return lambda view: predict(first(view))
+        if len(positional) == 2:
+            first, second = positional
+            return lambda view: predict(first(view), second(view))
+        return lambda view: predict(*[f(view) for f in positional])
+    return lambda view: predict(*[f(view) for f in positional],
+                                **{name: f(view) for name, f in keyword})

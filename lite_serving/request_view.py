@@ -1,0 +1,223 @@
+"""One received request as the argument providers see it.
+
+A :class:`RequestView` holds the parsed head and the body bytes. Everything
+derived from them (header mapping, query multi-dict, decoded body) is computed
+on first use and cached, so a predictor that asks only for ``json`` never pays
+for a header dict or a query parse.
+"""
+
+from .parser import parse_query, unquote_path
+
+_MISSING = object()
+
+
+class Headers:
+    """Case-insensitive view of the request's header fields, in arrival order.
+
+    Like Flask's ``request.headers``: ``get(name, default, type=)``, ``[]``
+    (repeated fields joined by ``,``), ``in``, ``getlist``, ``items()``,
+    ``keys()``, and iteration over ``(Name, value)`` pairs.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields):
+        # fields: [(lowercase name, value)]
+        self._fields = fields
+
+    def getlist(self, name, type=None):
+        """Every value of ``name``, in order; converted by ``type`` when given (failures dropped)."""
+        key = name.lower()
+        values = [v for n, v in self._fields if n == key]
+        if type is None:
+            return values
+        out = []
+        for v in values:
+            try:
+                out.append(type(v))
+            except (ValueError, TypeError):
+                pass
+        return out
+
+    def get(self, name, default=None, type=None):
+        """The value of ``name`` (repeats joined by ``,``), or ``default``."""
+        key = name.lower()
+        found = [v for n, v in self._fields if n == key]
+        if not found:
+            return default
+        value = found[0] if len(found) == 1 else ",".join(found)
+        if type is None:
+            return value
+        try:
+            return type(value)
+        except (ValueError, TypeError):
+            return default
+
+    def __getitem__(self, name):
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name):
+        if not isinstance(name, str):
+            return False
+        key = name.lower()
+        return any(n == key for n, _ in self._fields)
+
+    def __iter__(self):
+        return iter(self.items())
+
+    def __len__(self):
+        return len(self._fields)
+
+    def __bool__(self):
+        return bool(self._fields)
+
+    def items(self):
+        """``(Title-Case name, value)`` pairs, repeats kept."""
+        return [(n.title(), v) for n, v in self._fields]
+
+    def keys(self):
+        return [n.title() for n, _ in self._fields]
+
+    def values(self):
+        return [v for _, v in self._fields]
+
+    def to_dict(self):
+        """A plain ``dict`` (repeats joined by ``,``)."""
+        out = {}
+        for n, v in self.items():
+            out[n] = v if n not in out else out[n] + "," + v
+        return out
+
+    def __eq__(self, other):
+        if isinstance(other, Headers):
+            return self._fields == other._fields
+        if isinstance(other, dict):
+            return self.to_dict() == {k.title(): v for k, v in other.items()}
+        return NotImplemented
+
+    def __repr__(self):
+        return f"Headers({self.items()!r})"
+
+
+class MultiDict(dict):
+    """A ``dict`` of first values that also remembers every value of a key.
+
+    Behaves like werkzeug's ``MultiDict`` for reading: ``d[key]`` and
+    ``d.get(key, default, type=)`` give the first value, ``getlist`` all of
+    them; iteration, ``len`` and ``in`` see each key once, in first-seen order.
+    Being a ``dict`` of first values, it serializes as one.
+    """
+
+    __slots__ = ("_lists",)
+
+    def __init__(self, pairs=()):
+        dict.__init__(self)
+        lists = {}
+        for key, value in pairs:
+            if key in lists:
+                lists[key].append(value)
+            else:
+                lists[key] = [value]
+                dict.__setitem__(self, key, value)
+        self._lists = lists
+
+    def get(self, key, default=None, type=None):
+        """First value of ``key`` (converted by ``type``; a failed conversion gives ``default``)."""
+        value = dict.get(self, key, _MISSING)
+        if value is _MISSING:
+            return default
+        if type is None:
+            return value
+        try:
+            return type(value)
+        except (ValueError, TypeError):
+            return default
+
+    def getlist(self, key, type=None):
+        """Every value of ``key`` in order (``[]`` when absent)."""
+        values = self._lists.get(key, [])
+        if type is None:
+            return list(values)
+        out = []
+        for v in values:
+            try:
+                out.append(type(v))
+            except (ValueError, TypeError):
+                pass
+        return out
+
+    def lists(self):
+        """``(key, [values])`` pairs."""
+        return [(k, list(v)) for k, v in self._lists.items()]
+
+    def items(self, multi=False):
+        if multi:
+            return [(k, v) for k, vs in self._lists.items() for v in vs]
+        return list(dict.items(self))
+
+    def to_dict(self, flat=True):
+        """``{key: first value}``, or ``{key: [values]}`` with ``flat=False``."""
+        if flat:
+            return dict(self)
+        return {k: list(v) for k, v in self._lists.items()}
+
+    def __setitem__(self, key, value):
+        dict.__setitem__(self, key, value)
+        self._lists[key] = [value]
+
+    def add(self, key, value):
+        """Append one more value to ``key``."""
+        if key in self._lists:
+            self._lists[key].append(value)
+        else:
+            self[key] = value
+
+    def __delitem__(self, key):
+        dict.__delitem__(self, key)
+        del self._lists[key]
+
+    def __repr__(self):
+        return f"MultiDict({self.items(multi=True)!r})"
+
+
+class RequestView:
+    """A request after framing: its head, its body, and who sent it."""
+
+    __slots__ = ("head", "body", "peer", "trailers", "started", "_headers", "_params", "_request")
+
+    def __init__(self, head, body, peer=None, trailers=None):
+        self.head = head
+        self.body = body
+        self.peer = peer
+        self.trailers = trailers
+        self._headers = None
+        self._params = None
+        self._request = None
+
+    @property
+    def method(self):
+        return self.head.method
+
+    @property
+    def headers(self):
+        """The :class:`Headers` of this request (built on first use)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers(self.head.fields)
+        return headers
+
+    @property
+    def params(self):
+        """The query string as a :class:`MultiDict` (built on first use)."""
+        params = self._params
+        if params is None:
+            params = self._params = MultiDict(parse_query(self.head.query))
+        return params
+
+    @property
+    def path(self):
+        """The percent-decoded path."""
+        return unquote_path(self.head.path)

@@ -1,0 +1,119 @@
+"""Responses: the public :class:`Response` and the bytes of a response head.
+
+Every answer is framed with Content-Length (or chunked when streamed) and
+carries ``Server`` and ``Date``; the Date text is rebuilt at most once a second.
+"""
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+
+SERVER_NAME = b"lite_serving"
+
+_REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
+_status_lines = {}
+_date = [0, b""]
+
+
+def status_line(status):
+    """``b"HTTP/1.1 200 OK\\r\\n"`` for a status code (cached)."""
+    line = _status_lines.get(status)
+    if line is None:
+        reason = _REASONS.get(status, b"Unknown")
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if 100 <= status <= 999:
+            _status_lines[status] = line
+    return line
+
+
+def server_and_date():
+    """The ``Server`` and ``Date`` header lines for the current second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[1] = b"Server: %s\r\nDate: %s\r\n" % (SERVER_NAME, formatdate(now, usegmt=True).encode())
+        _date[0] = now
+    return _date[1]
+
+
+def connection_header(version, keep_alive):
+    """The Connection line a response needs to say what happens to the connection."""
+    if not keep_alive:
+        return b"Connection: close\r\n"
+    if version == 0:
+        return b"Connection: keep-alive\r\n"
+    return b""
+
+
+def build_head(status, content_type, length, extra=b"", version=1, keep_alive=True):
+    """A full response head. ``content_type`` is bytes or None; ``extra`` holds ready header lines."""
+    conn = b"" if keep_alive and version else connection_header(version, keep_alive)
+    if content_type is None:
+        return b"%s%sContent-Length: %d\r\n%s%s\r\n" % (
+            status_line(status), server_and_date(), length, extra, conn)
+    return b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+        status_line(status), server_and_date(), content_type, length, extra, conn)
+
+
+def cors_headers(origin):
+    """CORS lines added to every answer of a request that carries ``Origin``."""
+    return b"Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n" % (
+        origin.encode("latin-1"),)
+
+
+def header_lines(pairs):
+    """``[(name, value)]`` → header lines; names and values must not hold CR or LF."""
+    out = []
+    for name, value in pairs:
+        name = str(name)
+        value = str(value)
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name:
+            raise ValueError(f"invalid response header {name!r}")
+        out.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+    return b"".join(out)
+
+
+class Response:
+    """What ``predict`` may return to choose status, headers and media type itself.
+
+    ``body`` is bytes or str (UTF-8 encoded); ``headers`` a dict or a list of
+    ``(name, value)`` pairs. ``mimetype`` gets ``; charset=utf-8`` added for
+    text types, ``content_type`` is used as given.
+    """
+
+    __slots__ = ("body", "status", "headers", "content_type")
+
+    def __init__(self, body=b"", status=200, headers=None, mimetype=None, content_type=None):
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.body = body
+        self.status = int(status)
+        if headers is None:
+            headers = []
+        elif isinstance(headers, dict):
+            headers = list(headers.items())
+        else:
+            headers = list(headers)
+        self.headers = headers
+        if content_type is None:
+            for name, value in headers:
+                if str(name).lower() == "content-type":
+                    content_type = value
+                    break
+        if content_type is None:
+            mimetype = mimetype or "text/plain"
+            if mimetype.startswith("text/") or mimetype in ("application/javascript", "application/xml"):
+                content_type = mimetype + "; charset=utf-8"
+            else:
+                content_type = mimetype
+        self.content_type = content_type
+
+    @property
+    def status_code(self):
+        return self.status
+
+    @property
+    def mimetype(self):
+        return self.content_type.split(";", 1)[0].strip()
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.content_type}>"

@@ -1,0 +1,538 @@
+"""The selector loop: sockets in, parsed requests to the application, replies out.
+
+One thread owns every socket. Each turn of the loop reads what is ready,
+frames complete requests with the parser, answers cheap routes at once and
+hands predict requests to the :class:`~lite_serving.executor.PredictPool`
+as one batch; answered batches come back through a wake-up socket and are
+written in request order.
+"""
+
+import errno
+import logging
+import selectors
+import signal
+import socket
+import time
+
+from .app import error_reply
+from .executor import answer_batch
+from .parser import ChunkedDecoder, ParseError, parse_head
+from .request_view import RequestView
+
+log = logging.getLogger("lite_serving")
+access_log = logging.getLogger("lite_serving.access")
+
+RECV_SIZE = 262144
+MAX_BUFFERED = 4 * 1024 * 1024   # unparsed bytes held for a connection whose answer is pending
+LINGER_SECONDS = 2.0
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+_HEAD, _BODY, _CHUNKED, _LINGER = range(4)
+_ACCEPT, _WAKE = object(), object()
+_EMPTY = b""
+
+
+class Connection:
+    """State of one client connection (touched by the I/O thread only)."""
+
+    __slots__ = ("sock", "fd", "peer", "buf", "state", "head", "body", "got", "decoder",
+                 "busy", "eof", "close_after", "out", "writing", "deadline", "closed")
+
+    def __init__(self, sock, peer, now):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.buf = _EMPTY          # unparsed bytes
+        self.state = _HEAD
+        self.head = None           # head whose body is being read
+        self.body = None           # bytearray being filled (Content-Length body)
+        self.got = 0
+        self.decoder = None
+        self.busy = False          # a batch of this connection is being answered
+        self.eof = False           # the client closed its sending side
+        self.close_after = False   # close once ``out`` is written
+        self.out = []              # unsent data
+        self.writing = False       # registered for EVENT_WRITE
+        self.deadline = now
+        self.closed = False
+
+
+class Server:
+    """Serves an :class:`~lite_serving.app.Application` on listening sockets."""
+
+    def __init__(self, app, config, listeners):
+        self.app = app
+        self.config = config
+        self.listeners = listeners
+        self.sel = selectors.DefaultSelector()
+        self.conns = {}
+        self.pool = None
+        self.running = False
+        self.stopping = False
+        self.now = time.monotonic()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._access = False
+        self._limits = (config.max_head_size, config.max_headers, config.max_target)
+
+    # -- lifecycle -------------------------------------------------------
+
+    def wake(self):
+        """Break the loop out of ``select`` (any thread, signal handlers included)."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def request_stop(self, *_):
+        self.stopping = True
+        self.wake()
+
+    def install_signal_handlers(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.request_stop)
+
+    def serve_forever(self, pool):
+        """Run the loop until :meth:`request_stop`; then drain and close (graceful shutdown)."""
+        self.pool = pool
+        self._access = access_log.isEnabledFor(logging.INFO)
+        sel = self.sel
+        for lsock in self.listeners:
+            lsock.setblocking(False)
+            sel.register(lsock, selectors.EVENT_READ, _ACCEPT)
+        sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self.running = True
+        next_sweep = time.monotonic() + 1.0
+        drain_deadline = None
+        try:
+            while True:
+                events = sel.select(1.0)
+                self.now = now = time.monotonic()
+                batch = []
+                for key, mask in events:
+                    data = key.data
+                    if data is _ACCEPT:
+                        self._accept(key.fileobj)
+                    elif data is _WAKE:
+                        self._on_wake(batch)
+                    else:
+                        if mask & selectors.EVENT_READ:
+                            self._on_readable(data, batch)
+                        if mask & selectors.EVENT_WRITE and not data.closed:
+                            self._flush(data)
+                if batch:
+                    self._dispatch(batch)
+                if now >= next_sweep:
+                    next_sweep = now + 1.0
+                    self._sweep(now)
+                if self.stopping:
+                    if drain_deadline is None:
+                        drain_deadline = now + self.config.graceful_timeout
+                        self._begin_drain()
+                    if self._drained() or now >= drain_deadline:
+                        break
+        finally:
+            self.running = False
+            self._close_all()
+
+    def _begin_drain(self):
+        log.info("shutting down: no new connections; waiting up to %gs for requests in flight",
+                 self.config.graceful_timeout)
+        for lsock in self.listeners:
+            try:
+                self.sel.unregister(lsock)
+            except (KeyError, ValueError):
+                pass
+            lsock.close()
+        for conn in list(self.conns.values()):
+            self._close_if_idle(conn)
+
+    def _close_if_idle(self, conn):
+        if not conn.busy and not conn.out and conn.state == _HEAD and not conn.buf:
+            self._close(conn)
+
+    def _drained(self):
+        return not self.conns and (self.pool is None or self.pool.in_flight == 0)
+
+    def _close_all(self):
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        self.sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- accepting -------------------------------------------------------
+
+    def _accept(self, lsock):
+        for _ in range(64):
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("cannot accept connections: %s", exc)
+                return
+            if len(self.conns) >= self.config.max_connections:
+                self._refuse(sock)
+                continue
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock, peer, self.now)
+            conn.deadline = self.now + self.config.keep_alive_timeout
+            self.conns[conn.fd] = conn
+            self.sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _refuse(self, sock):
+        _status, data, _close = error_reply(503, "too many open connections; try again shortly")
+        try:
+            sock.setblocking(False)
+            sock.send(data)
+        except OSError:
+            pass
+        sock.close()
+
+    # -- reading ---------------------------------------------------------
+
+    def _on_readable(self, conn, batch):
+        if conn.state == _BODY and not conn.busy:
+            self._read_body(conn, batch)
+            return
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._on_eof(conn)
+            return
+        if conn.state == _LINGER:
+            return
+        partial = bool(conn.buf)
+        if partial:
+            data = conn.buf + data
+        if conn.busy:
+            conn.buf = data
+            if len(data) > MAX_BUFFERED:
+                self._stop_reading(conn)
+            return
+        self._parse(conn, data, batch, partial)
+
+    def _read_body(self, conn, batch):
+        view = memoryview(conn.body)[conn.got:]
+        try:
+            n = conn.sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        finally:
+            view.release()
+        if n == 0:
+            self._on_eof(conn)
+            return
+        conn.got += n
+        conn.deadline = self.now + self.config.body_timeout
+        if conn.got == len(conn.body):
+            head, body = conn.head, bytes(conn.body)
+            conn.state, conn.head, conn.body = _HEAD, None, None
+            items = []
+            self._complete(conn, head, body, items)
+            self._emit(conn, items, batch)
+
+    def _on_eof(self, conn):
+        conn.eof = True
+        if conn.busy or conn.out:
+            self._stop_reading(conn)
+        else:
+            self._close(conn)
+
+    def _stop_reading(self, conn):
+        if conn.closed:
+            return
+        events = selectors.EVENT_WRITE if conn.writing else 0
+        if events:
+            self.sel.modify(conn.sock, events, conn)
+        else:
+            self.sel.unregister(conn.sock)
+
+    def _parse(self, conn, data, batch, partial=False):
+        """Frame every complete request in ``data``; keep the rest for later.
+
+        ``partial``: ``data`` continues a head that was already arriving, whose
+        deadline (set when it began) must not move.
+        """
+        items = []
+        pos = 0
+        size = len(data)
+        max_head, max_headers, max_target = self._limits
+        while pos < size:
+            if conn.state == _HEAD:
+                try:
+                    head = parse_head(data, pos, max_head, max_headers, max_target)
+                except ParseError as exc:
+                    items.append([None, error_reply(exc.status, exc.message)])
+                    pos = size
+                    break
+                if head is None:
+                    break
+                pos = head.end
+                length = head.content_length
+                if head.chunked:
+                    conn.decoder = ChunkedDecoder(self.config.max_body_size)
+                    conn.head = head
+                    conn.state = _CHUNKED
+                    if head.expect_continue and pos == size:
+                        items.append([None, (100, CONTINUE, False)])
+                    continue
+                if length > 0:
+                    if length > self.config.max_body_size:
+                        items.append([None, error_reply(
+                            413, f"request body of {length} bytes is over the limit of "
+                                 f"{self.config.max_body_size}", head)])
+                        pos = size
+                        break
+                    if size - pos >= length:
+                        body = data[pos:pos + length]
+                        pos += length
+                    else:
+                        conn.head = head
+                        conn.body = bytearray(length)
+                        got = size - pos
+                        conn.body[:got] = data[pos:]
+                        conn.got = got
+                        conn.state = _BODY
+                        conn.deadline = self.now + self.config.body_timeout
+                        pos = size
+                        if head.expect_continue and got == 0:
+                            items.append([None, (100, CONTINUE, False)])
+                        break
+                else:
+                    body = _EMPTY
+                if not self._complete(conn, head, bytes(body), items):
+                    pos = size
+                    break
+            elif conn.state == _BODY:  # the rest of a body, after waiting on a pending answer
+                take = min(len(conn.body) - conn.got, size - pos)
+                conn.body[conn.got:conn.got + take] = data[pos:pos + take]
+                conn.got += take
+                pos += take
+                if conn.got < len(conn.body):
+                    break
+                head, body = conn.head, bytes(conn.body)
+                conn.state, conn.head, conn.body = _HEAD, None, None
+                if not self._complete(conn, head, body, items):
+                    pos = size
+                    break
+            else:  # _CHUNKED
+                try:
+                    pos = conn.decoder.feed(data, pos)
+                except ParseError as exc:
+                    items.append([None, error_reply(exc.status, exc.message, conn.head)])
+                    pos = size
+                    break
+                conn.deadline = self.now + self.config.body_timeout
+                if not conn.decoder.done:
+                    break
+                head, decoder = conn.head, conn.decoder
+                conn.state, conn.head, conn.decoder = _HEAD, None, None
+                if not self._complete(conn, head, decoder.body(), items, decoder.trailers):
+                    pos = size
+                    break
+        conn.buf = data[pos:] if pos < size else _EMPTY
+        if conn.state == _HEAD:
+            if not conn.buf:
+                conn.deadline = self.now + self.config.keep_alive_timeout
+            elif not partial or pos > 0:
+                conn.deadline = self.now + self.config.head_timeout
+        self._emit(conn, items, batch)
+
+    def _complete(self, conn, head, body, items, trailers=None):
+        """Route one complete request; False when nothing after it may be parsed."""
+        view = RequestView(head, body, conn.peer, trailers)
+        view.started = self.now
+        reply = self.app.route(view)
+        items.append([view, reply])
+        return head.keep_alive and (reply is None or not reply[2])
+
+    def _emit(self, conn, items, batch):
+        if not items:
+            return
+        for item in items:
+            if item[1] is None:
+                conn.busy = True
+                batch.append((conn, items))
+                return
+        self._write_replies(conn, items)
+
+    def _dispatch(self, batch):
+        pool = self.pool
+        if pool.threads:
+            pool.submit(batch)
+            return
+        while batch:  # inline mode: answering may free pipelined requests for another round
+            answered, batch = answer_batch(batch, self.app.handle_predict), []
+            self._deliver(answered, batch)
+
+    def _on_wake(self, batch):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        if self.pool is not None and self.pool.threads:
+            for answered in self.pool.collect():
+                self._deliver(answered, batch)
+
+    def _deliver(self, answered, batch):
+        for conn, items in answered:
+            conn.busy = False
+            if conn.closed:
+                continue
+            self._write_replies(conn, items)
+            if not conn.closed and not conn.close_after and conn.buf and conn.state != _LINGER:
+                data, conn.buf = conn.buf, _EMPTY
+                self._parse(conn, data, batch)
+            elif conn.eof and not conn.out and not conn.closed:
+                self._close(conn)
+
+    # -- writing ---------------------------------------------------------
+
+    def _write_replies(self, conn, items):
+        chunks = []
+        close = False
+        for view, reply in items:
+            if reply is None:  # a predict thread failed before answering
+                reply = error_reply(500, "internal error", view.head if view else None)
+            status, data, close = reply
+            chunks.append(data)
+            if self._access and view is not None:
+                self._log_access(view, status)
+            if close:
+                break
+        self._send(conn, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if close:
+            conn.close_after = True
+            if not conn.out and not conn.closed:
+                self._finish(conn)
+
+    def _log_access(self, view, status):
+        head = view.head
+        access_log.info('%s - "%s %s HTTP/1.%d" %d %.2fms', _peer_text(view.peer), head.method,
+                        head.target, head.version, status, (time.monotonic() - view.started) * 1000)
+
+    def _send(self, conn, data):
+        if conn.closed:
+            return
+        if conn.out:
+            conn.out.append(data)
+            return
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return
+        if sent < len(data):
+            conn.out.append(memoryview(data)[sent:])
+            conn.deadline = self.now + self.config.body_timeout
+            self._want_write(conn, True)
+
+    def _flush(self, conn):
+        out = conn.out
+        while out:
+            try:
+                sent = conn.sock.send(out[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(conn)
+                return
+            conn.deadline = self.now + self.config.body_timeout
+            if sent < len(out[0]):
+                out[0] = memoryview(out[0])[sent:]
+                return
+            out.pop(0)
+        self._want_write(conn, False)
+        if conn.close_after:
+            self._finish(conn)
+        elif conn.eof and not conn.busy:
+            self._close(conn)
+
+    def _want_write(self, conn, on):
+        if conn.writing == on or conn.closed:
+            return
+        conn.writing = on
+        events = selectors.EVENT_WRITE if on else 0
+        if not conn.eof:
+            events |= selectors.EVENT_READ
+        try:
+            if events:
+                self.sel.modify(conn.sock, events, conn)
+            else:
+                self.sel.unregister(conn.sock)
+        except KeyError:
+            self.sel.register(conn.sock, events, conn)
+
+    def _finish(self, conn):
+        """Close after a final answer: stop sending, drain what the client still sends, then close.
+
+        Closing at once with unread input would reset the connection and could
+        destroy the answer before the client reads it.
+        """
+        if conn.eof:
+            self._close(conn)
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.state = _LINGER
+        conn.buf = _EMPTY
+        conn.deadline = self.now + LINGER_SECONDS
+
+    # -- housekeeping ----------------------------------------------------
+
+    def _sweep(self, now):
+        for conn in list(self.conns.values()):
+            if conn.busy or now < conn.deadline:
+                continue
+            if conn.state == _LINGER or conn.out:
+                self._close(conn)
+            elif conn.state == _HEAD and not conn.buf:
+                self._close(conn)  # idle keep-alive connection
+            else:
+                self._send(conn, error_reply(408, "timed out waiting for the request")[1])
+                conn.close_after = True
+                if not conn.out and not conn.closed:
+                    self._finish(conn)
+                conn.deadline = now + LINGER_SECONDS
+        if self.stopping:
+            for conn in list(self.conns.values()):
+                self._close_if_idle(conn)
+
+    def _close(self, conn):
+        if conn.closed:
+            return
+        conn.closed = True
+        self.conns.pop(conn.fd, None)
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        conn.out = []
+        conn.buf = _EMPTY
+
+
+def _peer_text(peer):
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "-")

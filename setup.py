@@ -1,0 +1,71 @@
+"""Build: the pure-Python package, the optional Cython parser, and the alias .pth file.
+
+The compiled parser (``_speedups/parser_c.pyx`` → ``lite_serving.parser_c``)
+is optional: when it cannot be compiled the install still succeeds and
+lite_serving runs on its pure-Python parser. ``LITE_SERVING_NO_EXT=1``
+skips compiling.
+"""
+
+import os
+import shutil
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PTH = "lite_serving_alias.pth"
+
+
+class OptionalBuildExt(build_ext):
+    """Compile the parser if possible; warn and go on without it otherwise."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, no headers...
+            self._skip(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._skip(exc)
+
+    @staticmethod
+    def _skip(exc):
+        sys.stderr.write(f"lite_serving: the compiled parser was not built ({exc}); "
+                         "the pure-Python parser will be used\n")
+
+
+class BuildPyWithPth(build_py):
+    """Ship lite_serving_alias.pth at the top of site-packages (see lite_serving/_alias.py)."""
+
+    def run(self):
+        super().run()
+        shutil.copy(os.path.join(HERE, PTH), os.path.join(self.build_lib, PTH))
+
+
+def extensions():
+    if os.environ.get("LITE_SERVING_NO_EXT", "") not in ("", "0"):
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        sys.stderr.write("lite_serving: Cython is not available; the pure-Python parser will be used\n")
+        return []
+    source = os.path.join("_speedups", "parser_c.pyx")
+    if not os.path.exists(os.path.join(HERE, source)):
+        return []
+    return cythonize(
+        [Extension("lite_serving.parser_c", [source], extra_compile_args=["-O3"])],
+        compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
+                             "cdivision": True, "initializedcheck": False},
+    )
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPyWithPth},
+)
