@@ -9,9 +9,11 @@ A reply is ``(status, data, close)``: ``data`` is the bytes to write,
 
 import logging
 import threading
+import time
 
 from .encoder import InvalidResult, encode_json, encode_result, JSON_TYPE
 from .errors import ServingError
+from .metrics import Metrics
 from .response import build_head, cors_headers
 
 log = logging.getLogger("lite_serving")
@@ -53,15 +55,28 @@ class Application:
         self.config = config
         self.caller = None
         self.ready = False
+        self.draining = False
         self.production = config.production
+        self.metrics = Metrics()
+        self.probes = {
+            "/healthz": self._alive, "/v2/health/live": self._alive,
+            "/readyz": self._readiness, "/v2/health/ready": self._readiness,
+            "/metrics": self._metrics,
+        }
 
     def route(self, view):
         """An immediate reply for the routes the I/O thread answers, or None for predict."""
         head = view.head
         method = head.method
         if head.path != "/":
+            probe = self.probes.get(head.path)
+            if probe is not None and method in ("GET", "HEAD"):
+                return probe(head)
             if head.path == "*" and method == "OPTIONS":
                 return bytes_reply(200, None, b"", head, extra=b"Allow: %s\r\n" % ALLOWED)
+            if probe is not None:
+                return json_reply(405, {"error": f"method {method} is not allowed on {head.path}"},
+                                  head, extra=b"Allow: GET, HEAD\r\n")
             return json_reply(404, {"error": f"no route for {head.path}; POST to / to predict"}, head)
         if method == "POST":
             if not self.ready:
@@ -74,6 +89,20 @@ class Application:
             return self._options(head)
         return json_reply(405, {"error": f"method {method} is not allowed on /"}, head,
                           extra=b"Allow: %s\r\n" % ALLOWED)
+
+    def _alive(self, head):
+        return bytes_reply(200, JSON_TYPE, b'{"status":"alive"}', head, send_body=head.method == "GET")
+
+    def _readiness(self, head):
+        if self.ready and not self.draining:
+            return bytes_reply(200, JSON_TYPE, b'{"status":"ready"}', head, send_body=head.method == "GET")
+        state = b"draining" if self.draining else b"loading"
+        return bytes_reply(503, JSON_TYPE, b'{"status":"%s"}' % state, head,
+                           send_body=head.method == "GET")
+
+    def _metrics(self, head):
+        return bytes_reply(200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(),
+                           head, send_body=head.method == "GET")
 
     def _options(self, head):
         extra = b"Allow: %s\r\n" % ALLOWED
@@ -89,15 +118,18 @@ class Application:
         """Run ``predict`` for one request and encode its result into a reply."""
         head = view.head
         current.view = view
+        began = time.perf_counter()
         try:
             result = self.caller(view)
             status, ctype, body, extra = encode_result(result, head.accept)
         except ServingError as exc:
             return self._serving_error(exc, head)
         except InvalidResult as exc:
+            self.metrics.predict_errors += 1
             log.error("%s", exc)
             return json_reply(500, {"error": "predict returned a value that cannot be sent"}, head)
         except Exception as exc:
+            self.metrics.predict_errors += 1
             log.exception("predict raised %s for %s %s", type(exc).__name__, head.method, head.target)
             if self.production:
                 message = "predict failed; the server log has the traceback"
@@ -106,6 +138,7 @@ class Application:
             return json_reply(500, {"error": message}, head)
         finally:
             current.view = None
+            self.metrics.predict_seconds.observe(time.perf_counter() - began)
         return bytes_reply(status, ctype, body, head, extra=extra)
 
     def _serving_error(self, exc, head):

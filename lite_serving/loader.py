@@ -30,7 +30,15 @@ class LoadedPredictor:
 
 
 def class_name(cls):
-    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"
+    """``Predictor (predictor.py)`` for the log and error messages."""
+    name = getattr(cls, "__qualname__", repr(cls))
+    try:
+        source = inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        source = None
+    if source:
+        return f"{name} ({os.path.relpath(source) if not source.startswith('..') else source})"
+    return f"{getattr(cls, '__module__', '?')}.{name}"
 
 
 def _unbound_predict(cls):

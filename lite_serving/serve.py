@@ -20,6 +20,7 @@ from .executor import PredictPool
 from .loader import class_name, describe_init, describe_predict, load_predictor, start_run_thread
 from .parser import PARSER_NAME
 from .server import Server
+from .supervisor import Supervisor
 
 log = logging.getLogger("lite_serving")
 
@@ -33,7 +34,7 @@ def setup_logging(config):
     logger.setLevel(level)
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     access = logging.getLogger("lite_serving.access")
@@ -50,7 +51,7 @@ def raise_open_files_limit():
         pass
 
 
-def bind(host, port):
+def bind(host, port, listen=True):
     """A listening socket with SO_REUSEADDR and SO_REUSEPORT; IPv6 for IPv6 addresses."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -63,7 +64,8 @@ def bind(host, port):
         sock.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                            "choose another address with --host/--port") from None
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     return sock
 
 
@@ -83,10 +85,27 @@ def run(predictor_cls, argv=None):
     state["served"] = True
     config = parse_config(argv, prog=os.path.basename(sys.argv[0]) or "lite_serving")
     setup_logging(config)
-    started = time.perf_counter()
     log.info("lite_serving %s on Python %s, pid %d", __version__, sys.version.split()[0], os.getpid())
     log.info("parser: %s", PARSER_NAME)
     raise_open_files_limit()
+    if config.workers == 1:
+        return serve_one(predictor_cls, config)
+    # Reserve the port (bound, not listening: it takes no connections) so that
+    # --port 0 gives every worker the same port.
+    try:
+        reserve = bind(config.host, config.port, listen=False)
+    except StartupError as exc:
+        fail(str(exc))
+    config.port = reserve.getsockname()[1]
+    status = Supervisor(config.workers, lambda: serve_one(predictor_cls, config),
+                        config.graceful_timeout).run()
+    reserve.close()
+    sys.exit(status)
+
+
+def serve_one(predictor_cls, config):
+    """Bind, build the predictor while the loop already answers, serve until stopped."""
+    started = time.perf_counter()
     try:
         listener = bind(config.host, config.port)
     except StartupError as exc:
@@ -124,3 +143,4 @@ def run(predictor_cls, argv=None):
         io_thread.join(0.5)
     pool.stop()
     log.info("stopped")
+    return 0

@@ -74,6 +74,7 @@ class Server:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._access = False
+        self.metrics = app.metrics
         self._limits = (config.max_head_size, config.max_headers, config.max_target)
 
     # -- lifecycle -------------------------------------------------------
@@ -87,6 +88,7 @@ class Server:
 
     def request_stop(self, *_):
         self.stopping = True
+        self.app.draining = True
         self.wake()
 
     def install_signal_handlers(self):
@@ -183,6 +185,7 @@ class Server:
             conn = Connection(sock, peer, self.now)
             conn.deadline = self.now + self.config.keep_alive_timeout
             self.conns[conn.fd] = conn
+            self.metrics.connections = len(self.conns)
             self.sel.register(sock, selectors.EVENT_READ, conn)
 
     def _refuse(self, sock):
@@ -210,6 +213,7 @@ class Server:
         if not data:
             self._on_eof(conn)
             return
+        self.metrics.bytes_in += len(data)
         if conn.state == _LINGER:
             return
         partial = bool(conn.buf)
@@ -237,6 +241,7 @@ class Server:
             self._on_eof(conn)
             return
         conn.got += n
+        self.metrics.bytes_in += n
         conn.deadline = self.now + self.config.body_timeout
         if conn.got == len(conn.body):
             head, body = conn.head, bytes(conn.body)
@@ -356,6 +361,9 @@ class Server:
         """Route one complete request; False when nothing after it may be parsed."""
         view = RequestView(head, body, conn.peer, trailers)
         view.started = self.now
+        self.metrics.in_flight += 1
+        if self.stopping:
+            head.keep_alive = False  # draining: this connection ends after its answer
         reply = self.app.route(view)
         items.append([view, reply])
         return head.keep_alive and (reply is None or not reply[2])
@@ -392,7 +400,8 @@ class Server:
     def _deliver(self, answered, batch):
         for conn, items in answered:
             conn.busy = False
-            if conn.closed:
+            if conn.closed:  # the client left; its answers are dropped
+                self.metrics.in_flight -= sum(1 for view, _ in items if view is not None)
                 continue
             self._write_replies(conn, items)
             if not conn.closed and not conn.close_after and conn.buf and conn.state != _LINGER:
@@ -406,13 +415,19 @@ class Server:
     def _write_replies(self, conn, items):
         chunks = []
         close = False
+        metrics = self.metrics
+        now = time.monotonic()
         for view, reply in items:
             if reply is None:  # a predict thread failed before answering
                 reply = error_reply(500, "internal error", view.head if view else None)
             status, data, close = reply
             chunks.append(data)
-            if self._access and view is not None:
-                self._log_access(view, status)
+            metrics.by_class[status // 100 if status < 600 else 5] += 1
+            if view is not None:
+                metrics.in_flight -= 1
+                metrics.request_seconds.observe(now - view.started)
+                if self._access:
+                    self._log_access(view, status, now)
             if close:
                 break
         self._send(conn, chunks[0] if len(chunks) == 1 else b"".join(chunks))
@@ -421,10 +436,10 @@ class Server:
             if not conn.out and not conn.closed:
                 self._finish(conn)
 
-    def _log_access(self, view, status):
+    def _log_access(self, view, status, now):
         head = view.head
         access_log.info('%s - "%s %s HTTP/1.%d" %d %.2fms', _peer_text(view.peer), head.method,
-                        head.target, head.version, status, (time.monotonic() - view.started) * 1000)
+                        head.target, head.version, status, (now - view.started) * 1000)
 
     def _send(self, conn, data):
         if conn.closed:
@@ -439,6 +454,7 @@ class Server:
         except OSError:
             self._close(conn)
             return
+        self.metrics.bytes_out += sent
         if sent < len(data):
             conn.out.append(memoryview(data)[sent:])
             conn.deadline = self.now + self.config.body_timeout
@@ -455,6 +471,7 @@ class Server:
                 self._close(conn)
                 return
             conn.deadline = self.now + self.config.body_timeout
+            self.metrics.bytes_out += sent
             if sent < len(out[0]):
                 out[0] = memoryview(out[0])[sent:]
                 return
@@ -523,6 +540,7 @@ class Server:
             return
         conn.closed = True
         self.conns.pop(conn.fd, None)
+        self.metrics.connections = len(self.conns)
         try:
             self.sel.unregister(conn.sock)
         except (KeyError, ValueError):

@@ -1,0 +1,82 @@
+"""Prometheus metrics of one serving process, in the text exposition format.
+
+A few dozen lines do what lite_serving needs (counters, gauges, fixed-bucket
+histograms) without prometheus-client, which would add a dependency and
+a per-observation lock. Counters are updated by the I/O thread only, except
+the predict histogram and error counter, which predict threads update (plain
+integer increments under the GIL; a rare lost update would skew a count, never
+corrupt it). With ``--workers N`` each worker reports its own figures with a
+``pid`` label; sum them in the query (``sum without (pid) (...)``).
+"""
+
+import bisect
+import os
+
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0, 30.0)
+
+
+class Histogram:
+    """Cumulative-bucket histogram (seconds)."""
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self):
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds):
+        self.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def lines(self, name, labels):
+        out = []
+        running = 0
+        for bound, n in zip(DURATION_BUCKETS, self.counts):
+            running += n
+            out.append(f'{name}_bucket{{{labels},le="{bound}"}} {running}')
+        out.append(f'{name}_bucket{{{labels},le="+Inf"}} {self.count}')
+        out.append(f"{name}_sum{{{labels}}} {self.total:.6f}")
+        out.append(f"{name}_count{{{labels}}} {self.count}")
+        return out
+
+
+class Metrics:
+    """The figures one process keeps about itself."""
+
+    def __init__(self):
+        self.by_class = [0] * 6          # index: status // 100
+        self.request_seconds = Histogram()
+        self.predict_seconds = Histogram()
+        self.predict_errors = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.in_flight = 0
+        self.connections = 0
+
+    def render(self):
+        labels = f'pid="{os.getpid()}"'
+        lines = [
+            "# HELP lite_serving_requests_total Answered requests by status class.",
+            "# TYPE lite_serving_requests_total counter",
+        ]
+        for cls in range(1, 6):
+            lines.append(f'lite_serving_requests_total{{{labels},code="{cls}xx"}} {self.by_class[cls]}')
+        lines += ["# HELP lite_serving_request_duration_seconds From a complete request to its answer.",
+                  "# TYPE lite_serving_request_duration_seconds histogram"]
+        lines += self.request_seconds.lines("lite_serving_request_duration_seconds", labels)
+        lines += ["# HELP lite_serving_predict_duration_seconds Time spent in predict and encoding.",
+                  "# TYPE lite_serving_predict_duration_seconds histogram"]
+        lines += self.predict_seconds.lines("lite_serving_predict_duration_seconds", labels)
+        for name, kind, value, text in (
+            ("predict_errors_total", "counter", self.predict_errors, "predict calls that raised (ServingError excluded)."),
+            ("received_bytes_total", "counter", self.bytes_in, "Bytes read from clients."),
+            ("sent_bytes_total", "counter", self.bytes_out, "Bytes written to clients."),
+            ("requests_in_flight", "gauge", self.in_flight, "Requests received and not yet answered."),
+            ("open_connections", "gauge", self.connections, "Open client connections."),
+        ):
+            lines += [f"# HELP lite_serving_{name} {text}", f"# TYPE lite_serving_{name} {kind}",
+                      f"lite_serving_{name}{{{labels}}} {value}"]
+        return ("\n".join(lines) + "\n").encode()
