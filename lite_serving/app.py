@@ -14,7 +14,8 @@ import time
 from .encoder import InvalidResult, encode_json, encode_result, JSON_TYPE
 from .errors import ServingError
 from .metrics import Metrics
-from .response import build_head, cors_headers
+from .response import build_head, build_stream_head, cors_headers
+from .stream import StreamBody
 
 log = logging.getLogger("lite_serving")
 
@@ -41,6 +42,16 @@ def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", s
     if send_body and body:
         data += body
     return status, data, not keep_alive
+
+
+def stream_reply(status, content_type, stream, head, extra=b""):
+    """A reply whose data is a :class:`StreamBody`; its head is ready in ``stream.head``."""
+    keep_alive = head.keep_alive and head.version == 1
+    if head.origin is not None:
+        extra += cors_headers(head.origin)
+    stream.chunked = head.version == 1
+    stream.head = build_stream_head(status, content_type, extra, head.version, keep_alive)
+    return status, stream, not keep_alive
 
 
 def error_reply(status, message, head=None):
@@ -139,6 +150,8 @@ class Application:
         finally:
             current.view = None
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
+        if type(body) is StreamBody:
+            return stream_reply(status, ctype, body, head, extra)
         return bytes_reply(status, ctype, body, head, extra=extra)
 
     def _serving_error(self, exc, head):

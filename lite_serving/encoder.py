@@ -15,6 +15,7 @@ import orjson
 from .body_decoder import MSGPACK_TYPES
 from .errors import ServingError
 from .response import Response, header_lines
+from .stream import StreamBody
 
 log = logging.getLogger("lite_serving")
 
@@ -151,7 +152,10 @@ def _from_werkzeug(resp):
     headers = [(k, v) for k, v in resp.headers.to_wsgi_list()
                if k.lower() not in ("content-length", "transfer-encoding", "content-type")]
     content_type = resp.headers.get("Content-Type")
-    body = resp.get_data()
+    if resp.is_streamed:
+        body = StreamBody(resp.iter_encoded(), on_close=resp.close)
+    else:
+        body = resp.get_data()
     ctype = content_type.encode("latin-1") if content_type else None
     return resp.status_code, ctype, body, header_lines(headers)
 
@@ -162,7 +166,11 @@ def _from_response(resp):
     body = resp.body
     if isinstance(body, str):
         body = body.encode("utf-8")
-    return resp.status, resp.content_type.encode("latin-1"), bytes(body), header_lines(headers)
+    elif not isinstance(body, (bytes, bytearray, memoryview)):
+        body = StreamBody(iter(body), on_close=getattr(body, "close", None))
+    else:
+        body = bytes(body)
+    return resp.status, resp.content_type.encode("latin-1"), body, header_lines(headers)
 
 
 def encode_result(result, accept):

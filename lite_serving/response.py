@@ -54,6 +54,16 @@ def build_head(status, content_type, length, extra=b"", version=1, keep_alive=Tr
         status_line(status), server_and_date(), content_type, length, extra, conn)
 
 
+def build_stream_head(status, content_type, extra=b"", version=1, keep_alive=True):
+    """The head of a streamed answer: chunked on HTTP/1.1; on HTTP/1.0 the body ends at close."""
+    if version == 0:
+        framing, conn = b"", b"Connection: close\r\n"
+    else:
+        framing, conn = b"Transfer-Encoding: chunked\r\n", connection_header(version, keep_alive)
+    ctype = b"Content-Type: %s\r\n" % content_type if content_type else b""
+    return b"%s%s%s%s%s%s\r\n" % (status_line(status), server_and_date(), ctype, framing, extra, conn)
+
+
 def cors_headers(origin):
     """CORS lines added to every answer of a request that carries ``Origin``."""
     return b"Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n" % (
@@ -75,7 +85,9 @@ def header_lines(pairs):
 class Response:
     """What ``predict`` may return to choose status, headers and media type itself.
 
-    ``body`` is bytes or str (UTF-8 encoded); ``headers`` a dict or a list of
+    ``body`` is bytes, str (UTF-8 encoded), or an iterable (a generator) of
+    bytes/str pieces, streamed with chunked transfer coding as they are
+    produced; ``headers`` a dict or a list of
     ``(name, value)`` pairs. ``mimetype`` gets ``; charset=utf-8`` added for
     text types, ``content_type`` is used as given.
     """

@@ -7,6 +7,7 @@ as one batch; answered batches come back through a wake-up socket and are
 written in request order.
 """
 
+import collections
 import errno
 import logging
 import selectors
@@ -14,6 +15,7 @@ import signal
 import socket
 import time
 
+from . import stream as streams
 from .app import error_reply
 from .executor import answer_batch
 from .parser import ChunkedDecoder, ParseError, parse_head
@@ -36,7 +38,8 @@ class Connection:
     """State of one client connection (touched by the I/O thread only)."""
 
     __slots__ = ("sock", "fd", "peer", "buf", "state", "head", "body", "got", "decoder",
-                 "busy", "eof", "close_after", "out", "writing", "deadline", "closed")
+                 "busy", "eof", "close_after", "out", "writing", "deadline", "closed", "stream",
+                 "behind_stream")
 
     def __init__(self, sock, peer, now):
         self.sock = sock
@@ -55,6 +58,8 @@ class Connection:
         self.writing = False       # registered for EVENT_WRITE
         self.deadline = now
         self.closed = False
+        self.stream = None         # StreamBody being sent
+        self.behind_stream = None  # answered items waiting for the stream to end
 
 
 class Server:
@@ -70,6 +75,7 @@ class Server:
         self.running = False
         self.stopping = False
         self.now = time.monotonic()
+        self.posted = collections.deque()   # (connection, data) from stream threads
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -396,6 +402,17 @@ class Server:
         if self.pool is not None and self.pool.threads:
             for answered in self.pool.collect():
                 self._deliver(answered, batch)
+        posted = self.posted
+        while posted:
+            conn, data = posted.popleft()
+            if conn.closed:
+                continue
+            if data is streams.END:
+                self._end_stream(conn, batch)
+            elif data is streams.ABORT:
+                self._close(conn)
+            else:
+                self._send(conn, data)
 
     def _deliver(self, answered, batch):
         for conn, items in answered:
@@ -404,11 +421,44 @@ class Server:
                 self.metrics.in_flight -= sum(1 for view, _ in items if view is not None)
                 continue
             self._write_replies(conn, items)
-            if not conn.closed and not conn.close_after and conn.buf and conn.state != _LINGER:
-                data, conn.buf = conn.buf, _EMPTY
-                self._parse(conn, data, batch)
-            elif conn.eof and not conn.out and not conn.closed:
-                self._close(conn)
+            self._after_replies(conn, batch)
+
+    def _after_replies(self, conn, batch):
+        """Once a connection's answers are written: parse what it sent meanwhile, or close."""
+        if conn.busy or conn.closed:
+            return
+        if not conn.close_after and conn.buf and conn.state != _LINGER:
+            data, conn.buf = conn.buf, _EMPTY
+            self._parse(conn, data, batch)
+        elif conn.eof and not conn.out:
+            self._close(conn)
+
+    # -- streams ---------------------------------------------------------
+
+    def post(self, conn, data):
+        """From a stream thread: have the I/O thread write ``data`` (or END/ABORT) to ``conn``."""
+        self.posted.append((conn, data))
+        self.wake()
+
+    def _start_stream(self, conn, stream, rest):
+        conn.busy = True
+        conn.stream = stream
+        conn.behind_stream = rest
+        stream.queued = len(stream.head)
+        self._send(conn, stream.head)
+        streams.start(stream, lambda data: self.post(conn, data))
+
+    def _end_stream(self, conn, batch):
+        stream, rest = conn.stream, conn.behind_stream
+        conn.stream = conn.behind_stream = None
+        conn.busy = False
+        if not stream.chunked:  # HTTP/1.0: the end of the body is the end of the connection
+            conn.close_after = True
+        if rest:
+            self._write_replies(conn, rest)
+        elif conn.close_after and not conn.out:
+            self._finish(conn)
+        self._after_replies(conn, batch)
 
     # -- writing ---------------------------------------------------------
 
@@ -417,10 +467,24 @@ class Server:
         close = False
         metrics = self.metrics
         now = time.monotonic()
-        for view, reply in items:
+        for index, (view, reply) in enumerate(items):
             if reply is None:  # a predict thread failed before answering
                 reply = error_reply(500, "internal error", view.head if view else None)
             status, data, close = reply
+            if type(data) is streams.StreamBody:
+                if chunks:
+                    self._send(conn, b"".join(chunks))
+                metrics.by_class[status // 100 if status < 600 else 5] += 1
+                metrics.in_flight -= 1
+                if self._access:
+                    self._log_access(view, status, now)
+                if close:
+                    conn.close_after = True
+                    rest = []
+                else:
+                    rest = items[index + 1:]
+                self._start_stream(conn, data, rest)
+                return
             chunks.append(data)
             metrics.by_class[status // 100 if status < 600 else 5] += 1
             if view is not None:
@@ -455,6 +519,8 @@ class Server:
             self._close(conn)
             return
         self.metrics.bytes_out += sent
+        if conn.stream is not None:
+            self._stream_progress(conn.stream, sent)
         if sent < len(data):
             conn.out.append(memoryview(data)[sent:])
             conn.deadline = self.now + self.config.body_timeout
@@ -472,15 +538,23 @@ class Server:
                 return
             conn.deadline = self.now + self.config.body_timeout
             self.metrics.bytes_out += sent
+            if conn.stream is not None:
+                self._stream_progress(conn.stream, sent)
             if sent < len(out[0]):
                 out[0] = memoryview(out[0])[sent:]
                 return
             out.pop(0)
         self._want_write(conn, False)
-        if conn.close_after:
+        if conn.close_after and conn.stream is None:
             self._finish(conn)
         elif conn.eof and not conn.busy:
             self._close(conn)
+
+    @staticmethod
+    def _stream_progress(stream, sent):
+        stream.written += sent
+        if stream.backlog() < streams.LOW_WATER:
+            stream.window.set()
 
     def _want_write(self, conn, on):
         if conn.writing == on or conn.closed:
@@ -548,6 +622,8 @@ class Server:
         conn.sock.close()
         conn.out = []
         conn.buf = _EMPTY
+        if conn.stream is not None:
+            conn.stream.cancel()
 
 
 def _peer_text(peer):

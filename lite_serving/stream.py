@@ -1,0 +1,92 @@
+"""Streamed answers: a body produced piece by piece, sent with chunked transfer coding.
+
+A stream's pieces come from the predictor's iterable on a thread of its own
+(a generator may wait between pieces, as token-by-token answers do), and are
+handed to the I/O thread, which writes them in order. The thread stops
+producing while more than ``HIGH_WATER`` bytes wait to be written (back-pressure
+from a slow reader) and stops for good when the client goes away; the
+iterable is closed either way.
+"""
+
+import logging
+import threading
+
+log = logging.getLogger("lite_serving")
+
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
+END = object()      # posted after the last piece
+ABORT = object()    # posted when the stream failed: the connection is closed
+
+
+class StreamBody:
+    """An answer body taken from ``pieces`` (an iterable of bytes or str)."""
+
+    __slots__ = ("pieces", "on_close", "head", "chunked", "queued", "written", "cancelled", "window")
+
+    def __init__(self, pieces, on_close=None):
+        self.pieces = pieces
+        self.on_close = on_close if on_close is not None else getattr(pieces, "close", None)
+        self.head = b""
+        self.chunked = True
+        self.queued = 0       # bytes handed to the I/O thread (stream thread only)
+        self.written = 0      # bytes written to the socket (I/O thread only)
+        self.cancelled = False
+        self.window = threading.Event()
+
+    def backlog(self):
+        return self.queued - self.written
+
+    def close(self):
+        if self.on_close is not None:
+            try:
+                self.on_close()
+            except Exception:
+                log.exception("closing the streamed body failed")
+
+    def cancel(self):
+        self.cancelled = True
+        self.window.set()
+
+
+def _as_bytes(piece):
+    if isinstance(piece, bytes):
+        return piece
+    if isinstance(piece, str):
+        return piece.encode("utf-8")
+    return bytes(piece)
+
+
+def pump(stream, post):
+    """Run on a stream thread: iterate the body and ``post(data)`` each framed piece, then END/ABORT."""
+    end = END
+    try:
+        for piece in stream.pieces:
+            if stream.cancelled:
+                break
+            piece = _as_bytes(piece)
+            if not piece:
+                continue
+            data = b"%x\r\n%s\r\n" % (len(piece), piece) if stream.chunked else piece
+            stream.queued += len(data)
+            post(data)
+            while stream.backlog() > HIGH_WATER and not stream.cancelled:
+                stream.window.clear()
+                if stream.backlog() > HIGH_WATER and not stream.cancelled:
+                    stream.window.wait(1.0)
+        if stream.cancelled:
+            end = ABORT
+        elif stream.chunked:
+            post(b"0\r\n\r\n")
+    except Exception:
+        log.exception("the streamed answer failed after %d bytes; closing the connection", stream.queued)
+        end = ABORT
+    finally:
+        stream.close()
+    post(end)
+
+
+def start(stream, post):
+    thread = threading.Thread(target=pump, args=(stream, post), name="lite_serving-stream", daemon=True)
+    thread.start()
+    return thread
