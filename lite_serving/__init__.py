@@ -10,5 +10,6 @@ from .errors import ServingError  # noqa: E402
 from .events import emit_event  # noqa: E402
 from .response import Response  # noqa: E402
 from .serve import run  # noqa: E402
+from .sse import event_stream  # noqa: E402
 
-__all__ = ["run", "emit_event", "ServingError", "Response", "__version__"]
+__all__ = ["run", "emit_event", "event_stream", "ServingError", "Response", "__version__"]

@@ -59,7 +59,7 @@ def decode_payload(view):
         return decode_json(view.body)
     if kind == MSGPACK:
         return decode_msgpack(view.body)
-    return view.body
+    return view.raw_body()
 
 
 def decode_json_argument(view):

@@ -42,6 +42,7 @@ class Config:
     log_level: str = "info"
     access_log: bool = False
     max_body_size: int = 100 * MIB
+    spool_size: int = 1 * MIB
     max_head_size: int = 64 * 1024
     max_headers: int = 100
     max_target: int = 8192
@@ -70,6 +71,8 @@ _HELP = {
     "log_level": "debug, info, warning or error",
     "access_log": "log one line per request (method, path, status, duration)",
     "max_body_size": "largest request body in bytes (413 above it)",
+    "spool_size": "multipart/form-data bodies larger than this are written to a temporary file "
+                  "as they arrive instead of held in memory",
     "max_head_size": "largest request line + headers in bytes (431 above it)",
     "max_headers": "most header fields in a request (431 above it)",
     "max_target": "longest request target in bytes (414 above it)",

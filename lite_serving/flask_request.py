@@ -11,10 +11,13 @@ from urllib.parse import quote
 import orjson
 
 from .errors import ServingError
+from .multipart import boundary_of, parse_multipart
 from .parser import parse_query, unquote_path
 from .request_view import MultiDict
 
-_FORM_TYPES = ("application/x-www-form-urlencoded",)
+_URLENCODED = "application/x-www-form-urlencoded"
+_MULTIPART = "multipart/form-data"
+_FORM_TYPES = (_URLENCODED, _MULTIPART)
 
 
 def _split_media_type(content_type):
@@ -40,6 +43,7 @@ class Request:
         self._head = view.head
         self._json = _UNSET
         self._form = None
+        self._files = None
 
     # -- the request line ----------------------------------------------
     @property
@@ -133,7 +137,7 @@ class Request:
 
     # -- the body --------------------------------------------------------
     def get_data(self, cache=True, as_text=False, parse_form_data=False):
-        body = self._view.body
+        body = self._view.raw_body()
         if parse_form_data and self.mimetype in _FORM_TYPES:
             self.form  # noqa: B018  (parsing consumes the body, as in Flask)
             body = b""
@@ -145,6 +149,10 @@ class Request:
 
     @property
     def stream(self):
+        spool = self._view.spool
+        if spool is not None:
+            spool.seek(0)
+            return spool
         return io.BytesIO(self._view.body)
 
     @property
@@ -175,19 +183,28 @@ class Request:
     def json(self):
         return self.get_json()
 
+    def _load_form(self):
+        mimetype = self.mimetype
+        self._files = MultiDict()
+        if mimetype == _URLENCODED:
+            self._form = MultiDict(parse_query(self._view.body.decode("latin-1")))
+        elif mimetype == _MULTIPART:
+            boundary = boundary_of(self.mimetype_params)
+            self._form, self._files = parse_multipart(self._view.body, boundary, self._view.spool)
+        else:
+            self._form = MultiDict()
+
     @property
     def form(self):
         if self._form is None:
-            if self.mimetype in _FORM_TYPES:
-                text = self._view.body.decode("latin-1")
-                self._form = MultiDict(parse_query(text))
-            else:
-                self._form = MultiDict()
+            self._load_form()
         return self._form
 
     @property
     def files(self):
-        return MultiDict()
+        if self._files is None:
+            self._load_form()
+        return self._files
 
     @property
     def values(self):

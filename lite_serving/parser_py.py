@@ -169,15 +169,18 @@ def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS,
     reject, and for heads over the size limits.
     """
     size = len(buf)
-    # RFC 9112 §2.2: ignore empty lines received before the request line
+    # RFC 9112 §2.2: ignore empty lines received before the request line; they
+    # count against max_head (from ``origin``) so a CRLF flood cannot grow the
+    # buffer without bound
+    origin = start
     while buf[start:start + 2] == b"\r\n":
         start += 2
-    end = buf.find(b"\r\n\r\n", start, start + max_head)
+    end = buf.find(b"\r\n\r\n", start, origin + max_head)
     if end < 0:
         line_end = buf.find(b"\r\n", start, start + max_target + 32)
         if line_end < 0 and size - start > max_target + 32:
             raise ParseError(414, "request line too long")
-        if size - start >= max_head:
+        if size - origin >= max_head:
             raise ParseError(431, "request head too large")
         return None
 
@@ -393,12 +396,14 @@ def parse_query(query):
             key = key.replace("+", " ")
         if "+" in value:
             value = value.replace("+", " ")
+        # the text is latin-1 (one char per byte): percent-decode those bytes, so
+        # raw UTF-8 next to %XX escapes is not encoded twice
         if "%" in key:
-            key = unquote_to_bytes(key).decode("utf-8", "replace")
+            key = unquote_to_bytes(key.encode("latin-1")).decode("utf-8", "replace")
         elif not key.isascii():
             key = key.encode("latin-1").decode("utf-8", "replace")
         if "%" in value:
-            value = unquote_to_bytes(value).decode("utf-8", "replace")
+            value = unquote_to_bytes(value.encode("latin-1")).decode("utf-8", "replace")
         elif not value.isascii():
             value = value.encode("latin-1").decode("utf-8", "replace")
         pairs.append((key, value))
@@ -409,5 +414,5 @@ def unquote_path(path):
     """Percent-decode a latin-1 path as UTF-8 (what Flask shows as ``request.path``)."""
     if "%" not in path:
         return path if path.isascii() else path.encode("latin-1").decode("utf-8", "replace")
-    return unquote_to_bytes(path).decode("utf-8", "replace")
+    return unquote_to_bytes(path.encode("latin-1")).decode("utf-8", "replace")
 

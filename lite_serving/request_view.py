@@ -186,11 +186,13 @@ class MultiDict(dict):
 class RequestView:
     """A request after framing: its head, its body, and who sent it."""
 
-    __slots__ = ("head", "body", "peer", "trailers", "started", "_headers", "_params", "_request")
+    __slots__ = ("head", "body", "peer", "trailers", "started", "spool", "_headers", "_params",
+                 "_request")
 
-    def __init__(self, head, body, peer=None, trailers=None):
+    def __init__(self, head, body, peer=None, trailers=None, spool=None):
         self.head = head
-        self.body = body
+        self.body = body          # b"" when the body was spooled to a file
+        self.spool = spool        # temporary file holding a large multipart body, or None
         self.peer = peer
         self.trailers = trailers
         self._headers = None
@@ -200,6 +202,13 @@ class RequestView:
     @property
     def method(self):
         return self.head.method
+
+    def raw_body(self):
+        """The whole body as bytes, read back from the spool file when it was spooled."""
+        if self.spool is None:
+            return self.body
+        self.spool.seek(0)
+        return self.spool.read()
 
     @property
     def headers(self):

@@ -13,6 +13,7 @@ import logging
 import selectors
 import signal
 import socket
+import tempfile
 import time
 
 from . import stream as streams
@@ -233,6 +234,9 @@ class Server:
         self._parse(conn, data, batch, partial)
 
     def _read_body(self, conn, batch):
+        if type(conn.body) is not bytearray:
+            self._read_spooled(conn, batch)
+            return
         view = memoryview(conn.body)[conn.got:]
         try:
             n = conn.sock.recv_into(view)
@@ -255,6 +259,47 @@ class Server:
             items = []
             self._complete(conn, head, body, items)
             self._emit(conn, items, batch)
+
+    def _read_spooled(self, conn, batch):
+        """Body bytes of a large multipart upload go to its temporary file as they arrive."""
+        try:
+            data = conn.sock.recv(min(RECV_SIZE, conn.head.content_length - conn.got))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._on_eof(conn)
+            return
+        self.metrics.bytes_in += len(data)
+        if not self._spool_write(conn, data):
+            return
+        conn.deadline = self.now + self.config.body_timeout
+        if conn.got == conn.head.content_length:
+            items = []
+            self._complete_spooled(conn, items)
+            self._emit(conn, items, batch)
+
+    def _spool_write(self, conn, data):
+        """Append to the upload's temporary file; on failure answer 507 and end the connection."""
+        try:
+            conn.body.write(data)
+        except OSError as exc:
+            log.error("cannot write an upload to a temporary file: %s", exc)
+            head = conn.head
+            conn.body.close()
+            conn.state, conn.head, conn.body = _HEAD, None, None
+            self._write_replies(conn, [[None, error_reply(507, "the server cannot store this upload now", head)]])
+            return False
+        conn.got += len(data)
+        return True
+
+    def _complete_spooled(self, conn, items):
+        head, spool = conn.head, conn.body
+        conn.state, conn.head, conn.body = _HEAD, None, None
+        spool.flush()
+        return self._complete(conn, head, _EMPTY, items, spool=spool)
 
     def _on_eof(self, conn):
         conn.eof = True
@@ -311,6 +356,20 @@ class Server:
                     if size - pos >= length:
                         body = data[pos:pos + length]
                         pos += length
+                    elif length > self.config.spool_size and _is_multipart(head.content_type):
+                        conn.head = head
+                        conn.body = tempfile.TemporaryFile(prefix="lite_serving-upload-")
+                        conn.got = 0
+                        take = size - pos
+                        conn.state = _BODY
+                        if not self._spool_write(conn, data[pos:pos + take]):
+                            pos = size
+                            break
+                        conn.deadline = self.now + self.config.body_timeout
+                        pos = size
+                        if head.expect_continue and take == 0:
+                            items.append([None, (100, CONTINUE, False)])
+                        break
                     else:
                         conn.head = head
                         conn.body = bytearray(length)
@@ -326,6 +385,17 @@ class Server:
                 else:
                     body = _EMPTY
                 if not self._complete(conn, head, bytes(body), items):
+                    pos = size
+                    break
+            elif conn.state == _BODY and type(conn.body) is not bytearray:
+                take = min(conn.head.content_length - conn.got, size - pos)
+                if not self._spool_write(conn, data[pos:pos + take]):
+                    pos = size
+                    break
+                pos += take
+                if conn.got < conn.head.content_length:
+                    break
+                if not self._complete_spooled(conn, items):
                     pos = size
                     break
             elif conn.state == _BODY:  # the rest of a body, after waiting on a pending answer
@@ -363,9 +433,9 @@ class Server:
                 conn.deadline = self.now + self.config.head_timeout
         self._emit(conn, items, batch)
 
-    def _complete(self, conn, head, body, items, trailers=None):
+    def _complete(self, conn, head, body, items, trailers=None, spool=None):
         """Route one complete request; False when nothing after it may be parsed."""
-        view = RequestView(head, body, conn.peer, trailers)
+        view = RequestView(head, body, conn.peer, trailers, spool)
         view.started = self.now
         self.metrics.in_flight += 1
         if self.stopping:
@@ -622,8 +692,15 @@ class Server:
         conn.sock.close()
         conn.out = []
         conn.buf = _EMPTY
+        if conn.body is not None and type(conn.body) is not bytearray:
+            conn.body.close()  # a spooled upload that will never complete
+        conn.body = None
         if conn.stream is not None:
             conn.stream.cancel()
+
+
+def _is_multipart(content_type):
+    return content_type is not None and content_type[:19].lower() == "multipart/form-data"
 
 
 def _peer_text(peer):
