@@ -5,7 +5,6 @@ MessagePack ``{"id", "name", "data"}`` to the platform's collector. It never
 raises into ``predict``.
 """
 
-import http.client
 import json
 import logging
 
@@ -63,6 +62,7 @@ def current_request_id():
 
 
 def post_event(body):
+    import http.client  # only production posts events; keep start-up light
     host, port, path = COLLECTOR
     conn = http.client.HTTPConnection(host, port, timeout=5)
     try:

@@ -5,7 +5,6 @@ carries ``Server`` and ``Date``; the Date text is rebuilt at most once a second.
 """
 
 import time
-from email.utils import formatdate
 from http import HTTPStatus
 
 SERVER_NAME = b"lite_serving"
@@ -13,6 +12,15 @@ SERVER_NAME = b"lite_serving"
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 _status_lines = {}
 _date = [0, b""]
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds):
+    """IMF-fixdate (RFC 9110 §5.6.7), independent of the locale."""
+    t = time.gmtime(seconds)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def status_line(status):
@@ -30,7 +38,7 @@ def server_and_date():
     """The ``Server`` and ``Date`` header lines for the current second."""
     now = int(time.time())
     if now != _date[0]:
-        _date[1] = b"Server: %s\r\nDate: %s\r\n" % (SERVER_NAME, formatdate(now, usegmt=True).encode())
+        _date[1] = b"Server: %s\r\nDate: %s\r\n" % (SERVER_NAME, http_date(now).encode())
         _date[0] = now
     return _date[1]
 

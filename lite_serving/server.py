@@ -13,7 +13,6 @@ import logging
 import selectors
 import signal
 import socket
-import tempfile
 import time
 
 from . import stream as streams
@@ -358,6 +357,7 @@ class Server:
                         pos += length
                     elif length > self.config.spool_size and _is_multipart(head.content_type):
                         conn.head = head
+                        import tempfile  # rare path; keeps start-up light
                         conn.body = tempfile.TemporaryFile(prefix="lite_serving-upload-")
                         conn.got = 0
                         take = size - pos
