@@ -13,7 +13,7 @@ from .errors import StartupError
 
 
 def provide_data(view):
-    return view.body
+    return view.raw_body()
 
 
 def provide_params(view):

@@ -191,7 +191,7 @@ class RequestView:
 
     def __init__(self, head, body, peer=None, trailers=None, spool=None):
         self.head = head
-        self.body = body          # b"" when the body was spooled to a file
+        self.body = body          # bytes; a bytearray for large bodies; b"" when spooled
         self.spool = spool        # temporary file holding a large multipart body, or None
         self.peer = peer
         self.trailers = trailers
@@ -204,11 +204,18 @@ class RequestView:
         return self.head.method
 
     def raw_body(self):
-        """The whole body as bytes, read back from the spool file when it was spooled."""
-        if self.spool is None:
-            return self.body
-        self.spool.seek(0)
-        return self.spool.read()
+        """The whole body as bytes (a large body is held in a bytearray until asked for)."""
+        body = self.body
+        if type(body) is bytes:
+            return body
+        if self.spool is not None:
+            self.spool.seek(0)
+            body = self.spool.read()
+        else:
+            body = bytes(body)
+        self.body = body
+        self.spool = None
+        return body
 
     @property
     def headers(self):

@@ -28,6 +28,7 @@ RECV_SIZE = 262144
 MAX_BUFFERED = 4 * 1024 * 1024   # unparsed bytes held for a connection whose answer is pending
 LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LARGE_BODY = 1024 * 1024
 
 _HEAD, _BODY, _CHUNKED, _LINGER = range(4)
 _ACCEPT, _WAKE = object(), object()
@@ -253,7 +254,7 @@ class Server:
         self.metrics.bytes_in += n
         conn.deadline = self.now + self.config.body_timeout
         if conn.got == len(conn.body):
-            head, body = conn.head, bytes(conn.body)
+            head, body = conn.head, conn.body  # bytearray: copied to bytes only if `data` is asked
             conn.state, conn.head, conn.body = _HEAD, None, None
             items = []
             self._complete(conn, head, body, items)
@@ -371,6 +372,8 @@ class Server:
                             items.append([None, (100, CONTINUE, False)])
                         break
                     else:
+                        if length >= LARGE_BODY:
+                            return_large_allocations()
                         conn.head = head
                         conn.body = bytearray(length)
                         got = size - pos
@@ -405,7 +408,7 @@ class Server:
                 pos += take
                 if conn.got < len(conn.body):
                     break
-                head, body = conn.head, bytes(conn.body)
+                head, body = conn.head, conn.body  # bytearray: copied to bytes only if `data` is asked
                 conn.state, conn.head, conn.body = _HEAD, None, None
                 if not self._complete(conn, head, body, items):
                     pos = size
@@ -697,6 +700,28 @@ class Server:
         conn.body = None
         if conn.stream is not None:
             conn.stream.cancel()
+
+
+_malloc_tuned = []
+
+
+def return_large_allocations():
+    """Make glibc hand blocks of 1 MiB and more back to the system when freed (once).
+
+    glibc raises its mmap threshold after the first large block is freed, so later
+    large request bodies come from the heap and the process never shrinks after
+    a burst of big uploads; fixing the threshold keeps memory flat.
+    """
+    if _malloc_tuned:
+        return
+    _malloc_tuned.append(True)
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        m_mmap_threshold = -3
+        libc.mallopt(m_mmap_threshold, LARGE_BODY)
+    except (OSError, AttributeError):
+        pass
 
 
 def _is_multipart(content_type):
