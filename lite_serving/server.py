@@ -39,7 +39,8 @@ class Connection:
     """State of one client connection (touched by the I/O thread only)."""
 
     __slots__ = ("sock", "fd", "peer", "buf", "state", "head", "body", "got", "decoder",
-                 "busy", "eof", "close_after", "out", "writing", "deadline", "closed", "stream",
+                 "busy", "eof", "close_after", "out", "writing", "paused", "deadline", "closed",
+                 "stream",
                  "behind_stream")
 
     def __init__(self, sock, peer, now):
@@ -57,6 +58,7 @@ class Connection:
         self.close_after = False   # close once ``out`` is written
         self.out = []              # unsent data
         self.writing = False       # registered for EVENT_WRITE
+        self.paused = False        # not reading: too much input waits behind a pending answer
         self.deadline = now
         self.closed = False
         self.stream = None         # StreamBody being sent
@@ -229,7 +231,8 @@ class Server:
         if conn.busy:
             conn.buf = data
             if len(data) > MAX_BUFFERED:
-                self._stop_reading(conn)
+                conn.paused = True
+                self._update_events(conn)
             return
         self._parse(conn, data, batch, partial)
 
@@ -304,18 +307,9 @@ class Server:
     def _on_eof(self, conn):
         conn.eof = True
         if conn.busy or conn.out:
-            self._stop_reading(conn)
+            self._update_events(conn)
         else:
             self._close(conn)
-
-    def _stop_reading(self, conn):
-        if conn.closed:
-            return
-        events = selectors.EVENT_WRITE if conn.writing else 0
-        if events:
-            self.sel.modify(conn.sock, events, conn)
-        else:
-            self.sel.unregister(conn.sock)
 
     def _parse(self, conn, data, batch, partial=False):
         """Frame every complete request in ``data``; keep the rest for later.
@@ -500,6 +494,9 @@ class Server:
         """Once a connection's answers are written: parse what it sent meanwhile, or close."""
         if conn.busy or conn.closed:
             return
+        if conn.paused:
+            conn.paused = False
+            self._update_events(conn)
         if not conn.close_after and conn.buf and conn.state != _LINGER:
             data, conn.buf = conn.buf, _EMPTY
             self._parse(conn, data, batch)
@@ -630,11 +627,16 @@ class Server:
             stream.window.set()
 
     def _want_write(self, conn, on):
-        if conn.writing == on or conn.closed:
+        if conn.writing != on:
+            conn.writing = on
+            self._update_events(conn)
+
+    def _update_events(self, conn):
+        """Register the connection for what it needs now: reading unless paused or at EOF, writing."""
+        if conn.closed:
             return
-        conn.writing = on
-        events = selectors.EVENT_WRITE if on else 0
-        if not conn.eof:
+        events = selectors.EVENT_WRITE if conn.writing else 0
+        if not conn.eof and not conn.paused:
             events |= selectors.EVENT_READ
         try:
             if events:
@@ -642,7 +644,8 @@ class Server:
             else:
                 self.sel.unregister(conn.sock)
         except KeyError:
-            self.sel.register(conn.sock, events, conn)
+            if events:
+                self.sel.register(conn.sock, events, conn)
 
     def _finish(self, conn):
         """Close after a final answer: stop sending, drain what the client still sends, then close.

@@ -1,0 +1,650 @@
+"""The Open Inference Protocol (KServe v2) over HTTP/REST for one ONNX model.
+
+Pure Python, no sockets: the router hands a complete request to :func:`handle`
+and writes back what it returns. numpy is imported inside the functions that
+need it, and onnxruntime is never imported here (the caller passes a ready
+session), so importing this module costs nothing when v2 is unused.
+
+Interface
+---------
+``V2Model(session, name, version="1")``
+    Wraps an ``onnxruntime.InferenceSession``; reads its inputs and outputs
+    once. Attributes ``name``, ``version``, ``session``. Thread-safe: several
+    threads may call ``infer`` at once.
+
+    ``metadata() -> dict``
+        ``{"name", "versions", "platform": "onnxruntime_onnx", "inputs",
+        "outputs"}``; each tensor is ``{"name", "datatype", "shape"}`` with
+        dynamic dimensions as -1.
+    ``infer(request: dict, binary: bytes | memoryview | None) -> (dict, list)``
+        ``request`` is the decoded JSON inference request, ``binary`` the
+        bytes after the JSON header (binary tensor data extension). Returns
+        the response object (``data`` may hold flat numpy arrays) and the list
+        of raw output chunks (bytes-like, in the order of the outputs that
+        carry ``binary_data_size``; empty when every output is JSON). Bad
+        requests raise ``ServingError(message, 400)``; onnxruntime failures
+        ``ServingError(message, 500)``. :func:`encode_infer_response` turns the
+        pair into an HTTP answer.
+    ``simple_infer(obj) -> dict``
+        For ``POST /``: ``{"inputs": {name: nested list}}`` →
+        ``{"outputs": {name: numpy array}}`` with every model output (what
+        onnxruntime returns: arrays, or lists/dicts for sequence and map
+        outputs); shapes and element types are checked like ``infer``'s;
+        bad input → ``ServingError`` 400.
+
+``handle(model, method, path, body, header_get) -> tuple | None``
+    ``path`` is the request path without the query (a query is ignored if
+    present; segments are percent-decoded here); ``header_get(name)`` returns
+    a request header's value or None, case-insensitively. Returns None when
+    ``path`` is outside ``/v2``; otherwise ``(status, content_type, body,
+    extra_header_lines)``: ``status`` an int, ``content_type`` and ``body``
+    bytes, ``extra_header_lines`` ready ``b"Name: value\\r\\n"`` lines (e.g.
+    ``Inference-Header-Content-Length`` or ``Allow``). HEAD is answered like
+    GET; the router sends the head only. Every error is JSON ``{"error": ...}``.
+``is_infer(path) -> bool``
+    True for the inference routes (``POST`` there runs the model; the router
+    should run them off the I/O thread).
+
+Routes
+------
+- ``GET /v2``: server metadata; ``GET /v2/health/live``, ``/v2/health/ready``;
+- ``GET /v2/models/{name}[/versions/{v}]``: model metadata;
+- ``GET /v2/models/{name}[/versions/{v}]/ready``;
+- ``POST /v2/models/{name}[/versions/{v}]/infer``.
+
+Unknown model or version → 404; a wrong method → 405 with ``Allow``; other
+paths under ``/v2`` → 404. A request body with a ``Content-Encoding`` other
+than ``identity`` → 415.
+
+Binary tensor data
+------------------
+A request header ``Inference-Header-Content-Length: N`` makes the first N
+bytes of the body the JSON header and the rest raw tensor data, consumed in
+order by the inputs whose ``parameters`` hold ``binary_data_size``
+(little-endian, row-major; BOOL one byte per element; BYTES elements as a
+4-byte little-endian length and the bytes). Outputs asked for with
+``"parameters": {"binary_data": true}`` (or all outputs, with the request
+parameter ``binary_data_output: true``; an output's own ``binary_data`` wins)
+come back the same way: the answer is ``application/octet-stream`` with an
+``Inference-Header-Content-Length`` header, and each such output carries
+``"parameters": {"binary_data_size": n}`` instead of ``data``.
+"""
+
+import json as _stdlib_json
+import logging
+import math
+import struct
+import sys
+from urllib.parse import unquote
+
+import orjson
+
+from .errors import ServingError
+
+log = logging.getLogger("lite_serving")
+
+SERVER_NAME = "lite_serving"
+PLATFORM = "onnxruntime_onnx"
+EXTENSIONS = ("binary_tensor_data",)
+HEADER_LENGTH = "Inference-Header-Content-Length"
+JSON_TYPE = b"application/json"
+BINARY_TYPE = b"application/octet-stream"
+
+# v2 datatype → (numpy type name, ONNX tensor type); BYTES is a numpy object array of str.
+DATATYPES = {
+    "BOOL": ("bool", "tensor(bool)"),
+    "UINT8": ("uint8", "tensor(uint8)"),
+    "UINT16": ("uint16", "tensor(uint16)"),
+    "UINT32": ("uint32", "tensor(uint32)"),
+    "UINT64": ("uint64", "tensor(uint64)"),
+    "INT8": ("int8", "tensor(int8)"),
+    "INT16": ("int16", "tensor(int16)"),
+    "INT32": ("int32", "tensor(int32)"),
+    "INT64": ("int64", "tensor(int64)"),
+    "FP16": ("float16", "tensor(float16)"),
+    "FP32": ("float32", "tensor(float)"),
+    "FP64": ("float64", "tensor(double)"),
+    "BYTES": ("object", "tensor(string)"),
+}
+ONNX_TO_V2 = {onnx_type: v2 for v2, (_, onnx_type) in DATATYPES.items()}
+# numpy dtype (kind, itemsize) → v2 datatype, for what onnxruntime returns
+_KIND_TO_V2 = {
+    ("b", 1): "BOOL", ("u", 1): "UINT8", ("u", 2): "UINT16", ("u", 4): "UINT32", ("u", 8): "UINT64",
+    ("i", 1): "INT8", ("i", 2): "INT16", ("i", 4): "INT32", ("i", 8): "INT64",
+    ("f", 2): "FP16", ("f", 4): "FP32", ("f", 8): "FP64",
+}
+# which numpy kinds of JSON data each datatype accepts
+_JSON_KINDS = {"BOOL": "b", "FP16": "iuf", "FP32": "iuf", "FP64": "iuf"}
+_INTEGER_KINDS = "iu"
+
+_LENGTH = struct.Struct("<I")
+_NOT_ALLOWED = "method {method} is not allowed on {path}"
+_server_metadata = None
+
+
+class _Tensor:
+    """One model input or output: name, v2 datatype, shape (-1 for dynamic dims)."""
+
+    __slots__ = ("name", "datatype", "shape", "onnx_type", "numpy_type")
+
+    def __init__(self, node):
+        self.name = node.name
+        self.onnx_type = node.type
+        self.datatype = ONNX_TO_V2.get(node.type)
+        self.numpy_type = DATATYPES[self.datatype][0] if self.datatype else None
+        shape = node.shape if isinstance(node.shape, (list, tuple)) else []
+        self.shape = [d if isinstance(d, int) and d >= 0 else -1 for d in shape]
+
+    def describe(self):
+        # a type the protocol has no name for shows its ONNX name, e.g. seq(map(int64,tensor(float)))
+        return {"name": self.name, "datatype": self.datatype or self.onnx_type, "shape": list(self.shape)}
+
+    def summary(self):
+        return f"{self.name} ({self.datatype or self.onnx_type} {self.shape})"
+
+
+class V2Model:
+    """An ONNX session served under ``name``/``version`` by the v2 protocol."""
+
+    def __init__(self, session, name, version="1"):
+        self.session = session
+        self.name = str(name)
+        self.version = str(version)
+        self.inputs = [_Tensor(node) for node in session.get_inputs()]
+        self.outputs = [_Tensor(node) for node in session.get_outputs()]
+        self._inputs = {t.name: t for t in self.inputs}
+        self._outputs = {t.name: t for t in self.outputs}
+        self._metadata = {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": PLATFORM,
+            "inputs": [t.describe() for t in self.inputs],
+            "outputs": [t.describe() for t in self.outputs],
+        }
+        self.metadata_json = orjson.dumps(self._metadata)
+
+    def metadata(self):
+        return _stdlib_json.loads(self.metadata_json)  # a fresh copy the caller may change
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def infer(self, request, binary=None):
+        """A decoded v2 request (and its binary part) → (response object, binary output chunks)."""
+        if not isinstance(request, dict):
+            raise ServingError("the inference request must be a JSON object with \"inputs\"")
+        entries = request.get("inputs")
+        if entries is None:
+            raise ServingError("the inference request has no \"inputs\"")
+        if not isinstance(entries, list):
+            raise ServingError("\"inputs\" must be a list of {name, shape, datatype, data} objects")
+        parameters = _parameters(request, "the request")
+        for key in ("shared_memory_region", "classification"):
+            if key in parameters:
+                raise ServingError(f"the request parameter {key!r} is not supported by this server")
+        chunk = memoryview(binary if binary is not None else b"")
+        if chunk.format != "B" or chunk.ndim != 1:
+            chunk = chunk.cast("B")
+        feeds = {}
+        offset = 0
+        for index, entry in enumerate(entries):
+            array, offset = self._decode_input(entry, index, feeds, chunk, offset)
+            feeds[entry["name"]] = array
+        if offset != len(chunk):
+            raise ServingError(f"the binary part of the body holds {len(chunk)} bytes but the inputs "
+                               f"declare {offset} in binary_data_size")
+        missing = [t.summary() for t in self.inputs if t.name not in feeds]
+        if missing:
+            raise ServingError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+
+        wanted = self._requested_outputs(request.get("outputs"), parameters.get("binary_data_output"))
+        results = self._run([name for name, _ in wanted], feeds)
+
+        outputs = []
+        parts = []
+        for (name, as_binary), value in zip(wanted, results):
+            array = _output_array(name, value)
+            datatype = _datatype_of(array, name)
+            entry = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+            if as_binary:
+                part = _to_binary(array, datatype)
+                entry["parameters"] = {"binary_data_size": len(part)}
+                parts.append(part)
+            else:
+                entry["data"] = _to_json_data(array, datatype)
+            outputs.append(entry)
+        response = {"model_name": self.name, "model_version": self.version}
+        if "id" in request:
+            response["id"] = request["id"]
+        response["outputs"] = outputs
+        return response, parts
+
+    def simple_infer(self, obj):
+        """``{"inputs": {name: nested list}}`` → ``{"outputs": {name: numpy array}}`` (every output)."""
+        usage = 'POST / takes {"inputs": {"<input name>": <nested list>, ...}}'
+        if not isinstance(obj, dict) or not isinstance(obj.get("inputs"), dict):
+            raise ServingError(f"{usage}; the model's inputs are: {self._input_list()}")
+        feeds = {}
+        for name, value in obj["inputs"].items():
+            spec = self._inputs.get(name)
+            if spec is None:
+                raise ServingError(f"unknown input {name!r}; the model's inputs are: {self._input_list()}")
+            _check_supported(spec, "input")
+            array = _array_from_json(value, spec.datatype, spec.numpy_type, name)
+            _check_shape(spec, list(array.shape), name)
+            feeds[name] = array
+        missing = [t.summary() for t in self.inputs if t.name not in feeds]
+        if missing:
+            raise ServingError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+        names = [t.name for t in self.outputs]
+        results = self._run(names, feeds)  # sequences and maps too: the JSON encoder takes them
+        return {"outputs": dict(zip(names, results))}
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _input_list(self):
+        return ", ".join(t.summary() for t in self.inputs) or "none"
+
+    def _decode_input(self, entry, index, feeds, chunk, offset):
+        if not isinstance(entry, dict):
+            raise ServingError(f"inputs[{index}] must be an object with name, shape, datatype and data")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise ServingError(f"inputs[{index}] has no \"name\" string")
+        spec = self._inputs.get(name)
+        if spec is None:
+            raise ServingError(f"unknown input {name!r}; the model's inputs are: {self._input_list()}")
+        if name in feeds:
+            raise ServingError(f"input {name!r} is given more than once")
+        _check_supported(spec, "input")
+        datatype = entry.get("datatype")
+        if datatype != spec.datatype:
+            if not isinstance(datatype, str):
+                raise ServingError(f"input {name!r} has no \"datatype\"; the model expects {spec.datatype}")
+            raise ServingError(f"input {name!r} has datatype {datatype}; the model expects {spec.datatype}")
+        shape = entry.get("shape")
+        if (not isinstance(shape, list)
+                or not all(type(d) is int and d >= 0 for d in shape)):
+            raise ServingError(f"input {name!r} needs \"shape\": a list of non-negative integers "
+                               f"(the model expects {spec.shape}, -1 meaning any size)")
+        _check_shape(spec, shape, name)
+        parameters = _parameters(entry, f"input {name!r}")
+        if "shared_memory_region" in parameters:
+            raise ServingError(f"input {name!r}: shared memory is not supported by this server")
+        size = parameters.get("binary_data_size")
+        count = math.prod(shape)
+        if size is None:
+            if "data" not in entry:
+                raise ServingError(f"input {name!r} has neither \"data\" nor a binary_data_size parameter")
+            array = _array_from_json(entry["data"], spec.datatype, spec.numpy_type, name)
+            if array.size != count:
+                raise ServingError(f"input {name!r} has {array.size} elements in \"data\"; "
+                                   f"shape {shape} needs {count}")
+            return array.reshape(shape), offset
+        if "data" in entry:
+            raise ServingError(f"input {name!r} has both \"data\" and binary_data_size; give one")
+        if type(size) is not int or size < 0:
+            raise ServingError(f"input {name!r}: binary_data_size must be a non-negative integer")
+        if offset + size > len(chunk):
+            raise ServingError(f"input {name!r} declares binary_data_size {size} but the binary part of "
+                               f"the body has only {len(chunk) - offset} bytes left for it "
+                               f"({len(chunk)} in all)")
+        data = chunk[offset:offset + size]
+        return _array_from_binary(data, spec.datatype, spec.numpy_type, shape, count, name), offset + size
+
+    def _requested_outputs(self, requested, binary_default):
+        """[(output name, as binary)] in answer order."""
+        if binary_default is not None and type(binary_default) is not bool:
+            raise ServingError("the request parameter binary_data_output must be true or false")
+        binary_default = bool(binary_default)
+        if requested is None or requested == []:
+            # every output the protocol can carry (sequences and maps cannot be asked for)
+            return [(t.name, binary_default) for t in self.outputs if t.datatype is not None]
+        if not isinstance(requested, list):
+            raise ServingError("\"outputs\" must be a list of {name, parameters} objects")
+        wanted = []
+        seen = set()
+        for index, entry in enumerate(requested):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise ServingError(f"outputs[{index}] must be an object with a \"name\" string")
+            name = entry["name"]
+            spec = self._outputs.get(name)
+            if spec is None:
+                known = ", ".join(t.summary() for t in self.outputs)
+                raise ServingError(f"unknown output {name!r}; the model's outputs are: {known}")
+            if name in seen:
+                raise ServingError(f"output {name!r} is requested more than once")
+            seen.add(name)
+            _check_supported(spec, "output")
+            parameters = _parameters(entry, f"output {name!r}")
+            for key in ("shared_memory_region", "classification"):
+                if key in parameters:
+                    raise ServingError(f"output {name!r}: the parameter {key!r} is not supported "
+                                       "by this server")
+            as_binary = parameters.get("binary_data", binary_default)
+            if type(as_binary) is not bool:
+                raise ServingError(f"output {name!r}: binary_data must be true or false")
+            wanted.append((name, as_binary))
+        return wanted
+
+    def _run(self, names, feeds):
+        try:
+            return self.session.run(names, feeds)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ServingError(f"onnxruntime failed: {exc}", 500) from None
+
+
+# -- validation and conversion -------------------------------------------------------------------
+
+def _parameters(obj, what):
+    parameters = obj.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ServingError(f"\"parameters\" of {what} must be an object")
+    return parameters
+
+
+def _check_supported(spec, kind):
+    if spec.datatype is None:
+        raise ServingError(f"{kind} {spec.name!r} has type {spec.onnx_type}, which the v2 protocol "
+                           "cannot carry")
+
+
+def _check_shape(spec, shape, name):
+    expected = spec.shape
+    if len(shape) != len(expected) or any(e != -1 and e != d for e, d in zip(expected, shape)):
+        raise ServingError(f"input {name!r} has shape {shape}; the model expects {expected} "
+                           "(-1: any size)")
+
+
+def _array_from_json(data, datatype, numpy_type, name):
+    """JSON ``data`` (flat or nested) → a numpy array of ``numpy_type``; wrong element types → 400."""
+    import numpy as np
+
+    if datatype == "BYTES":
+        try:
+            array = np.asarray(data, dtype=object)
+        except (ValueError, TypeError):
+            raise ServingError(f"input {name!r}: data must be a (nested) list of strings") from None
+        for item in array.flat:
+            if type(item) is not str:
+                raise ServingError(f"input {name!r}: BYTES data must hold strings, not "
+                                   f"{type(item).__name__}") from None
+        return array
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError):
+        raise ServingError(f"input {name!r}: data must be a flat list, or nested lists of equal "
+                           "lengths, of numbers") from None
+    kind = array.dtype.kind
+    if array.size:
+        allowed = _JSON_KINDS.get(datatype, _INTEGER_KINDS)
+        if kind not in allowed:
+            needs = "true/false" if datatype == "BOOL" else (
+                "numbers" if datatype.startswith("FP") else "integers")
+            found = {"b": "booleans", "f": "non-integer numbers", "U": "strings"}.get(kind, "other values")
+            raise ServingError(f"input {name!r}: {datatype} data must be {needs}, not {found}")
+        if allowed is _INTEGER_KINDS:
+            info = np.iinfo(numpy_type)
+            low, high = array.min(), array.max()
+            if low < info.min or high > info.max:
+                raise ServingError(f"input {name!r}: a value of data lies outside {datatype} "
+                                   f"[{info.min}, {info.max}]")
+    return array.astype(numpy_type, copy=False)
+
+
+def _array_from_binary(data, datatype, numpy_type, shape, count, name):
+    """A slice of the binary part → a numpy array of ``shape``; sizes and contents checked."""
+    import numpy as np
+
+    if datatype == "BYTES":
+        items = _split_bytes(data, name)
+        if len(items) != count:
+            raise ServingError(f"input {name!r} has {len(items)} BYTES elements in its binary data; "
+                               f"shape {shape} needs {count}")
+        array = np.empty(count, dtype=object)
+        for i, item in enumerate(items):
+            try:
+                array[i] = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ServingError(f"input {name!r}: BYTES element {i} is not UTF-8 text, which "
+                                   "onnxruntime string tensors need") from None
+        return array.reshape(shape)
+    wire = np.dtype(numpy_type).newbyteorder("<")
+    needed = count * wire.itemsize
+    if len(data) != needed:
+        raise ServingError(f"input {name!r} has binary_data_size {len(data)}; shape {shape} of "
+                           f"{datatype} needs {needed} bytes")
+    if datatype == "BOOL" and needed and np.frombuffer(data, dtype=np.uint8).max() > 1:
+        raise ServingError(f"input {name!r}: BOOL binary data must be bytes 0 or 1")
+    array = np.frombuffer(data, dtype=wire)
+    if not array.dtype.isnative or not array.flags.aligned:
+        array = array.astype(np.dtype(numpy_type))  # a native, aligned copy
+    return array.reshape(shape)
+
+
+def _split_bytes(data, name):
+    """BYTES binary data → list of elements (each a 4-byte little-endian length, then the bytes)."""
+    raw = bytes(data)
+    items = []
+    position, end = 0, len(raw)
+    while position < end:
+        if position + 4 > end:
+            raise ServingError(f"input {name!r}: BYTES binary data ends inside an element length")
+        (length,) = _LENGTH.unpack_from(raw, position)
+        position += 4
+        if position + length > end:
+            raise ServingError(f"input {name!r}: a BYTES element of {length} bytes runs past the end "
+                               "of its binary data")
+        items.append(raw[position:position + length])
+        position += length
+    return items
+
+
+def _output_array(name, value):
+    import numpy as np
+
+    if not isinstance(value, np.ndarray):
+        raise ServingError(f"output {name!r} is a {type(value).__name__}, not a tensor; the v2 "
+                           "protocol carries tensors only", 500)
+    return value
+
+
+def _datatype_of(array, name):
+    kind = array.dtype.kind
+    if kind in "OUS":
+        return "BYTES"
+    datatype = _KIND_TO_V2.get((kind, array.dtype.itemsize))
+    if datatype is None:
+        raise ServingError(f"output {name!r} has numpy type {array.dtype}, which the v2 protocol "
+                           "cannot carry", 500)
+    return datatype
+
+
+def _text(item):
+    if isinstance(item, (bytes, bytearray)):
+        return item.decode("utf-8", "replace")
+    return str(item)
+
+
+def _to_json_data(array, datatype):
+    """The flat ``data`` of a JSON output: a native contiguous numpy array orjson writes directly."""
+    if datatype == "BYTES":
+        return [_text(item) for item in array.ravel().tolist()]
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array.ravel()
+
+
+def _to_binary(array, datatype):
+    """An output's raw bytes: little-endian row-major (no copy when already so), or BYTES elements."""
+    if datatype == "BYTES":
+        pieces = []
+        for item in array.ravel().tolist():
+            raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            pieces.append(_LENGTH.pack(len(raw)))
+            pieces.append(raw)
+        return b"".join(pieces)
+    little = array.dtype.byteorder == "<" or array.dtype.byteorder == "|" or (
+        array.dtype.byteorder == "=" and sys.byteorder == "little")
+    if little and array.flags.c_contiguous:
+        return memoryview(array).cast("B") if array.size else b""
+    return array.astype(array.dtype.newbyteorder("<")).tobytes()
+
+
+def _json_default(obj):
+    tolist = getattr(obj, "tolist", None)  # numpy arrays orjson does not take natively, numpy scalars
+    if tolist is not None:
+        return tolist()
+    if isinstance(obj, (bytes, bytearray)):
+        return obj.decode("utf-8", "replace")
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def encode_json(obj):
+    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_infer_response(response, parts):
+    """What :meth:`V2Model.infer` returned → (content type, body, extra header lines)."""
+    header = encode_json(response)
+    if not parts:
+        return JSON_TYPE, header, b""
+    body = b"".join([header, *parts])
+    return BINARY_TYPE, body, b"%s: %d\r\n" % (HEADER_LENGTH.encode("ascii"), len(header))
+
+
+# -- routing ------------------------------------------------------------------------------------
+
+def _reply(status, obj, extra=b""):
+    return status, JSON_TYPE, encode_json(obj), extra
+
+
+def _error(status, message, extra=b""):
+    return _reply(status, {"error": message}, extra)
+
+
+def server_metadata():
+    global _server_metadata
+    if _server_metadata is None:
+        from . import __version__
+
+        _server_metadata = encode_json({"name": SERVER_NAME, "version": __version__,
+                                        "extensions": list(EXTENSIONS)})
+    return _server_metadata
+
+
+def _segments(path):
+    """``/v2/a/b`` → ``["a", "b"]`` (percent-decoded), or None outside ``/v2``."""
+    query = path.find("?")
+    if query >= 0:
+        path = path[:query]
+    if path != "/v2" and not path.startswith("/v2/"):
+        return None
+    parts = path[4:].split("/") if len(path) > 4 else []
+    if parts and parts[-1] == "":
+        parts.pop()  # one trailing slash is tolerated
+    if any("%" in part for part in parts):
+        parts = [unquote(part, errors="replace") for part in parts]
+    return parts
+
+
+def _model_route(parts):
+    """``["models", name, ("versions", v,) (action)]`` → (name, version or None, action or None)."""
+    if len(parts) < 2 or parts[0] != "models":
+        return None
+    name, rest = parts[1], parts[2:]
+    version = None
+    if len(rest) >= 2 and rest[0] == "versions":
+        version, rest = rest[1], rest[2:]
+    if not rest:
+        return name, version, ""
+    if len(rest) == 1 and rest[0] in ("ready", "infer"):
+        return name, version, rest[0]
+    return None
+
+
+def is_infer(path):
+    """True for ``/v2/models/{name}[/versions/{v}]/infer``: where POST runs the model."""
+    parts = _segments(path)
+    if parts is None:
+        return False
+    route = _model_route(parts)
+    return route is not None and route[2] == "infer"
+
+
+def handle(model, method, path, body, header_get):
+    """One request → ``(status, content_type, body, extra_header_lines)``, or None outside /v2."""
+    parts = _segments(path)
+    if parts is None:
+        return None
+    try:
+        return _route(model, method, path, parts, body, header_get)
+    except ServingError as exc:
+        status = exc.status_code if isinstance(exc.status_code, int) else 500
+        return _reply(status, exc.payload)
+    except Exception as exc:
+        log.exception("v2 %s %s failed", method, path)
+        return _error(500, f"{type(exc).__name__}: {exc}")
+
+
+def _route(model, method, path, parts, body, header_get):
+    is_get = method == "GET" or method == "HEAD"
+    if not parts or parts in (["health", "live"], ["health", "ready"]):
+        if not is_get:
+            return _error(405, _NOT_ALLOWED.format(method=method, path=path), b"Allow: GET, HEAD\r\n")
+        if not parts:
+            return 200, JSON_TYPE, server_metadata(), b""
+        return _reply(200, {parts[1]: True})
+    route = _model_route(parts)
+    if route is None:
+        return _error(404, f"no v2 route for {path}; see /v2/models/{model.name}, "
+                           f"/v2/models/{model.name}/ready and POST /v2/models/{model.name}/infer")
+    name, version, action = route
+    if name != model.name:
+        return _error(404, f"unknown model {name!r}; this server serves {model.name!r}")
+    if version is not None and version != model.version:
+        return _error(404, f"model {name!r} has no version {version!r}; its versions are: "
+                           f"{model.version!r}")
+    if action == "infer":
+        if method != "POST":
+            return _error(405, _NOT_ALLOWED.format(method=method, path=path), b"Allow: POST\r\n")
+        return _infer(model, body, header_get)
+    if not is_get:
+        return _error(405, _NOT_ALLOWED.format(method=method, path=path), b"Allow: GET, HEAD\r\n")
+    if action == "ready":
+        return _reply(200, {"name": model.name, "ready": True})
+    return 200, JSON_TYPE, model.metadata_json, b""
+
+
+def _infer(model, body, header_get):
+    encoding = header_get("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        return _error(415, f"Content-Encoding {encoding.strip()} is not supported; send the body "
+                           "uncompressed")
+    view = memoryview(body if body is not None else b"")
+    declared = header_get(HEADER_LENGTH)
+    if declared is None:
+        header, binary = view, None
+    else:
+        declared = declared.strip()
+        if not (declared.isascii() and declared.isdigit()):
+            return _error(400, f"{HEADER_LENGTH} must be a non-negative integer, not {declared!r}")
+        length = int(declared)
+        if length > len(view):
+            return _error(400, f"{HEADER_LENGTH} is {length} but the body has only {len(view)} bytes")
+        header, binary = view[:length], view[length:]
+    request = _decode_header(header)
+    response, outputs = model.infer(request, binary)
+    content_type, data, extra = encode_infer_response(response, outputs)
+    return 200, content_type, data, extra
+
+
+def _decode_header(header):
+    try:
+        return orjson.loads(header)
+    except orjson.JSONDecodeError as first:
+        try:  # what orjson refuses but Python's json takes: NaN, Infinity, huge integers
+            return _stdlib_json.loads(bytes(header))
+        except (ValueError, TypeError):
+            raise ServingError(f"the inference request is not valid JSON: {first}") from None
