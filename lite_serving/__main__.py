@@ -56,8 +56,15 @@ def main(argv=None):
 
     path = os.path.join(directory, script)
     if not os.path.isfile(path):
+        from .zero_code import OnnxModelPredictor, has_only_model
+        if script == "predictor.py" and has_only_model(directory):
+            os.chdir(directory)
+            sys.argv = [os.path.join(directory, "(onnx model)"), *rest]
+            from .serve import run
+            run(OnnxModelPredictor)
+            return 0
         _fail(f"no {script} in {directory}; write one with a Predictor class "
-              "(see the README), or add a start.sh")
+              "(see the README), put a .onnx model there, or add a start.sh")
 
     os.chdir(directory)
     sys.path.insert(0, directory)

@@ -68,6 +68,7 @@ class Application:
         self.ready = False
         self.draining = False
         self.production = config.production
+        self.v2_model = None     # a v2.V2Model when an ONNX model is served on /v2 too
         self.metrics = Metrics()
         self.probes = {
             "/healthz": self._alive, "/v2/health/live": self._alive,
@@ -83,6 +84,8 @@ class Application:
             probe = self.probes.get(head.path)
             if probe is not None and method in ("GET", "HEAD"):
                 return probe(head)
+            if head.path.startswith("/v2") and self.v2_model is not None:
+                return self._v2_route(view)
             if head.path == "*" and method == "OPTIONS":
                 return bytes_reply(200, None, b"", head, extra=b"Allow: %s\r\n" % ALLOWED)
             if probe is not None:
@@ -100,6 +103,23 @@ class Application:
             return self._options(head)
         return json_reply(405, {"error": f"method {method} is not allowed on /"}, head,
                           extra=b"Allow: %s\r\n" % ALLOWED)
+
+    def _v2_route(self, view):
+        """Open Inference Protocol routes: metadata here, infer on a predict thread (None)."""
+        from . import v2
+        head = view.head
+        if head.method == "POST" and v2.is_infer(head.path):
+            if not self.ready:
+                return json_reply(503, {"error": "the model is still loading"}, head,
+                                  extra=b"Retry-After: 1\r\n")
+            return None
+        status, ctype, body, extra = v2.handle(self.v2_model, head.method, head.path, view.body,
+                                               view.headers.get)
+        return bytes_reply(status, ctype, body, head, extra=extra, send_body=head.method != "HEAD")
+
+    def _v2_infer(self, view):
+        from . import v2
+        return v2.handle(self.v2_model, "POST", view.head.path, view.body, view.headers.get)
 
     def _alive(self, head):
         return bytes_reply(200, JSON_TYPE, b'{"status":"alive"}', head, send_body=head.method == "GET")
@@ -131,8 +151,11 @@ class Application:
         current.view = view
         began = time.perf_counter()
         try:
-            result = self.caller(view)
-            status, ctype, body, extra = encode_result(result, head.accept)
+            if head.path != "/":
+                status, ctype, body, extra = self._v2_infer(view)
+            else:
+                result = self.caller(view)
+                status, ctype, body, extra = encode_result(result, head.accept)
         except ServingError as exc:
             return self._serving_error(exc, head)
         except InvalidResult as exc:

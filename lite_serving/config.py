@@ -37,6 +37,7 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 25252
     model_path: str = "."
+    model_name: str = ""
     threads: int = 4
     workers: int = 1
     log_level: str = "info"
@@ -66,6 +67,8 @@ _HELP = {
             "containers, 80 in production, 25252 elsewhere)",
     "model_path": "directory holding the .onnx model, or the model file (default: the model "
                   "directory; /mnt/project in production)",
+    "model_name": "name of the ONNX model in the v2 inference protocol routes (default: the "
+                  "model file's name without .onnx)",
     "threads": "threads running predict; 0 runs predict on the I/O thread (inline mode)",
     "workers": "worker processes sharing the port",
     "log_level": "debug, info, warning or error",

@@ -22,11 +22,12 @@ INIT_PROVIDERS = {"onnx": provide_onnx}
 class LoadedPredictor:
     """The built predictor object and the function that calls its ``predict`` for a request."""
 
-    def __init__(self, instance, caller, init_plan, predict_plan):
+    def __init__(self, instance, caller, init_plan, predict_plan, onnx_session=None):
         self.instance = instance
         self.caller = caller
         self.init_plan = init_plan
         self.predict_plan = predict_plan
+        self.onnx_session = onnx_session   # the session given to __init__, served on /v2 too
 
 
 def class_name(cls):
@@ -37,7 +38,8 @@ def class_name(cls):
     except (TypeError, OSError):
         source = None
     if source:
-        return f"{name} ({os.path.relpath(source) if not source.startswith('..') else source})"
+        rel = os.path.relpath(source)
+        return f"{name} ({source if rel.startswith('..') else rel})"
     return f"{getattr(cls, '__module__', '?')}.{name}"
 
 
@@ -100,7 +102,9 @@ def load_predictor(cls, config):
     if not callable(predict):
         raise StartupError(f"{name} has no `predict` method")
     predict_plan = signature_plan(predict, PREDICT_PROVIDERS, f"{name}.predict")
-    return LoadedPredictor(instance, build_caller(predict, predict_plan), init_plan, predict_plan)
+    session = next((kwargs[pname] for pname, key, _ in init_plan if key == "onnx"), None)
+    return LoadedPredictor(instance, build_caller(predict, predict_plan), init_plan, predict_plan,
+                           session)
 
 
 def start_run_thread(instance, production):

@@ -74,6 +74,14 @@ def address_text(sock):
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def model_name(config):
+    """``--model-name``, else the model file's name without ``.onnx``."""
+    if config.model_name:
+        return config.model_name
+    from .onnx_model import find_model
+    return os.path.splitext(os.path.basename(find_model(config.model_path)))[0]
+
+
 def fail(message):
     log.error("%s", message)
     sys.stderr.flush()
@@ -132,6 +140,11 @@ def serve_one(predictor_cls, config):
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
     log.info("predict gets: %s", describe_predict(loaded.predict_plan))
+    if loaded.onnx_session is not None:
+        from .v2 import V2Model
+        name = model_name(config)
+        app.v2_model = V2Model(loaded.onnx_session, name)
+        log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s", name, name)
     app.caller = loaded.caller
     app.ready = True
     start_run_thread(loaded.instance, config.production)

@@ -68,6 +68,20 @@ parameter ``binary_data_output: true``; an output's own ``binary_data`` wins)
 come back the same way: the answer is ``application/octet-stream`` with an
 ``Inference-Header-Content-Length`` header, and each such output carries
 ``"parameters": {"binary_data_size": n}`` instead of ``data``.
+
+Notes
+-----
+- JSON ``data`` is checked, not coerced: integer datatypes take integers in
+  range, FP16/32/64 numbers, BOOL ``true``/``false``, BYTES strings (UTF-8
+  text, which onnxruntime string tensors hold).
+- Outputs the protocol has no datatype for (ONNX sequences and maps) show
+  their ONNX type in the metadata, are left out of an answer that names no
+  outputs, and are a 400 when asked for by name.
+- JSON cannot hold NaN or infinities: such output values are written as
+  ``null``; ask for binary outputs to keep them. NaN/Infinity tokens in a
+  request are accepted.
+- Also public: ``V2Model.metadata_json`` (the metadata, encoded once),
+  :func:`server_metadata` and :func:`encode_infer_response`.
 """
 
 import json as _stdlib_json
@@ -377,8 +391,11 @@ def _array_from_json(data, datatype, numpy_type, name):
         raise ServingError(f"input {name!r}: data must be a flat list, or nested lists of equal "
                            "lengths, of numbers") from None
     kind = array.dtype.kind
+    allowed = _JSON_KINDS.get(datatype, _INTEGER_KINDS)
+    if array.size and allowed is _INTEGER_KINDS and kind in "fO":
+        # numpy makes float64 of ints that fit no one integer type (0 with 2**64 - 1): look closer
+        array, kind = _integers_from_json(np, data, array, kind)
     if array.size:
-        allowed = _JSON_KINDS.get(datatype, _INTEGER_KINDS)
         if kind not in allowed:
             needs = "true/false" if datatype == "BOOL" else (
                 "numbers" if datatype.startswith("FP") else "integers")
@@ -391,6 +408,17 @@ def _array_from_json(data, datatype, numpy_type, name):
                 raise ServingError(f"input {name!r}: a value of data lies outside {datatype} "
                                    f"[{info.min}, {info.max}]")
     return array.astype(numpy_type, copy=False)
+
+
+def _integers_from_json(np, data, array, kind):
+    """Python ints that numpy would not type together → an object array of them, else unchanged."""
+    try:
+        exact = np.asarray(data, dtype=object)
+    except (ValueError, TypeError):
+        return array, kind
+    if exact.shape != array.shape or not all(type(item) is int for item in exact.flat):
+        return array, kind
+    return exact, "i"
 
 
 def _array_from_binary(data, datatype, numpy_type, shape, count, name):

@@ -71,9 +71,20 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def package_root():
+    """The directory holding the lite_serving the tests import (site-packages or a source tree)."""
+    import lite_serving
+    return os.path.dirname(os.path.dirname(os.path.abspath(lite_serving.__file__)))
+
+
 def launch(directory, *flags, env=None, cwd=None, module_args=None):
-    """Start ``python -m lite_serving DIR flags`` (not waiting for readiness)."""
+    """Start ``python -m lite_serving DIR flags`` (not waiting for readiness).
+
+    The server imports the same lite_serving as the tests: its directory leads PYTHONPATH.
+    """
     full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (package_root(), os.environ.get("PYTHONPATH")) if p)
     full_env.pop("OPENBAYES_SERVING_PRODUCTION", None)
     full_env.pop("OPENBAYES_JOB_URL", None)
     full_env.pop("OPENBAYES_SERVING_PORT", None)
