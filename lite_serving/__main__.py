@@ -69,8 +69,8 @@ def main(argv=None):
     os.chdir(directory)
     sys.path.insert(0, directory)
     sys.argv = [path, *rest]
-    from ._alias import install
-    install()
+    import lite_serving_alias
+    lite_serving_alias.install()
     from .serve import run, state
     namespace = runpy.run_path(path, run_name="__main__")
     if state["served"]:

@@ -9,6 +9,7 @@ incomplete-input ``None``) comes out, and malformed input raises
 :class:`ParseError` carrying the HTTP status to answer with.
 """
 
+import codecs
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -378,12 +379,23 @@ class ChunkedDecoder:
         self.state = _DATA
 
 
+def _keep_as_escapes(error):
+    """Codec error handler: bytes that are not UTF-8 stay visible as ``%XX`` escapes."""
+    bad = error.object[error.start:error.end]
+    return "".join("%%%02X" % b for b in bad), error.end
+
+
+# Flask's request.args shows undecodable escapes as escapes ("%ff" → "%FF"), not U+FFFD.
+QUERY_ERRORS = "lite_serving.keep-escapes"
+codecs.register_error(QUERY_ERRORS, _keep_as_escapes)
+
+
 def parse_query(query):
     """``a=1&b=x+y&b=%E2%9C%93`` → ``[("a", "1"), ("b", "x y"), ("b", "✓")]``.
 
-    Keys and values are percent-decoded as UTF-8 (invalid sequences become
-    U+FFFD), ``+`` means space, empty pieces are skipped, a piece without
-    ``=`` has an empty value.
+    Keys and values are percent-decoded as UTF-8 (bytes that are not UTF-8
+    stay as ``%XX`` escapes, upper case), ``+`` means space, empty pieces are
+    skipped, a piece without ``=`` has an empty value.
     """
     pairs = []
     if not query:
@@ -399,13 +411,13 @@ def parse_query(query):
         # the text is latin-1 (one char per byte): percent-decode those bytes, so
         # raw UTF-8 next to %XX escapes is not encoded twice
         if "%" in key:
-            key = unquote_to_bytes(key.encode("latin-1")).decode("utf-8", "replace")
+            key = unquote_to_bytes(key.encode("latin-1")).decode("utf-8", QUERY_ERRORS)
         elif not key.isascii():
-            key = key.encode("latin-1").decode("utf-8", "replace")
+            key = key.encode("latin-1").decode("utf-8", QUERY_ERRORS)
         if "%" in value:
-            value = unquote_to_bytes(value.encode("latin-1")).decode("utf-8", "replace")
+            value = unquote_to_bytes(value.encode("latin-1")).decode("utf-8", QUERY_ERRORS)
         elif not value.isascii():
-            value = value.encode("latin-1").decode("utf-8", "replace")
+            value = value.encode("latin-1").decode("utf-8", QUERY_ERRORS)
         pairs.append((key, value))
     return pairs
 

@@ -14,9 +14,10 @@ _MISSING = object()
 class Headers:
     """Case-insensitive view of the request's header fields, in arrival order.
 
-    Like Flask's ``request.headers``: ``get(name, default, type=)``, ``[]``
-    (repeated fields joined by ``,``), ``in``, ``getlist``, ``items()``,
-    ``keys()``, and iteration over ``(Name, value)`` pairs.
+    Like Flask's ``request.headers``: ``get(name, default, type=)``, ``[]``,
+    ``in``, ``items()``, ``keys()``, and iteration over ``(Name, value)``
+    pairs; a repeated field reads as one value joined by ``,`` (as behind a
+    WSGI server), while ``getlist`` gives the separate values.
     """
 
     __slots__ = ("_fields",)
@@ -69,27 +70,31 @@ class Headers:
         return iter(self.items())
 
     def __len__(self):
-        return len(self._fields)
+        return len(self._merged())
 
     def __bool__(self):
         return bool(self._fields)
 
+    def _merged(self):
+        """{lowercase name: value}, repeated fields joined by ``,`` as a WSGI server does."""
+        merged = {}
+        for n, v in self._fields:
+            merged[n] = v if n not in merged else merged[n] + "," + v
+        return merged
+
     def items(self):
-        """``(Title-Case name, value)`` pairs, repeats kept."""
-        return [(n.title(), v) for n, v in self._fields]
+        """``(Title-Case name, value)`` pairs, one per name (repeats joined by ``,``)."""
+        return [(n.title(), v) for n, v in self._merged().items()]
 
     def keys(self):
-        return [n.title() for n, _ in self._fields]
+        return [n.title() for n in self._merged()]
 
     def values(self):
-        return [v for _, v in self._fields]
+        return list(self._merged().values())
 
     def to_dict(self):
         """A plain ``dict`` (repeats joined by ``,``)."""
-        out = {}
-        for n, v in self.items():
-            out[n] = v if n not in out else out[n] + "," + v
-        return out
+        return dict(self.items())
 
     def __eq__(self, other):
         if isinstance(other, Headers):

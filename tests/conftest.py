@@ -18,7 +18,7 @@ import time
 import pytest
 
 READY = re.compile(r"ready in \d+ ms")
-LISTENING = re.compile(r"listening on http://\[?([^\]/]+?)\]?:(\d+)")
+LISTENING = re.compile(r"listening on http://(?:\[([^\]]+)\]|([^/:\s\[]+)):(\d+)")
 
 
 class ServerProcess:
@@ -126,8 +126,8 @@ def serve(tmp_path):
         started.append(server)
         if wait:
             m = server.wait_for(LISTENING)
-            server.host = m.group(1)
-            server.port = int(m.group(2))
+            server.host = m.group(1) or m.group(2)
+            server.port = int(m.group(3))
             server.wait_for(READY)
         return server
 

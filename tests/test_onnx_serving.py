@@ -26,7 +26,7 @@ def expected():
 def start(directory, *flags):
     server = launch(directory, "--host", "127.0.0.1", "--port", "0", *flags)
     m = server.wait_for(LISTENING)
-    server.port = int(m.group(2))
+    server.port = int(m.group(3))
     server.wait_for(READY)
     return server
 

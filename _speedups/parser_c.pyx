@@ -1,0 +1,1225 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled twin of ``lite_serving/parser_py.py`` (HTTP/1.1 request framing, RFC 9112).
+
+Same public API, same rules checked in the same order, same ``ParseError``
+statuses and messages, same results (types included). The readable
+reference is parser_py; every C routine below names the Python code it
+mirrors. The work is done on a ``const unsigned char *`` into the caller's
+bytes/bytearray, scanned with byte-class tables; Python objects are only
+created for the results.
+
+Where the two differ on purpose (not observable through values):
+``RequestHead.fields`` is computed on first access (from the header bytes,
+kept for that), short strings that repeat from request to request (methods,
+targets, Content-Type...) are shared instead of rebuilt, and the chunked
+body is accumulated in one growing buffer instead of a list of parts.
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from libc.stdint cimport uint64_t
+from libc.string cimport memchr, memcmp, memcpy
+
+from lite_serving import parser_py as _py
+from lite_serving.parser_py import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET,
+                                    ParseError)
+
+cdef extern from "Python.h":
+    bint PyBytes_CheckExact(object o)
+    bint PyByteArray_CheckExact(object o)
+    char* PyByteArray_AS_STRING(object o)
+    Py_ssize_t PyByteArray_GET_SIZE(object o)
+    bint PyLong_CheckExact(object o)
+    Py_ssize_t PyLong_AsSsize_t(object o)
+    bint PyUnicode_CheckExact(object o)
+    int PyUnicode_KIND(object o)
+    int PyUnicode_1BYTE_KIND
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    unsigned char* PyUnicode_1BYTE_DATA(object o)
+    bint PyUnicode_IS_ASCII(object o)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    object PyUnicode_DecodeLatin1(const char* s, Py_ssize_t size, const char* errors)
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
+
+cdef extern from "Python.h":
+    char* _bytes_data "PyBytes_AS_STRING" (PyObject* o)
+    int _PyBytes_Resize(PyObject** o, Py_ssize_t size) except -1
+
+cdef extern from "string.h":
+    # declared by glibc when _GNU_SOURCE is set, which pyconfig.h does
+    void* memmem(const void* hay, size_t haylen, const void* needle, size_t needlelen) nogil
+
+__all__ = [
+    "ParseError", "RequestHead", "ChunkedDecoder", "parse_head", "parse_query", "unquote_path",
+    "MAX_HEAD", "MAX_HEADERS", "MAX_TARGET", "MAX_CHUNK_LINE",
+]
+
+cdef object _CHUNK_EXT = _py._CHUNK_EXT      # the very regex parser_py uses
+cdef object _py_parse_head = _py.parse_head
+cdef object _py_parse_query = _py.parse_query
+cdef object _py_unquote_path = _py.unquote_path
+cdef Py_ssize_t _MAX_CHUNK_LINE = MAX_CHUNK_LINE
+cdef Py_ssize_t _BIG = (<Py_ssize_t>1) << 56   # limits above this go to parser_py
+
+# ---------------------------------------------------------------- byte classes
+
+cdef unsigned char TCHAR[256]      # RFC 9110 §5.6.2 tchar
+cdef unsigned char FIELD_OK[256]   # field-value bytes: HTAB, SP, VCHAR, obs-text
+cdef unsigned char TARGET_OK[256]  # request-target bytes: VCHAR (0x21-0x7E)
+cdef unsigned char HEXVAL[256]     # hex digit value + 1, 0 when not a hex digit
+cdef unsigned char LOWER[256]      # bytes.lower(): ASCII letters only
+
+
+cdef void _init_tables():
+    cdef int c
+    cdef bytes tchars = (b"!#$%&'*+-.^_`|~0123456789"
+                         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    for c in range(256):
+        TCHAR[c] = 0
+        FIELD_OK[c] = 1 if (c == 0x09 or (0x20 <= c and c != 0x7F)) else 0
+        TARGET_OK[c] = 1 if 0x21 <= c <= 0x7E else 0
+        HEXVAL[c] = 0
+        LOWER[c] = c + 32 if 0x41 <= c <= 0x5A else c
+    for c in tchars:
+        TCHAR[c] = 1
+    for c in range(10):
+        HEXVAL[0x30 + c] = c + 1
+    for c in range(6):
+        HEXVAL[0x41 + c] = c + 11
+        HEXVAL[0x61 + c] = c + 11
+
+
+_init_tables()
+
+# ---------------------------------------------------------------- small helpers
+
+cdef inline Py_ssize_t _find_crlf(const unsigned char* s, Py_ssize_t pos, Py_ssize_t lim) noexcept:
+    """``buf.find(b"\\r\\n", pos, lim)`` with 0 <= pos, lim <= len(buf)."""
+    cdef const unsigned char* p
+    while pos + 1 < lim:
+        p = <const unsigned char*>memchr(s + pos, 0x0D, lim - 1 - pos)
+        if p == NULL:
+            return -1
+        pos = p - s
+        if s[pos + 1] == 0x0A:
+            return pos
+        pos += 1
+    return -1
+
+
+cdef inline bint _ieq(const unsigned char* p, const char* lit, Py_ssize_t n) noexcept:
+    """``p[:n].lower() == lit`` for a lowercase literal made of letters, digits,
+    "-", ":" and "/", where p holds tchar or field-value bytes: for those,
+    ``c | 0x20 == l`` holds only when c is l or its uppercase letter (the other
+    byte with that image, l - 0x20, is a control byte or absent)."""
+    cdef uint64_t x, y
+    while n >= 8:
+        memcpy(&x, p, 8)
+        memcpy(&y, lit, 8)
+        if (x | 0x2020202020202020ULL) != y:
+            return False
+        p += 8
+        lit += 8
+        n -= 8
+    while n > 0:
+        if (p[0] | 0x20) != <unsigned char>lit[0]:
+            return False
+        p += 1
+        lit += 1
+        n -= 1
+    return True
+
+
+cdef inline bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept:
+    """``a[:n] == b[:n]``, eight bytes at a time (short strings: no memcmp call)."""
+    cdef uint64_t x, y
+    while n >= 8:
+        memcpy(&x, a, 8)
+        memcpy(&y, b, 8)
+        if x != y:
+            return False
+        a += 8
+        b += 8
+        n -= 8
+    while n > 0:
+        if a[0] != b[0]:
+            return False
+        a += 1
+        b += 1
+        n -= 1
+    return True
+
+
+cdef inline Py_ssize_t _scan_value(const unsigned char* s, Py_ssize_t p, Py_ssize_t size) noexcept:
+    """Index of the first byte at or after p that cannot be in a field value.
+
+    Eight bytes at a time while they are all plain (0x20-0x7E or obs-text),
+    then byte by byte; relies on the NUL that follows bytes/bytearray data.
+    """
+    cdef uint64_t x, y
+    while p + 8 <= size:
+        memcpy(&x, s + p, 8)
+        y = x ^ 0x7F7F7F7F7F7F7F7FULL
+        # any byte < 0x20 (obs-text excluded by ~x), any byte == 0x7F
+        if (((x - 0x2020202020202020ULL) & ~x) | ((y - 0x0101010101010101ULL) & ~y)) \
+                & 0x8080808080808080ULL:
+            break
+        p += 8
+    while FIELD_OK[s[p]]:
+        p += 1
+    return p
+
+
+cdef inline object _ascii(const unsigned char* p, Py_ssize_t n):
+    """Text of bytes known to be ASCII (what latin-1 decoding gives for them)."""
+    cdef object u = PyUnicode_New(n, 127)
+    if n:
+        memcpy(PyUnicode_1BYTE_DATA(u), p, n)
+    return u
+
+
+cdef inline object _latin1(const unsigned char* p, Py_ssize_t n):
+    return PyUnicode_DecodeLatin1(<const char*>p, n, NULL)
+
+
+@cython.final
+@cython.internal
+cdef class _StrCache:
+    """One remembered (bytes → latin-1 text) pair: headers repeat between requests."""
+    cdef unsigned char buf[64]
+    cdef Py_ssize_t n
+    cdef object text
+
+    def __cinit__(self):
+        self.n = -1
+
+    cdef inline object get(self, const unsigned char* p, Py_ssize_t n):
+        if n == self.n and _same(self.buf, p, n):
+            return self.text
+        text = _latin1(p, n)
+        if n <= 64:
+            memcpy(self.buf, p, n)
+            self.n = n
+            self.text = text
+        return text
+
+
+cdef _StrCache _target_cache = _StrCache()
+cdef _StrCache _path_cache = _StrCache()
+cdef _StrCache _ctype_cache = _StrCache()
+cdef _StrCache _accept_cache = _StrCache()
+cdef _StrCache _origin_cache = _StrCache()
+
+cdef str _S_GET = "GET"
+cdef str _S_POST = "POST"
+cdef str _S_PUT = "PUT"
+cdef str _S_HEAD = "HEAD"
+cdef str _S_PATCH = "PATCH"
+cdef str _S_DELETE = "DELETE"
+cdef str _S_OPTIONS = "OPTIONS"
+cdef str _S_SLASH = "/"
+cdef str _S_STAR = "*"
+cdef str _S_EMPTY = ""
+
+
+cdef inline object _method_text(const unsigned char* p, Py_ssize_t n):
+    if n == 3:
+        if p[0] == c'G' and p[1] == c'E' and p[2] == c'T':
+            return _S_GET
+        if p[0] == c'P' and p[1] == c'U' and p[2] == c'T':
+            return _S_PUT
+    elif n == 4:
+        if p[0] == c'P' and p[1] == c'O' and p[2] == c'S' and p[3] == c'T':
+            return _S_POST
+        if p[0] == c'H' and p[1] == c'E' and p[2] == c'A' and p[3] == c'D':
+            return _S_HEAD
+    elif n == 5 and _same(p, <const unsigned char*>b"PATCH", 5):
+        return _S_PATCH
+    elif n == 6 and _same(p, <const unsigned char*>b"DELETE", 6):
+        return _S_DELETE
+    elif n == 7 and _same(p, <const unsigned char*>b"OPTIONS", 7):
+        return _S_OPTIONS
+    return _ascii(p, n)
+
+
+cdef inline object _path_text(const unsigned char* p, Py_ssize_t n):
+    if n == 1 and p[0] == 0x2F:
+        return _S_SLASH
+    return _path_cache.get(p, n)
+
+
+# ---------------------------------------------------------------- field lines
+
+cdef int _raise(int status, msg) except -1:
+    raise ParseError(status, msg)
+
+
+cdef int _split_field_check(const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1:
+    """parser_py._split_field's checks on a non-empty line s[ls:le] without CR/LF."""
+    cdef const unsigned char* c
+    cdef Py_ssize_t i
+    if s[ls] == 0x20 or s[ls] == 0x09:
+        _raise(400, "obsolete line folding is not allowed")
+    c = <const unsigned char*>memchr(s + ls, 0x3A, le - ls)
+    if c == NULL or c == s + ls:
+        _raise(400, "header field without a name or colon")
+    for i in range(ls, c - s):
+        if not TCHAR[s[i]]:
+            _raise(400, "invalid header field name")
+    for i in range(c - s + 1, le):
+        if not FIELD_OK[s[i]]:
+            _raise(400, "invalid character in header field value")
+    return 0
+
+
+cdef inline bint _has_cr_or_lf(const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) noexcept:
+    return (memchr(s + ls, 0x0D, le - ls) != NULL) or (memchr(s + ls, 0x0A, le - ls) != NULL)
+
+
+cdef int _header_error(const unsigned char* s, Py_ssize_t hs, Py_ssize_t he, Py_ssize_t max_headers,
+                       int status, msg) except -1:
+    """Raise an error found in a header line, unless parser_py would have refused
+    the number of header lines first (it counts them before looking at any)."""
+    cdef Py_ssize_t n = 0, p = hs
+    while p < he:
+        p = _find_crlf(s, p, he)
+        if p < 0:
+            break
+        n += 1
+        p += 2
+    if n > max_headers:
+        _raise(431, "too many header fields")
+    _raise(status, msg)
+
+
+cdef int _bad_header_line(const unsigned char* s, Py_ssize_t ls, Py_ssize_t hs, Py_ssize_t he,
+                          Py_ssize_t max_headers) except -1:
+    """The line at ``ls`` failed the fast scan: raise parser_py's error for it."""
+    cdef Py_ssize_t le = _find_crlf(s, ls, he)
+    if _has_cr_or_lf(s, ls, le):
+        _header_error(s, hs, he, max_headers, 400, "bare CR or LF in request head")
+    try:
+        _split_field_check(s, ls, le)
+    except ParseError as exc:
+        _header_error(s, hs, he, max_headers, exc.status, exc.message)
+    raise AssertionError("parser_c: a header line failed the fast scan but no rule")
+
+
+cdef inline void _strip(const unsigned char* s, Py_ssize_t* vs, Py_ssize_t* ve) noexcept:
+    """``value.strip(b" \\t")`` on s[vs:ve]."""
+    cdef Py_ssize_t a = vs[0], b = ve[0]
+    while a < b and (s[a] == 0x20 or s[a] == 0x09):
+        a += 1
+    while b > a and (s[b - 1] == 0x20 or s[b - 1] == 0x09):
+        b -= 1
+    vs[0] = a
+    ve[0] = b
+
+
+# lowercase names seen in most requests: _build_fields shares these str objects
+cdef tuple _KNOWN_NAMES = (
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
+    "content-type", "content-length", "transfer-encoding", "expect", "origin", "referer",
+    "cookie", "authorization", "cache-control", "pragma", "upgrade", "te", "x-forwarded-for",
+    "x-forwarded-proto", "x-real-ip", "x-request-id", "x-openbayes-serving-request-id",
+    "access-control-request-method", "access-control-request-headers", "sec-fetch-mode",
+    "sec-fetch-site", "sec-fetch-dest", "if-none-match", "if-modified-since", "dnt", "priority",
+)
+cdef bytes _KNOWN_BYTES = "".join(_KNOWN_NAMES).encode("ascii")
+cdef Py_ssize_t _KNOWN_COUNT = len(_KNOWN_NAMES)
+cdef Py_ssize_t _KNOWN_OFF[40]
+cdef Py_ssize_t _KNOWN_LEN[40]
+
+
+cdef void _init_known():
+    cdef Py_ssize_t i, off = 0
+    for i in range(_KNOWN_COUNT):
+        _KNOWN_OFF[i] = off
+        _KNOWN_LEN[i] = len(_KNOWN_NAMES[i])
+        off += _KNOWN_LEN[i]
+
+
+_init_known()
+
+
+cdef inline object _field_name(const unsigned char* p, Py_ssize_t n):
+    """``p[:n].lower()`` as text, p holding tchar bytes (validated)."""
+    cdef Py_ssize_t i
+    cdef const char* known = PyBytes_AS_STRING(_KNOWN_BYTES)
+    cdef unsigned char* d
+    for i in range(_KNOWN_COUNT):
+        if _KNOWN_LEN[i] == n and _ieq(p, known + _KNOWN_OFF[i], n):
+            return _KNOWN_NAMES[i]
+    name = PyUnicode_New(n, 127)
+    d = PyUnicode_1BYTE_DATA(name)
+    for i in range(n):
+        d[i] = LOWER[p[i]]
+    return name
+
+
+cdef enum:
+    _LC_SLOTS = 64     # field lines remembered (direct-mapped)
+    _LC_KEY = 64       # longest line remembered
+
+
+@cython.final
+@cython.internal
+cdef class _LineCache:
+    """Raw field line → its (name, value) tuple. Clients repeat the same lines
+    request after request; tuples of str are immutable, so sharing is safe."""
+    cdef unsigned char keys[_LC_SLOTS * _LC_KEY]
+    cdef Py_ssize_t lens[_LC_SLOTS]
+    cdef list items
+
+    def __cinit__(self):
+        cdef Py_ssize_t i
+        self.items = [None] * _LC_SLOTS
+        for i in range(_LC_SLOTS):
+            self.lens[i] = -1
+
+    cdef inline object get(self, const unsigned char* s, Py_ssize_t ls, Py_ssize_t colon,
+                           Py_ssize_t vs, Py_ssize_t ve, Py_ssize_t le):
+        cdef Py_ssize_t n = le - ls, h
+        cdef uint64_t a = 0, b = 0
+        if n > _LC_KEY:
+            return (_field_name(s + ls, colon - ls), _latin1(s + vs, ve - vs))
+        if n >= 8:
+            memcpy(&a, s + ls, 8)
+            memcpy(&b, s + le - 8, 8)
+        else:
+            memcpy(&a, s + ls, n)
+        h = <Py_ssize_t>((((a * 0x9E3779B97F4A7C15ULL) ^ b ^ <uint64_t>n) * 0xC2B2AE3D27D4EB4FULL) >> 58)
+        if self.lens[h] == n and _same(self.keys + h * _LC_KEY, s + ls, n):
+            return self.items[h]
+        item = (_field_name(s + ls, colon - ls), _latin1(s + vs, ve - vs))
+        memcpy(self.keys + h * _LC_KEY, s + ls, n)
+        self.lens[h] = n
+        self.items[h] = item
+        return item
+
+
+cdef _LineCache _line_cache = _LineCache()
+
+
+cdef object _build_fields(const unsigned char* s, Py_ssize_t p, Py_ssize_t he):
+    """``fields`` of an already validated header block s[p:he] (each line ends in CRLF)."""
+    cdef list fields = []
+    cdef Py_ssize_t colon, le, vs, ve
+    while p < he:
+        colon = <const unsigned char*>memchr(s + p, 0x3A, he - p) - s
+        le = <const unsigned char*>memchr(s + colon, 0x0D, he - colon) - s
+        vs = colon + 1
+        ve = le
+        _strip(s, &vs, &ve)
+        fields.append(_line_cache.get(s, p, colon, vs, ve, le))
+        p = le + 2
+    return fields
+
+
+# ---------------------------------------------------------------- the fields the server needs
+
+cdef struct Lifted:
+    long long content_length     # -1: none
+    Py_ssize_t hosts
+    bint te_seen, te_invalid, te_last_chunked
+    Py_ssize_t te_codings, te_chunked
+    bint conn_close, conn_keep, expect_seen, expect_ok
+    Py_ssize_t ct_s, ct_e        # first Content-Type value (ct_s -1: none)
+    Py_ssize_t acc_s, acc_e, acc_n   # first Accept value, number of Accept fields
+    Py_ssize_t org_s, org_e      # last Origin value (org_s -1: none)
+
+
+cdef inline void _lifted_init(Lifted* f) noexcept:
+    f.content_length = -1
+    f.hosts = 0
+    f.te_seen = f.te_invalid = f.te_last_chunked = False
+    f.te_codings = f.te_chunked = 0
+    f.conn_close = f.conn_keep = f.expect_seen = f.expect_ok = False
+    f.ct_s = f.ct_e = -1
+    f.acc_s = f.acc_e = -1
+    f.acc_n = 0
+    f.org_s = f.org_e = -1
+
+
+cdef inline int _lift(Lifted* f, const unsigned char* s, Py_ssize_t ls, Py_ssize_t n,
+                      Py_ssize_t vs, Py_ssize_t ve) noexcept:
+    """parser_py.parse_head's per-field bookkeeping for one valid field line
+    (name s[ls:ls+n], stripped value s[vs:ve]). Returns 0, or 1 for a duplicate
+    and 2 for an invalid Content-Length."""
+    cdef const unsigned char* q = s + ls
+    cdef long long v
+    cdef Py_ssize_t i
+    if n == 4:
+        if _ieq(q, b"host", 4):
+            f.hosts += 1
+    elif n == 6:
+        if _ieq(q, b"accept", 6):
+            f.acc_n += 1
+            if f.acc_n == 1:
+                f.acc_s = vs
+                f.acc_e = ve
+        elif _ieq(q, b"expect", 6):
+            f.expect_seen = True
+            f.expect_ok = ve - vs == 12 and _ieq(s + vs, b"100-continue", 12)
+        elif _ieq(q, b"origin", 6):
+            f.org_s = vs
+            f.org_e = ve
+    elif n == 10:
+        if _ieq(q, b"connection", 10):
+            _connection_tokens(f, s, vs, ve)
+    elif n == 12:
+        if _ieq(q, b"content-type", 12):
+            if f.ct_s < 0:
+                f.ct_s = vs
+                f.ct_e = ve
+    elif n == 14:
+        if _ieq(q, b"content-length", 14):
+            if f.content_length >= 0:
+                return 1
+            if ve == vs or ve - vs > 18:
+                return 2
+            v = 0
+            for i in range(vs, ve):
+                if s[i] < 0x30 or s[i] > 0x39:
+                    return 2
+                v = v * 10 + (s[i] - 0x30)
+            f.content_length = v
+    elif n == 17:
+        if _ieq(q, b"transfer-encoding", 17):
+            f.te_seen = True
+            _transfer_codings(f, s, vs, ve)
+    return 0
+
+
+cdef inline void _connection_tokens(Lifted* f, const unsigned char* s, Py_ssize_t vs,
+                                    Py_ssize_t ve) noexcept:
+    """Connection tokens: split on ",", strip SP/HTAB, compare lowercased."""
+    cdef Py_ssize_t a = vs, b, x, y
+    while a <= ve:
+        b = a
+        while b < ve and s[b] != 0x2C:
+            b += 1
+        x = a
+        y = b
+        _strip(s, &x, &y)
+        if y - x == 5 and _ieq(s + x, b"close", 5):
+            f.conn_close = True
+        elif y - x == 10 and _ieq(s + x, b"keep-alive", 10):
+            f.conn_keep = True
+        a = b + 1
+
+
+cdef inline void _transfer_codings(Lifted* f, const unsigned char* s, Py_ssize_t vs,
+                                   Py_ssize_t ve) noexcept:
+    """parser_py._transfer_codings, one field value at a time (errors raised later)."""
+    cdef Py_ssize_t a = vs, b, x, y, i
+    while a <= ve and not f.te_invalid:
+        b = a
+        while b < ve and s[b] != 0x2C:
+            b += 1
+        x = a
+        y = b
+        a = b + 1
+        _strip(s, &x, &y)
+        if x == y:
+            continue
+        for i in range(x, y):
+            if not TCHAR[s[i]]:
+                f.te_invalid = True
+                break
+        if f.te_invalid:
+            break
+        f.te_codings += 1
+        if y - x == 7 and _ieq(s + x, b"chunked", 7):
+            f.te_chunked += 1
+            f.te_last_chunked = True
+        else:
+            f.te_last_chunked = False
+
+
+cdef object _all_accept(const unsigned char* s, Py_ssize_t p, Py_ssize_t he):
+    """Several Accept fields: their values joined with "," (rare: rescan the block)."""
+    cdef Py_ssize_t colon, le, vs, ve
+    values = []
+    while p < he:
+        colon = <const unsigned char*>memchr(s + p, 0x3A, he - p) - s
+        le = <const unsigned char*>memchr(s + colon, 0x0D, he - colon) - s
+        if colon - p == 6 and _ieq(s + p, b"accept", 6):
+            vs = colon + 1
+            ve = le
+            _strip(s, &vs, &ve)
+            values.append(_latin1(s + vs, ve - vs))
+        p = le + 2
+    return ",".join(values)
+
+
+# ---------------------------------------------------------------- RequestHead
+
+@cython.freelist(32)
+cdef class RequestHead:
+    """The parsed request line and header section of one request (see parser_py).
+
+    ``fields`` is built on first access from the header bytes kept for that.
+    """
+
+    cdef public object method, target, path, query
+    cdef public int version
+    cdef public Py_ssize_t end
+    cdef public long long content_length
+    cdef public bint chunked, keep_alive, expect_continue
+    cdef public object content_type, accept, origin
+    cdef object _fields
+    cdef object _src          # bytes holding the header block, until fields is built
+    cdef Py_ssize_t _hs, _he  # the header block in _src: lines, each ending in CRLF
+
+    @property
+    def fields(self):
+        cdef object src = self._src
+        if src is not None:
+            self._fields = _build_fields(<const unsigned char*>PyBytes_AS_STRING(src),
+                                         self._hs, self._he)
+            self._src = None
+        return self._fields
+
+    @fields.setter
+    def fields(self, value):
+        self._src = None
+        self._fields = value
+
+    def __repr__(self):
+        return f"<RequestHead {self.method} {self.target} HTTP/1.{self.version}>"
+
+
+# ---------------------------------------------------------------- parse_head
+
+cdef inline bint _index_arg(object o, Py_ssize_t* out) noexcept:
+    """A plain int in [0, 2**56]: the range parse_head computes with in C."""
+    cdef Py_ssize_t v
+    if not PyLong_CheckExact(o):
+        return False
+    v = PyLong_AsSsize_t(o)
+    if v == -1 and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+        return False
+    if v < 0 or v > _BIG:
+        return False
+    out[0] = v
+    return True
+
+
+def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS, max_target=MAX_TARGET):
+    """Parse the request head found in ``buf[start:]`` (see parser_py.parse_head).
+
+    Returns a :class:`RequestHead`, or ``None`` when the head is not complete
+    yet; raises :class:`ParseError` with parser_py's status and message.
+    """
+    cdef Py_ssize_t c_start = 0, c_max_head = 0, c_max_headers = 0, c_max_target = 0
+    cdef Py_buffer view
+    if not (_index_arg(start, &c_start) and _index_arg(max_head, &c_max_head)
+            and _index_arg(max_headers, &c_max_headers) and _index_arg(max_target, &c_max_target)):
+        # negative offsets, huge or non-int limits: parser_py's exact semantics
+        return _py_parse_head(buf, start, max_head, max_headers, max_target)
+    if PyBytes_CheckExact(buf):
+        return _parse_head_fast(buf, <const unsigned char*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf),
+                                c_start, c_max_head, c_max_headers, c_max_target)
+    if not PyByteArray_CheckExact(buf):
+        return _py_parse_head(buf, start, max_head, max_headers, max_target)
+    # hold a buffer export so the bytearray cannot be resized under our pointer;
+    # PyByteArray_AS_STRING, like PyBytes_AS_STRING, is followed by a NUL byte
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        return _parse_head_fast(None, <const unsigned char*>PyByteArray_AS_STRING(buf), view.len,
+                                c_start, c_max_head, c_max_headers, c_max_target)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef object _parse_head_fast(object src, const unsigned char* s, Py_ssize_t size, Py_ssize_t origin,
+                             Py_ssize_t max_head, Py_ssize_t max_headers, Py_ssize_t max_target):
+    """One optimistic pass for the usual request: origin-form target, HTTP/1.x,
+    plain field lines, the whole head present. Anything else (and any error)
+    goes to _parse_head_exact, which applies parser_py's rules in its order."""
+    cdef Py_ssize_t start = origin, p, sp1, ts, tlen, l0, ls, colon, vs, ve, nlines = 0
+    cdef int minor
+    cdef Lifted f
+    while start + 2 <= size and s[start] == 0x0D and s[start + 1] == 0x0A:
+        start += 2
+    p = start
+    while TCHAR[s[p]]:
+        p += 1
+    if p == start or s[p] != 0x20 or s[p + 1] != 0x2F:
+        return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+    sp1 = p
+    p += 1
+    ts = p
+    while TARGET_OK[s[p]]:
+        p += 1
+    tlen = p - ts
+    if (s[p] != 0x20 or size - p < 11 or s[p + 1] != c'H' or s[p + 2] != c'T' or s[p + 3] != c'T'
+            or s[p + 4] != c'P' or s[p + 5] != c'/' or s[p + 6] != c'1' or s[p + 7] != c'.'
+            or (s[p + 8] != c'1' and s[p + 8] != c'0') or s[p + 9] != 0x0D or s[p + 10] != 0x0A):
+        return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+    minor = s[p + 8] - 0x30
+    l0 = p + 9
+    if l0 - start > max_target + 32 or tlen > max_target:
+        return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+    _lifted_init(&f)
+    p = l0 + 2
+    while True:
+        if s[p] == 0x0D:
+            if s[p + 1] == 0x0A:
+                break
+            return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+        ls = p
+        while TCHAR[s[p]]:
+            p += 1
+        if s[p] != 0x3A or p == ls:
+            return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+        colon = p
+        p = _scan_value(s, p + 1, size)
+        if s[p] != 0x0D or s[p + 1] != 0x0A:
+            return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+        nlines += 1
+        vs = colon + 1
+        ve = p
+        p += 2
+        _strip(s, &vs, &ve)
+        if nlines > max_headers or _lift(&f, s, ls, colon - ls, vs, ve):
+            return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+    # p: the blank line; the head's CRLFCRLF is at p - 2
+    if p + 2 > origin + max_head:
+        return _parse_head_exact(src, s, size, origin, max_head, max_headers, max_target)
+    return _finish(src, s, size, &f, minor, start, sp1, ts, tlen, 0, 0, l0 + 2, p - 2)
+
+
+cdef object _parse_head_exact(object src, const unsigned char* s, Py_ssize_t size, Py_ssize_t start,
+                              Py_ssize_t max_head, Py_ssize_t max_headers, Py_ssize_t max_target):
+    """parser_py.parse_head step by step (every check, in its order)."""
+    cdef Py_ssize_t origin = start, lim, end, l0, sp1, sp2, i, tlen
+    cdef Py_ssize_t hs, he, p, ls, colon, vs, ve, nlines, a = 0, b = 0
+    cdef const unsigned char* q
+    cdef const unsigned char* t
+    cdef int minor = 0, code
+    cdef Lifted f
+
+    # RFC 9112 §2.2: empty lines before the request line (they count in max_head)
+    while start + 2 <= size and s[start] == 0x0D and s[start + 1] == 0x0A:
+        start += 2
+    lim = origin + max_head
+    if lim > size:
+        lim = size
+    end = -1
+    if lim - start >= 4:
+        q = <const unsigned char*>memmem(s + start, lim - start, b"\r\n\r\n", 4)
+        if q != NULL:
+            end = q - s
+    if end < 0:
+        lim = start + max_target + 32
+        if lim > size:
+            lim = size
+        if start < size and _find_crlf(s, start, lim) < 0 and size - start > max_target + 32:
+            _raise(414, "request line too long")
+        if size - origin >= max_head:
+            _raise(431, "request head too large")
+        return None
+
+    # ---- request line: s[start:l0]
+    l0 = _find_crlf(s, start, end + 2)
+    if l0 - start > max_target + 32:
+        _raise(414, "request line too long")
+    q = <const unsigned char*>memchr(s + start, 0x20, l0 - start)
+    if q == NULL:
+        _raise(400, "malformed request line")
+    sp1 = q - s
+    q = <const unsigned char*>memchr(s + sp1 + 1, 0x20, l0 - sp1 - 1)
+    if q == NULL:
+        _raise(400, "malformed request line")
+    sp2 = q - s
+    if memchr(s + sp2 + 1, 0x20, l0 - sp2 - 1) != NULL:
+        _raise(400, "malformed request line")
+    if sp1 == start:
+        _raise(400, "invalid method")
+    for i in range(start, sp1):
+        if not TCHAR[s[i]]:
+            _raise(400, "invalid method")
+    t = s + sp1 + 1
+    tlen = sp2 - sp1 - 1
+    if tlen > max_target:
+        _raise(414, "request target too long")
+    if tlen == 0:
+        _raise(400, "invalid request target")
+    for i in range(tlen):
+        if not TARGET_OK[t[i]]:
+            _raise(400, "invalid request target")
+    # version: s[sp2+1:l0]
+    q = s + sp2 + 1
+    if (l0 - sp2 - 1 != 8 or memcmp(q, b"HTTP/", 5) != 0 or q[6] != 0x2E
+            or not (0x30 <= q[5] <= 0x39) or not (0x30 <= q[7] <= 0x39)):
+        _raise(400, "invalid HTTP version")
+    if q[5] == 0x31 and q[7] == 0x31:
+        minor = 1
+    elif q[5] == 0x31 and q[7] == 0x30:
+        minor = 0
+    else:
+        _raise(505, "HTTP version not supported; use HTTP/1.1 or HTTP/1.0")
+
+    # ---- target → path, query (parser_py._split_target); a: where rest starts
+    # in the target (-1: asterisk-form), b: whether rest gets a "/" in front
+    if t[0] == 0x2F:
+        a = 0
+    elif tlen == 1 and t[0] == 0x2A:
+        if not (sp1 - start == 7 and memcmp(s + start, b"OPTIONS", 7) == 0):
+            _raise(400, "asterisk-form target is only valid for OPTIONS")
+        a = -1
+    else:
+        if tlen >= 7 and _ieq(t, b"http://", 7):
+            a = 7
+        elif tlen >= 8 and _ieq(t, b"https://", 8):
+            a = 8
+        else:
+            _raise(400, "invalid request target")
+        i = a
+        while i < tlen and t[i] != 0x2F and t[i] != 0x3F:
+            i += 1
+        if i == a:
+            _raise(400, "absolute-form target without a host")
+        a = i
+        b = 1 if (a == tlen or t[a] == 0x3F) else 0
+
+    # ---- header lines: s[hs:he], each ending in CRLF (the last one at `end`)
+    _lifted_init(&f)
+    hs = l0 + 2
+    he = end + 2
+    p = hs
+    nlines = 0
+    while p < he:
+        ls = p
+        while TCHAR[s[p]]:
+            p += 1
+        if s[p] != 0x3A or p == ls:
+            _bad_header_line(s, ls, hs, he, max_headers)
+        colon = p
+        p += 1
+        while FIELD_OK[s[p]]:
+            p += 1
+        if s[p] != 0x0D or s[p + 1] != 0x0A:
+            _bad_header_line(s, ls, hs, he, max_headers)
+        nlines += 1
+        if nlines > max_headers:
+            _raise(431, "too many header fields")
+        vs = colon + 1
+        ve = p
+        p += 2
+        _strip(s, &vs, &ve)
+        code = _lift(&f, s, ls, colon - ls, vs, ve)
+        if code == 1:
+            _header_error(s, hs, he, max_headers, 400, "duplicate Content-Length")
+        elif code == 2:
+            _header_error(s, hs, he, max_headers, 400, "invalid Content-Length")
+    return _finish(src, s, size, &f, minor, start, sp1, sp1 + 1, tlen, a, b, hs, end)
+
+
+cdef object _finish(object src, const unsigned char* s, Py_ssize_t size, Lifted* f, int minor,
+                    Py_ssize_t ms, Py_ssize_t me, Py_ssize_t ts, Py_ssize_t tlen,
+                    Py_ssize_t a, Py_ssize_t b, Py_ssize_t hs, Py_ssize_t end):
+    """The checks parser_py makes after the field lines, then the RequestHead.
+
+    Method s[ms:me], target s[ts:ts+tlen] (a, b: see _parse_head_exact),
+    header lines s[hs:end+2], the head ends at end + 4.
+    """
+    cdef bint chunked = False, keep_alive, expect_continue = False
+    cdef const unsigned char* t = s + ts
+    cdef const unsigned char* q
+    cdef Py_ssize_t i, he = end + 2
+    cdef RequestHead head
+    if f.te_seen:
+        if f.content_length >= 0:
+            _raise(400, "both Content-Length and Transfer-Encoding")
+        if minor == 0:
+            _raise(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if f.te_invalid:
+            _raise(400, "invalid transfer coding")
+        if f.te_codings == 0 or not f.te_last_chunked:
+            _raise(400, "chunked must be the final transfer coding")
+        if f.te_chunked > 1:
+            _raise(400, "chunked applied more than once")
+        if f.te_codings > 1:
+            _raise(501, "unsupported transfer coding; only chunked is implemented")
+        chunked = True
+    if minor == 1 and f.hosts != 1:
+        _raise(400, "an HTTP/1.1 request needs exactly one Host field")
+    keep_alive = minor == 1
+    if f.conn_close:
+        keep_alive = False
+    elif f.conn_keep:
+        keep_alive = True
+    if f.expect_seen and minor == 1:
+        if not f.expect_ok:
+            _raise(417, "only the 100-continue expectation is supported")
+        expect_continue = True
+
+    head = RequestHead.__new__(RequestHead)
+    head.method = _method_text(s + ms, me - ms)
+    if tlen == 1 and t[0] == 0x2F:
+        target = _S_SLASH
+    elif tlen <= 64:
+        target = _target_cache.get(t, tlen)
+    else:
+        target = _ascii(t, tlen)
+    head.target = target
+    if a < 0:
+        head.path = _S_STAR
+        head.query = _S_EMPTY
+    else:
+        q = <const unsigned char*>memchr(t + a, 0x3F, tlen - a)
+        if q == NULL:
+            head.query = _S_EMPTY
+            if b:
+                head.path = _S_SLASH
+            elif a == 0:
+                head.path = target
+            else:
+                head.path = _path_text(t + a, tlen - a)
+        else:
+            i = q - t
+            head.path = _S_SLASH if b else _path_text(t + a, i - a)
+            head.query = _ascii(q + 1, tlen - i - 1)
+    head.version = minor
+    head.end = end + 4
+    head.content_length = f.content_length
+    head.chunked = chunked
+    head.keep_alive = keep_alive
+    head.expect_continue = expect_continue
+    if f.ct_s >= 0:
+        head.content_type = _ctype_cache.get(s + f.ct_s, f.ct_e - f.ct_s)
+    if f.acc_n == 1:
+        head.accept = _accept_cache.get(s + f.acc_s, f.acc_e - f.acc_s)
+    elif f.acc_n > 1:
+        head.accept = _all_accept(s, hs, he)
+    if f.org_s >= 0:
+        head.origin = _origin_cache.get(s + f.org_s, f.org_e - f.org_s)
+    if hs >= he:
+        head._fields = []
+    else:
+        if src is not None and size <= 4 * (he - hs) + 8192:
+            head._src = src       # immutable bytes: keep a reference, no copy
+            head._hs = hs
+            head._he = he
+        else:
+            head._src = PyBytes_FromStringAndSize(<const char*>s + hs, he - hs)
+            head._hs = 0
+            head._he = he - hs
+    return head
+
+
+# ---------------------------------------------------------------- ChunkedDecoder
+
+cdef enum:
+    _SIZE = 0
+    _DATA = 1
+    _DATA_END = 2
+    _TRAILER = 3
+    _DONE = 4
+
+
+cdef class ChunkedDecoder:
+    """Incremental decoder of a chunked request body (see parser_py.ChunkedDecoder)."""
+
+    cdef readonly object max_body
+    cdef readonly Py_ssize_t max_trailer, max_fields
+    cdef readonly int state
+    cdef readonly unsigned long long remaining
+    cdef readonly Py_ssize_t trailer_bytes
+    cdef public object trailers
+    cdef bint _fast                 # 0 <= max_body < 2**63: size counted in C
+    cdef unsigned long long _max, _size
+    cdef object _size_obj           # otherwise: size as a Python int
+    cdef Py_ssize_t _ntrailers
+    cdef PyObject* _buf             # the body: a bytes object of _cap bytes, _len used, ours alone
+    cdef Py_ssize_t _len, _cap
+    cdef bint _sealed               # _buf shrunk to _len and handed out by body()
+
+    def __cinit__(self, max_body, max_trailer=MAX_HEAD, max_fields=MAX_HEADERS):
+        self._buf = NULL
+        self._len = 0
+        self._cap = 0
+        self._sealed = False
+        self.max_body = max_body
+        self.max_trailer = max_trailer
+        self.max_fields = max_fields
+        self.state = _SIZE
+        self.remaining = 0
+        self.trailer_bytes = 0
+        self.trailers = []
+        self._ntrailers = 0
+        self._size = 0
+        self._size_obj = 0
+        self._fast = False
+        cdef Py_ssize_t limit
+        if PyLong_CheckExact(max_body):
+            limit = PyLong_AsSsize_t(max_body)
+            if limit == -1 and PyErr_Occurred() != NULL:
+                PyErr_Clear()      # past 63 bits: count with Python ints
+            elif limit >= 0:
+                self._max = <unsigned long long>limit
+                self._fast = True
+
+    def __dealloc__(self):
+        Py_XDECREF(self._buf)
+
+    @property
+    def done(self):
+        return self.state == _DONE
+
+    @property
+    def size(self):
+        return self._size if self._fast else self._size_obj
+
+    def body(self):
+        """The decoded body so far, as bytes."""
+        if self._buf == NULL:
+            return b""
+        if self.state != _DONE:
+            return PyBytes_FromStringAndSize(_bytes_data(self._buf), self._len)
+        if not self._sealed:  # complete: no more appends, give the buffer itself out
+            _PyBytes_Resize(&self._buf, self._len)
+            self._cap = self._len
+            self._sealed = True
+        return <object>self._buf
+
+    def feed(self, buf, Py_ssize_t pos=0):
+        """Consume what can be of ``buf[pos:]``; return the new position."""
+        cdef Py_buffer view
+        if pos < 0:
+            raise ValueError("parser_c: ChunkedDecoder.feed needs pos >= 0")
+        if PyBytes_CheckExact(buf):
+            return self._feed(<const unsigned char*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), pos)
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        try:
+            return self._feed(<const unsigned char*>view.buf, view.len, pos)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int _append(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t avail) except -1:
+        """Append p[:n]; ``avail`` (>= n) bytes of input are at hand, so room for
+        them (within max_body) costs no more memory than the input itself."""
+        cdef Py_ssize_t cap
+        if self._len + n > self._cap:
+            cap = self._cap * 2
+            if cap < self._len + avail:
+                cap = self._len + avail
+            if self._fast and <unsigned long long>cap > self._max:
+                cap = <Py_ssize_t>self._max
+            if cap < self._len + n:
+                cap = self._len + n
+            if self._buf == NULL:
+                obj = PyBytes_FromStringAndSize(NULL, cap)
+                Py_INCREF(obj)
+                self._buf = <PyObject*>obj
+            else:
+                _PyBytes_Resize(&self._buf, cap)
+            self._cap = cap
+        memcpy(_bytes_data(self._buf) + self._len, p, n)
+        self._len += n
+        return 0
+
+    cdef Py_ssize_t _feed(self, const unsigned char* s, Py_ssize_t size, Py_ssize_t pos) except -1:
+        cdef Py_ssize_t eol, lim, take
+        while pos < size:
+            if self.state == _SIZE:
+                lim = pos + _MAX_CHUNK_LINE
+                if lim > size:
+                    lim = size
+                eol = _find_crlf(s, pos, lim)
+                if eol < 0:
+                    if size - pos >= _MAX_CHUNK_LINE:
+                        _raise(400, "chunk size line too long")
+                    return pos
+                self._size_line(s, pos, eol)
+                pos = eol + 2
+            elif self.state == _DATA:
+                take = size - pos
+                if <unsigned long long>take > self.remaining:
+                    take = <Py_ssize_t>self.remaining
+                self._append(s + pos, take, size - pos)
+                pos += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    self.state = _DATA_END
+            elif self.state == _DATA_END:
+                if size - pos < 2:
+                    if s[pos] != 0x0D:
+                        _raise(400, "chunk data longer than its declared size")
+                    return pos
+                if s[pos] != 0x0D or s[pos + 1] != 0x0A:
+                    _raise(400, "chunk data longer than its declared size")
+                pos += 2
+                self.state = _SIZE
+            elif self.state == _TRAILER:
+                pos = self._trailer_line(s, size, pos)
+                if pos < 0:
+                    return -pos - 1
+                if self.state == _DONE:
+                    return pos
+            else:
+                return pos
+        return pos
+
+    cdef Py_ssize_t _trailer_line(self, const unsigned char* s, Py_ssize_t size,
+                                  Py_ssize_t pos) except? -2:
+        """One trailer line; returns the new pos, or -(pos+1) when it needs more bytes."""
+        cdef Py_ssize_t lim, eol
+        # buf.find(b"\r\n", pos, pos + max_trailer - trailer_bytes + 2), slice-normalized
+        lim = pos + self.max_trailer - self.trailer_bytes + 2
+        if lim < 0:
+            lim += size
+            if lim < 0:
+                lim = 0
+        if lim > size:
+            lim = size
+        eol = _find_crlf(s, pos, lim) if lim > pos else -1
+        if eol < 0:
+            if size - pos >= self.max_trailer - self.trailer_bytes:
+                _raise(431, "chunked trailer section too large")
+            return -pos - 1
+        self.trailer_bytes += eol + 2 - pos
+        if eol == pos:
+            self.state = _DONE
+            return pos + 2
+        if _has_cr_or_lf(s, pos, eol):
+            _raise(400, "bare CR or LF in chunked trailer")
+        if self._ntrailers >= self.max_fields:
+            _raise(431, "too many trailer fields")
+        _split_field_check(s, pos, eol)
+        self.trailers.append(_build_fields(s, pos, eol + 2)[0])
+        self._ntrailers += 1
+        return eol + 2
+
+    cdef int _size_line(self, const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1:
+        cdef Py_ssize_t digits = 0, n = le - ls, i
+        cdef unsigned long long v = 0
+        while digits < n and HEXVAL[s[ls + digits]]:
+            digits += 1
+        if digits == 0:
+            _raise(400, "invalid chunk size")
+        if digits > 16:
+            _raise(400, "chunk size too large")
+        if digits < n:
+            line = PyBytes_FromStringAndSize(<const char*>s + ls, n)
+            if _CHUNK_EXT.fullmatch(line, digits) is None:
+                _raise(400, "invalid chunk extension")
+        for i in range(digits):
+            v = (v << 4) | (HEXVAL[s[ls + i]] - 1)
+        if v == 0:
+            self.state = _TRAILER
+            return 0
+        if self._fast:
+            if v > self._max - self._size:
+                _raise(413, "request body too large")
+            self._size += v
+        else:
+            total = self._size_obj + v
+            if total > self.max_body:
+                _raise(413, "request body too large")
+            self._size_obj = total
+        self.remaining = v
+        self.state = _DATA
+        return 0
+
+
+# ---------------------------------------------------------------- query and path
+
+cdef object _unquote(const unsigned char* s, Py_ssize_t a, Py_ssize_t b, bint plus,
+                     const char* errors):
+    """Percent-decode (and "+" → " " when ``plus``) latin-1 bytes s[a:b], then
+    decode them as UTF-8, invalid sequences handled by the codec handler ``errors``."""
+    cdef Py_ssize_t n = b - a, i = a, j = 0
+    cdef unsigned char stack[256]
+    cdef unsigned char* out = stack
+    cdef unsigned char c, h1, h2
+    if n > 256:
+        out = <unsigned char*>PyMem_Malloc(n)
+        if out == NULL:
+            raise MemoryError()
+    try:
+        while i < b:
+            c = s[i]
+            if c == 0x25 and i + 2 < b:
+                h1 = HEXVAL[s[i + 1]]
+                h2 = HEXVAL[s[i + 2]]
+                if h1 and h2:
+                    out[j] = ((h1 - 1) << 4) | (h2 - 1)
+                    j += 1
+                    i += 3
+                    continue
+            elif c == 0x2B and plus:
+                c = 0x20
+            out[j] = c
+            j += 1
+            i += 1
+        return PyUnicode_DecodeUTF8(<const char*>out, j, errors)
+    finally:
+        if out != stack:
+            PyMem_Free(out)
+
+
+cdef object _component(object text, const unsigned char* s, Py_ssize_t a, Py_ssize_t b):
+    """One key or value of parse_query, as parser_py decodes it."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(a, b):
+        c = s[i]
+        if c == 0x25 or c == 0x2B or c >= 0x80:
+            return _unquote(s, a, b, True, _QUERY_ERRORS)
+    return _ascii(s + a, b - a)
+
+
+cdef bytes _QUERY_ERRORS_NAME = _py.QUERY_ERRORS.encode("ascii")   # keeps the char* below alive
+cdef const char* _QUERY_ERRORS = _QUERY_ERRORS_NAME
+
+
+def parse_query(query):
+    """``a=1&b=x+y&b=%E2%9C%93`` → ``[("a", "1"), ("b", "x y"), ("b", "✓")]`` (see parser_py)."""
+    cdef const unsigned char* s
+    cdef const unsigned char* q
+    cdef Py_ssize_t n, i, j, eq
+    if not PyUnicode_CheckExact(query) or PyUnicode_KIND(query) != PyUnicode_1BYTE_KIND:
+        return _py_parse_query(query)
+    cdef list pairs = []
+    n = PyUnicode_GET_LENGTH(query)
+    if n == 0:
+        return pairs
+    s = PyUnicode_1BYTE_DATA(query)
+    i = 0
+    while i <= n:
+        q = <const unsigned char*>memchr(s + i, 0x26, n - i)
+        j = n if q == NULL else q - s
+        if j > i:
+            q = <const unsigned char*>memchr(s + i, 0x3D, j - i)
+            if q == NULL:
+                pairs.append((_component(query, s, i, j), _S_EMPTY))
+            else:
+                eq = q - s
+                pairs.append((_component(query, s, i, eq), _component(query, s, eq + 1, j)))
+        i = j + 1
+    return pairs
+
+
+def unquote_path(path):
+    """Percent-decode a latin-1 path as UTF-8 (see parser_py.unquote_path)."""
+    cdef Py_ssize_t n
+    cdef const unsigned char* s
+    if not PyUnicode_CheckExact(path) or PyUnicode_KIND(path) != PyUnicode_1BYTE_KIND:
+        return _py_unquote_path(path)
+    n = PyUnicode_GET_LENGTH(path)
+    s = PyUnicode_1BYTE_DATA(path)
+    if memchr(s, 0x25, n) == NULL:
+        if PyUnicode_IS_ASCII(path):
+            return path
+        return PyUnicode_DecodeUTF8(<const char*>s, n, "replace")
+    return _unquote(s, 0, n, False, "replace")
