@@ -26,6 +26,8 @@ access_log = logging.getLogger("lite_serving.access")
 
 RECV_SIZE = 262144
 MAX_BUFFERED = 4 * 1024 * 1024   # unparsed bytes held for a connection whose answer is pending
+OUT_HIGH = 4 * 1024 * 1024       # unsent answer bytes above which a connection's input is not read
+OUT_LOW = 1024 * 1024            # ... and below which it is read again
 LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LARGE_BODY = 1024 * 1024
@@ -39,7 +41,8 @@ class Connection:
     """State of one client connection (touched by the I/O thread only)."""
 
     __slots__ = ("sock", "fd", "peer", "buf", "state", "head", "body", "got", "decoder",
-                 "busy", "eof", "close_after", "out", "writing", "paused", "deadline", "closed",
+                 "busy", "eof", "close_after", "out", "unsent", "writing", "paused", "deadline",
+                 "closed",
                  "stream",
                  "behind_stream")
 
@@ -56,9 +59,10 @@ class Connection:
         self.busy = False          # a batch of this connection is being answered
         self.eof = False           # the client closed its sending side
         self.close_after = False   # close once ``out`` is written
-        self.out = []              # unsent data
+        self.out = collections.deque()  # data not yet accepted by the socket
+        self.unsent = 0            # bytes in ``out``
         self.writing = False       # registered for EVENT_WRITE
-        self.paused = False        # not reading: too much input waits behind a pending answer
+        self.paused = False        # not reading: input or output is backed up (see _update_events)
         self.deadline = now
         self.closed = False
         self.stream = None         # StreamBody being sent
@@ -485,7 +489,7 @@ class Server:
         for conn, items in answered:
             conn.busy = False
             if conn.closed:  # the client left; its answers are dropped
-                self.metrics.in_flight -= sum(1 for view, _ in items if view is not None)
+                self._drop(items)
                 continue
             self._write_replies(conn, items)
             self._after_replies(conn, batch)
@@ -494,7 +498,7 @@ class Server:
         """Once a connection's answers are written: parse what it sent meanwhile, or close."""
         if conn.busy or conn.closed:
             return
-        if conn.paused:
+        if conn.paused and conn.unsent < OUT_LOW:
             conn.paused = False
             self._update_events(conn)
         if not conn.close_after and conn.buf and conn.state != _LINGER:
@@ -580,6 +584,7 @@ class Server:
             return
         if conn.out:
             conn.out.append(data)
+            self._queued(conn, len(data))
             return
         try:
             sent = conn.sock.send(data)
@@ -595,6 +600,14 @@ class Server:
             conn.out.append(memoryview(data)[sent:])
             conn.deadline = self.now + self.config.body_timeout
             self._want_write(conn, True)
+            self._queued(conn, len(data) - sent)
+
+    def _queued(self, conn, n):
+        """Count unsent bytes; a client that does not read its answers stops being read."""
+        conn.unsent += n
+        if conn.unsent > OUT_HIGH and not conn.paused:
+            conn.paused = True
+            self._update_events(conn)
 
     def _flush(self, conn):
         out = conn.out
@@ -608,12 +621,16 @@ class Server:
                 return
             conn.deadline = self.now + self.config.body_timeout
             self.metrics.bytes_out += sent
+            conn.unsent -= sent
             if conn.stream is not None:
                 self._stream_progress(conn.stream, sent)
+            if conn.paused and conn.unsent < OUT_LOW and not conn.busy:
+                conn.paused = False
+                self._update_events(conn)
             if sent < len(out[0]):
                 out[0] = memoryview(out[0])[sent:]
                 return
-            out.pop(0)
+            out.popleft()
         self._want_write(conn, False)
         if conn.close_after and conn.stream is None:
             self._finish(conn)
@@ -696,13 +713,21 @@ class Server:
         except (KeyError, ValueError):
             pass
         conn.sock.close()
-        conn.out = []
+        conn.out.clear()
+        conn.unsent = 0
         conn.buf = _EMPTY
         if conn.body is not None and type(conn.body) is not bytearray:
             conn.body.close()  # a spooled upload that will never complete
         conn.body = None
         if conn.stream is not None:
             conn.stream.cancel()
+        if conn.behind_stream:
+            self._drop(conn.behind_stream)
+            conn.behind_stream = None
+
+    def _drop(self, items):
+        """Answers that will never be written: they are no longer in flight."""
+        self.metrics.in_flight -= sum(1 for view, _ in items if view is not None)
 
 
 _malloc_tuned = []
