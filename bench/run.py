@@ -7,6 +7,7 @@
 Builds what it needs under bench/.venvs and bench/.work, then writes
 bench/results/results.{md,json} and chart.png. See bench/README.md.
 """
+
 import argparse
 import json
 import os
@@ -30,6 +31,7 @@ from harness.servers import SERVERS  # noqa: E402
 from harness.wrk import ensure_wrk, wrk_version  # noqa: E402
 
 QUICK_SCENARIOS = ("echo", "msgpack", "coldstart")
+BUSY_FRACTION = 0.1  # CPU use by other work, before the run, above which the results get a warning
 
 
 def log(text=""):
@@ -43,7 +45,9 @@ def csv_choice(allowed):
         items = tuple(x.strip() for x in text.split(",") if x.strip())
         unknown = [x for x in items if x not in allowed]
         if unknown:
-            raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}")
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}"
+            )
         return items
 
     return parse
@@ -51,11 +55,18 @@ def csv_choice(allowed):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s loads, " + ", ".join(QUICK_SCENARIOS))
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 2 s loads, " + ", ".join(QUICK_SCENARIOS)
+    )
     p.add_argument("--duration", type=int, help="seconds per wrk run (default 8, quick 2)")
     p.add_argument("--rounds", type=int, help="rounds of every server taking its turn (default 3, quick 1)")
     p.add_argument("--cold-starts", type=int, help="measured starts per server (default 5, quick 2)")
-    p.add_argument("--servers", type=csv_choice(tuple(SERVERS)), default=tuple(SERVERS), help="subset of " + ",".join(SERVERS))
+    p.add_argument(
+        "--servers",
+        type=csv_choice(tuple(SERVERS)),
+        default=tuple(SERVERS),
+        help="subset of " + ",".join(SERVERS),
+    )
     p.add_argument("--scenarios", type=csv_choice(SCENARIOS), help="subset of " + ",".join(SCENARIOS))
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory (default bench/results)")
     return p.parse_args(argv)
@@ -109,14 +120,14 @@ def run_scenarios(bench):
     log(f"[done] measured in {time.monotonic() - started:.0f} s")
 
 
-def results_document(bench, failed_envs, command):
+def results_document(bench, machine, failed_envs, command):
     """The results.json document."""
-    server_cpus, client_cpus, _ = bench.cpus
-    machine = {**machine_info(wrk_version()), "server_cpus": server_cpus, "client_cpus": client_cpus}
     envs = sorted({SERVERS[k].env for k in bench.settings.servers} | {"tools"})
     versions = {env: installed_versions(ENV_SPECS[env]) if env not in failed_envs else {} for env in envs}
     for env, error in failed_envs.items():
-        bench.results.note(f"venv {env!r} could not be built, its servers were skipped: {error.splitlines()[0]}")
+        bench.results.note(
+            f"venv {env!r} could not be built, its servers were skipped: {error.splitlines()[0]}"
+        )
     columns = [k for k in SERVERS if k in bench.settings.servers]
     worker_columns = [workers_column(n) for n in WORKER_COUNTS]
     return {
@@ -137,9 +148,12 @@ def write_outputs(data, out_dir, tools_python):
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path, png_path = out_dir / "results.json", out_dir / "results.md", out_dir / "chart.png"
     json_path.write_text(json.dumps(data, indent=1) + "\n")
-    md_path.write_text(report.render(data, data["command"]))
+    md_path.write_text(report.render(data))
     chart = subprocess.run([str(tools_python), str(TOOLS_DIR / "chart.py"), str(json_path), str(png_path)])
-    log(f"[done] wrote {md_path}, {json_path}" + (f", {png_path}" if chart.returncode == 0 else " (chart FAILED)"))
+    log(
+        f"[done] wrote {md_path}, {json_path}"
+        + (f", {png_path}" if chart.returncode == 0 else " (chart FAILED)")
+    )
 
 
 def main(argv=None):
@@ -148,17 +162,28 @@ def main(argv=None):
     settings = settings_from(args)
     command = shlex.join(["python", "bench/run.py", *argv])
     ensure_wrk(log)
-    cpus = cpu_layout()
-    os.sched_setaffinity(0, {int(cpus[1])})  # keep the harness (and its start-up polling) off the server's CPU
     tools_python, pythons, failed_envs = prepare_envs(settings)
+    cpus = cpu_layout()
+    os.sched_setaffinity(
+        0, {int(cpus[1])}
+    )  # keep the harness (and its start-up polling) off the server's CPU
     write_bodies()
     if "onnx" in settings.scenarios:
         build_onnx_model(tools_python)
     bench = Bench(settings, pythons, cpus, log=log)
-    log(f"[run] servers {', '.join(pythons)}; scenarios {', '.join(settings.scenarios)}; "
-        f"{settings.rounds} round(s) x {settings.duration} s; server CPU {cpus[0]}, wrk CPU {cpus[1]}")
+    machine = {**machine_info(wrk_version()), "server_cpus": cpus[0], "client_cpus": cpus[1]}
+    busy = machine["busy_at_start"] or 0
+    if busy > BUSY_FRACTION:
+        bench.results.note(
+            f"other work was using {busy:.0%} of the CPUs just before the run: numbers are noisier"
+        )
+    log(
+        f"[run] servers {', '.join(pythons)}; scenarios {', '.join(settings.scenarios)}; "
+        f"{settings.rounds} round(s) x {settings.duration} s; server CPU {cpus[0]}, wrk CPU {cpus[1]}; "
+        f"CPUs {busy:.0%} busy before the run"
+    )
     run_scenarios(bench)
-    write_outputs(results_document(bench, failed_envs, command), args.out, tools_python)
+    write_outputs(results_document(bench, machine, failed_envs, command), args.out, tools_python)
     return 0
 
 

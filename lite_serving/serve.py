@@ -118,7 +118,8 @@ def serve_one(predictor_cls, config):
         listener = bind(config.host, config.port)
     except StartupError as exc:
         fail(str(exc))
-    log.info("listening on %s", address_text(listener))
+    address = address_text(listener)
+    log.info("listening on %s", address)
 
     app = Application(config)
     server = Server(app, config, [listener])
@@ -138,6 +139,10 @@ def serve_one(predictor_cls, config):
         server.request_stop()
         log.exception("%s could not be built", class_name(predictor_cls))
         sys.exit(1)
+    if server.stopping:
+        log.info("stopped before the predictor was ready")
+        io_thread.join(config.graceful_timeout + 5)
+        return 0
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
     log.info("predict gets: %s", describe_predict(loaded.predict_plan))
     if loaded.onnx_session is not None:
@@ -150,7 +155,7 @@ def serve_one(predictor_cls, config):
     start_run_thread(loaded.instance, config.production)
     mode = f"{config.threads} predict threads" if config.threads else "predict inline on the I/O thread"
     log.info("ready in %.0f ms (%s): POST %s/ to predict", (time.perf_counter() - started) * 1000,
-             mode, address_text(listener))
+             mode, address)
 
     while io_thread.is_alive():
         io_thread.join(0.5)

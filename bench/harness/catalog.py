@@ -3,6 +3,7 @@
 A *cell* is one measurement kind (e.g. ``echo-c32``); every server gets one sample
 per cell and round. Metrics pick one field of a cell's samples for the tables/chart.
 """
+
 from dataclasses import dataclass
 
 ECHO_CONNECTIONS = (1, 32, 256)
@@ -29,8 +30,12 @@ class Load:
 
 LOADS = {
     "echo": tuple(Load(f"echo-c{c}", "echo", c, f"echo JSON, {c} conn") for c in ECHO_CONNECTIONS),
-    "msgpack": (Load("msgpack-4MiB", "msgpack", MSGPACK_CONNECTIONS, f"4 MiB msgpack, {MSGPACK_CONNECTIONS} conn"),),
-    "onnx": (Load(f"onnx-c{ONNX_CONNECTIONS}", "onnx", ONNX_CONNECTIONS, f"ONNX predict, {ONNX_CONNECTIONS} conn"),),
+    "msgpack": (
+        Load("msgpack-4MiB", "msgpack", MSGPACK_CONNECTIONS, f"4 MiB msgpack, {MSGPACK_CONNECTIONS} conn"),
+    ),
+    "onnx": (
+        Load(f"onnx-c{ONNX_CONNECTIONS}", "onnx", ONNX_CONNECTIONS, f"ONNX predict, {ONNX_CONNECTIONS} conn"),
+    ),
 }
 WORKERS_LOAD = Load(f"workers-c{WORKERS_CONNECTIONS}", "echo", WORKERS_CONNECTIONS, "echo JSON")
 COLDSTART_CELL = "coldstart"
@@ -65,19 +70,35 @@ class Metric:
 def _echo_metrics():
     for load in LOADS["echo"]:
         tick = f"{load.connections} conn"
-        yield Metric(load.cell, "rps", f"{load.title}: throughput", "req/s", True, "Echo JSON throughput (req/s)", tick)
+        yield Metric(
+            load.cell, "rps", f"{load.title}: throughput", "req/s", True, "Echo JSON throughput (req/s)", tick
+        )
         yield Metric(load.cell, "p50_ms", f"{load.title}: p50 latency", "ms", False)
-        yield Metric(load.cell, "p99_ms", f"{load.title}: p99 latency", "ms", False, "Echo JSON p99 latency (ms)", tick)
+        yield Metric(
+            load.cell, "p99_ms", f"{load.title}: p99 latency", "ms", False, "Echo JSON p99 latency (ms)", tick
+        )
 
 
 def _other_metrics():
     (msgpack,) = LOADS["msgpack"]
     (onnx,) = LOADS["onnx"]
-    yield Metric(msgpack.cell, "mb_s", f"{msgpack.title}: ingest", "MB/s", True, "4 MiB MessagePack ingest (MB/s)")
+    yield Metric(
+        msgpack.cell, "mb_s", f"{msgpack.title}: ingest", "MB/s", True, "4 MiB MessagePack ingest (MB/s)"
+    )
     yield Metric(msgpack.cell, "p50_ms", f"{msgpack.title}: p50 latency", "ms", False)
     yield Metric(onnx.cell, "rps", f"{onnx.title}: throughput", "req/s", True, "ONNX predict (req/s)")
     yield Metric(onnx.cell, "p99_ms", f"{onnx.title}: p99 latency", "ms", False)
-    yield Metric(COLDSTART_CELL, "ms", "cold start: spawn to first 200", "ms", False, "Cold start to first 200 (ms)")
+    panel = "Cold start (ms)"
+    yield Metric(COLDSTART_CELL, "ms", "cold start: spawn to GET / 200", "ms", False, panel, "GET / 200")
+    yield Metric(
+        COLDSTART_CELL,
+        "predict_ms",
+        "cold start: spawn to first predict",
+        "ms",
+        False,
+        panel,
+        "first predict",
+    )
     for app in APP_SCENARIOS:
         yield Metric(rss_cell(app), "mib", f"RSS after {app} load", "MiB", False, "RSS after load (MiB)", app)
 
@@ -86,5 +107,6 @@ METRICS = (*_echo_metrics(), *_other_metrics())
 WORKERS_METRICS = (
     Metric(WORKERS_LOAD.cell, "rps", "throughput", "req/s", True, "--workers scaling, lite (req/s)"),
     Metric(WORKERS_LOAD.cell, "p99_ms", "p99 latency", "ms", False),
-    Metric(WORKERS_LOAD.cell, "rss_mib", "RSS, all processes", "MiB", False),
+    Metric(rss_cell("workers"), "mib", "RSS after load, all processes", "MiB", False),
+    Metric(rss_cell("workers"), "processes", "processes", "count", False),
 )

@@ -5,6 +5,7 @@ A venv is rebuilt from scratch when its requirement list (or the Python running 
 harness) changes; a local project (lite_serving) is re-installed whenever its
 source files change, so the benchmark always measures the working tree.
 """
+
 import hashlib
 import json
 import shutil

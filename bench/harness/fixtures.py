@@ -1,4 +1,5 @@
 """Request bodies, the ONNX model, and what a correct answer to each looks like."""
+
 import json
 import random
 import struct

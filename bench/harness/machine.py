@@ -1,9 +1,13 @@
 """Facts about the machine a run happened on."""
+
 import datetime
 import os
 import platform
 import sys
+import time
 from pathlib import Path
+
+from .cpuwatch import machine_busy_s
 
 
 def cpu_model():
@@ -25,7 +29,19 @@ def machine_info(wrk_version):
         "python": sys.version.split()[0],
         "kernel": platform.release(),
         "wrk": wrk_version,
+        "busy_at_start": busy_fraction(),
     }
+
+
+def busy_fraction(window_s=1.0):
+    """Share of all CPUs' time spent busy over ``window_s`` (other work skews every number)."""
+    try:
+        before = machine_busy_s()
+        time.sleep(window_s)
+        busy = machine_busy_s() - before
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(busy / (window_s * (os.cpu_count() or 1)), 3)
 
 
 def cpu_layout():

@@ -1,4 +1,5 @@
 """Where things live. Everything generated goes under ``.venvs/`` and ``.work/``."""
+
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent

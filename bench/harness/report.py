@@ -1,5 +1,7 @@
 """results.md: ratios first, then absolute numbers, notes and the machine."""
-from .catalog import METRICS, WORKER_COUNTS, WORKERS_METRICS, workers_column
+
+from .catalog import METRICS, WORKER_COUNTS, WORKERS_LOAD, WORKERS_METRICS, workers_column
+from .cpuwatch import NOISY_SHARE
 from .servers import SERVERS
 
 LITE_COLUMNS = ("lite", "lite-pure")
@@ -8,7 +10,7 @@ BASELINE_COLUMNS = ("reference", "uvicorn")
 
 def fmt(value):
     """A number with as many digits as are worth reading."""
-    if value >= 100:
+    if value >= 100 or value == int(value):
         return f"{value:,.0f}"
     if value >= 10:
         return f"{value:.1f}"
@@ -55,7 +57,13 @@ def _metric_name(metric):
 
 
 def ratio_section(summary, columns):
-    pairs = [(lite, other) for lite in LITE_COLUMNS if lite in columns for other in BASELINE_COLUMNS if other in columns]
+    pairs = [
+        (lite, other)
+        for lite in LITE_COLUMNS
+        if lite in columns
+        for other in BASELINE_COLUMNS
+        if other in columns
+    ]
     if not pairs:
         return "No ratios: lite_serving or both baselines are missing from this run.\n"
     header = ["metric"] + [f"{column_label(a)} vs {column_label(b)}" for a, b in pairs]
@@ -76,14 +84,14 @@ def absolute_section(summary, failed, columns, metrics):
     return table(["metric"] + [column_label(c) for c in columns], rows) + "\n"
 
 
-def render(data, command):
+def render(data):
     """The whole results.md as a string, from the results.json document ``data``."""
     summary, settings, machine = data["summary"], data["settings"], data["machine"]
     columns = [c for c in data["columns"] if any(c in cols for cols in summary.values())]
     failed = {(s["cell"], s["column"]) for s in data["samples"] if s["error"]}
     out = [
         "# lite_serving benchmark results\n",
-        f"Generated {machine['date']} by `{command}`: {settings['rounds']} round(s), "
+        f"Generated {machine['date']} by `{data['command']}`: {settings['rounds']} round(s), "
         f"{settings['duration']} s per wrk run, scenarios {', '.join(settings['scenarios'])}.\n",
         "## Ratios: how many times better lite is (>1 = lite better)\n",
         "Throughput ratios are lite ÷ other, latency/memory/start-up ratios are other ÷ lite; "
@@ -97,7 +105,7 @@ def render(data, command):
     worker_columns = [workers_column(n) for n in WORKER_COUNTS]
     if any(c in summary.get(m.cell, {}) for m in WORKERS_METRICS for c in worker_columns):
         out += [
-            "## lite --workers scaling (echo JSON, 256 connections)\n",
+            f"## lite --workers scaling ({WORKERS_LOAD.title}, {WORKERS_LOAD.connections} connections)\n",
             "Nothing is pinned here: the workers and wrk share the machine's "
             f"{machine['cores']} cores, so on 2 cores a second worker competes with wrk for CPU.\n",
             absolute_section(summary, failed, worker_columns, WORKERS_METRICS),
@@ -106,15 +114,35 @@ def render(data, command):
     return "\n".join(out)
 
 
+def foreign_cpu_notes(samples, noisy=NOISY_SHARE):
+    """A line on how much CPU other work took during the wrk runs, if it took any to speak of."""
+    shares = sorted(s["values"]["foreign_cpu"] for s in samples if "foreign_cpu" in s["values"])
+    if not shares or shares[-1] < noisy:
+        return []
+    count = sum(share >= noisy for share in shares)
+    return [
+        f"- other work on the machine took CPU during {count} of {len(shares)} wrk runs "
+        f"(up to {shares[-1]:.0%} of all CPUs, median {shares[len(shares) // 2]:.0%}); "
+        "those runs are slower and noisier (per-run share: `foreign_cpu` in results.json)"
+    ]
+
+
 def notes_section(data):
     lines = ["## Notes and failures\n"]
     lines += [f"- {n}" for n in data["notes"]]
+    lines += foreign_cpu_notes(data["samples"])
     for s in data["samples"]:
         if s["error"]:
-            lines.append(f"- FAILED run (excluded from medians): {s['cell']}, {s['column']}, round {s['round']}: {s['error']}")
+            lines.append(
+                f"- FAILED run (excluded from medians): {s['cell']}, {s['column']}, round {s['round']}: {s['error']}"
+            )
     if len(lines) == 1:
         lines.append("- none: every run answered 200 with no socket errors.")
     return "\n".join(lines) + "\n"
+
+
+def _percent(fraction):
+    return "unknown" if fraction is None else f"{fraction:.0%}"
 
 
 def machine_section(data):
@@ -124,9 +152,12 @@ def machine_section(data):
         f"- date: {m['date']}",
         f"- CPU: {m['cpu']}, {m['cores']} cores (servers pinned to CPU {m['server_cpus']}, wrk to CPU {m['client_cpus']})",
         f"- Python {m['python']}, Linux {m['kernel']}, {m['wrk']}",
+        f"- CPU use by other work just before the run: {_percent(m['busy_at_start'])} of all cores",
     ]
     for env, versions in data["versions"].items():
-        listed = ", ".join(f"{name} {version}" for name, version in sorted(versions.items(), key=lambda kv: kv[0].lower()))
+        listed = ", ".join(
+            f"{name} {version}" for name, version in sorted(versions.items(), key=lambda kv: kv[0].lower())
+        )
         lines.append(f"- venv `{env}`: {listed or 'not built'}")
     return "\n".join(lines) + "\n"
 
@@ -141,6 +172,10 @@ METHOD = """## How it was measured
 - The 4 MiB MessagePack scenario uses wrk too (the body is read by the Lua script);
   MB/s = requests/s × body size.
 - Cold start: time from spawning the process to the first `GET /` answered with 200, polled
-  with a tight connect loop; one discarded start per server first.
+  with a tight connect loop, and to the first correct answer to a predict POST (retried
+  while the server answers 503; lite answers `GET /` before its predictor is built).
+  One discarded start per server first.
+- The reference runs as its users start it: `python predictor.py`, in its default "local"
+  mode, with its access log on (written to a file).
 - See `bench/README.md` for details.
 """

@@ -1,4 +1,5 @@
 """Samples collected during a run, and their medians / ranges."""
+
 import statistics
 from dataclasses import asdict, dataclass, field
 
@@ -44,7 +45,10 @@ class Results:
             for name, value in s.values.items():
                 grouped.setdefault(s.cell, {}).setdefault(s.column, {}).setdefault(name, []).append(value)
         return {
-            cell: {column: {name: describe(v) for name, v in fields.items()} for column, fields in columns.items()}
+            cell: {
+                column: {name: describe(v) for name, v in fields.items()}
+                for column, fields in columns.items()
+            }
             for cell, columns in grouped.items()
         }
 

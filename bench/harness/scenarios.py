@@ -1,15 +1,27 @@
 """Running the scenarios: servers take turns (A B C A B C ...) so drift hits all alike."""
+
 import http.client
 import subprocess
+import time
 from dataclasses import dataclass, field
 
-from .catalog import APP_SCENARIOS, COLDSTART_CELL, LOADS, WORKER_COUNTS, WORKERS_LOAD, rss_cell, workers_column
+from .catalog import (
+    APP_SCENARIOS,
+    COLDSTART_CELL,
+    LOADS,
+    WORKER_COUNTS,
+    WORKERS_LOAD,
+    rss_cell,
+    workers_column,
+)
+from .cpuwatch import NOISY_SHARE, ForeignCpu
 from .fixtures import APP_LOADS, BODIES
 from .results import Results
 from .servers import SERVERS, ServerStartError, post, start_server
 from .wrk import WrkError, run_wrk
 
 WARMUP_CONNECTIONS = 32
+READY_POLL_S = 0.001
 
 
 @dataclass
@@ -86,13 +98,22 @@ def run_session(bench, spec, session, rnd):
         server_cpus = client_cpus = all_cpus
     try:
         server = start_server(
-            spec, bench.pythons[spec.key], session.app, server_cpus, session.workers, bench.settings.start_timeout
+            spec,
+            bench.pythons[spec.key],
+            session.app,
+            server_cpus,
+            session.workers,
+            bench.settings.start_timeout,
         )
     except ServerStartError as e:
         bench.broken[key] = str(e).splitlines()[0]
-        bench.results.note(f"{session.column} could not serve {session.app}: {bench.broken[key]} (not retried)")
+        bench.results.note(
+            f"{session.column} could not serve {session.app}: {bench.broken[key]} (not retried)"
+        )
         bench.fail(session.cells, session.column, rnd, str(e), permanent=True)
         return
+    for fact in server.log_facts():
+        bench.results.note(f"{session.column} log says: {fact}")
     try:
         _measure_session(bench, server, session, rnd, client_cpus)
     finally:
@@ -100,18 +121,33 @@ def run_session(bench, spec, session, rnd):
 
 
 def check_answer(server, app):
-    """``None`` if the server answers one request of ``app`` correctly, else what went wrong."""
+    """``(status, problem)`` for one request of ``app``; ``problem`` is None for a correct answer."""
     load_spec = APP_LOADS[app]
     body = BODIES[load_spec.body]
     try:
-        return load_spec.check(*post(server.port, body.read(), body.content_type))
+        status, response = post(server.port, body.read(), body.content_type)
     except (OSError, http.client.HTTPException) as e:
-        return f"request failed: {e!r}"
+        return None, f"request failed: {e!r}"
+    return status, load_spec.check(status, response)
+
+
+def await_correct_answer(server, app, timeout):
+    """Repeat the check request while the server answers 503 (still loading); return its problem or None.
+
+    A server may answer ``GET /`` before its predictor is built (lite_serving does);
+    this waits until it can actually predict.
+    """
+    deadline = time.perf_counter() + timeout
+    while True:
+        status, problem = check_answer(server, app)
+        if problem is None or status != 503 or time.perf_counter() > deadline:
+            return problem
+        time.sleep(READY_POLL_S)
 
 
 def _measure_session(bench, server, session, rnd, client_cpus):
     body = BODIES[APP_LOADS[session.app].body]
-    problem = check_answer(server, session.app)
+    problem = await_correct_answer(server, session.app, bench.settings.start_timeout)
     if problem:
         bench.broken[(session.column, session.app)] = problem
         bench.results.note(f"{session.column} answered {session.app} wrongly: {problem} (not retried)")
@@ -126,10 +162,17 @@ def _measure_session(bench, server, session, rnd, client_cpus):
     for load in session.loads:
         measure_load(bench, server, load, session.column, rnd, client_cpus)
     if server.proc.poll() is not None:
-        bench.fail([session.rss_cell], session.column, rnd, f"server exited with code {server.proc.returncode}")
+        bench.fail(
+            [session.rss_cell], session.column, rnd, f"server exited with code {server.proc.returncode}"
+        )
         return
-    rss = server.rss_mib()
-    bench.results.add(session.rss_cell, session.column, rnd, {"mib": rss, "processes": server.process_count()})
+    rss, processes = server.rss_mib(), server.process_count()
+    bench.results.add(session.rss_cell, session.column, rnd, {"mib": rss, "processes": processes})
+    if session.workers and processes < session.workers:
+        bench.results.note(
+            f"{session.column} ran as {processes} process{'es' if processes > 1 else ''}: "
+            "the flag was accepted but no more worker processes appeared"
+        )
     bench.log(f"  {session.column:<20} RSS after load {rss:.1f} MiB")
 
 
@@ -137,22 +180,28 @@ def measure_load(bench, server, load, column, rnd, client_cpus):
     """One wrk run; a run with non-2xx answers or socket errors is recorded as failed."""
     body = BODIES[APP_LOADS[load.app].body]
     try:
-        r = run_wrk(server.url, body, load.connections, bench.settings.duration, client_cpus)
+        with ForeignCpu(server.pids()) as foreign:
+            r = run_wrk(server.url, body, load.connections, bench.settings.duration, client_cpus)
     except (WrkError, subprocess.TimeoutExpired) as e:
         bench.fail([load.cell], column, rnd, f"{load.title}: {e}")
         return
     values = {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "requests": r.requests}
     values["mb_s"] = r.rps * body.size / 1e6
+    values["foreign_cpu"] = foreign.share
     problems = "; ".join(r.problems()) or None
     bench.results.add(load.cell, column, rnd, values, problems)
-    status = f"  FAILED: {problems}" if problems else ""
+    status = f"  other work {foreign.share:.0%} CPU" if foreign.share >= NOISY_SHARE else ""
+    status += f"  FAILED: {problems}" if problems else ""
     bench.log(
         f"  {column:<20} {load.title:<24} {r.rps:>9.1f} req/s  p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms{status}"
     )
 
 
 def run_cold_starts(bench):
-    """Spawn-to-first-200 time of the echo app, servers taking turns; start 0 is discarded.
+    """Spawn-to-ready times of the echo app, servers taking turns; start 0 is discarded.
+
+    Two times per start: to the first ``GET /`` answered 200, and to the first
+    correct answer to a predict request (POST), retried while the server says 503.
 
     The discarded first start of each server warms the .pyc files and the page cache,
     so what is measured is a restart on a machine that has run the server before.
@@ -165,15 +214,22 @@ def run_cold_starts(bench):
             if (spec.key, "echo") in bench.broken:
                 continue
             try:
-                server = start_server(spec, bench.pythons[spec.key], "echo", server_cpus, None, bench.settings.start_timeout)
+                server = start_server(
+                    spec, bench.pythons[spec.key], "echo", server_cpus, None, bench.settings.start_timeout
+                )
             except ServerStartError as e:
                 bench.broken[(spec.key, "echo")] = str(e).splitlines()[0]
                 bench.fail([COLDSTART_CELL], spec.key, attempt, str(e), permanent=True)
                 continue
+            problem = await_correct_answer(server, "echo", bench.settings.start_timeout)
+            predict_ms = (time.perf_counter() - server.started) * 1000
             server.stop()
             if attempt:
-                bench.results.add(COLDSTART_CELL, spec.key, attempt, {"ms": server.startup_s * 1000})
-                bench.log(f"  {spec.key:<20} {server.startup_s * 1000:8.1f} ms")
+                values = {"ms": server.startup_s * 1000, "predict_ms": predict_ms}
+                bench.results.add(COLDSTART_CELL, spec.key, attempt, values, problem)
+                bench.log(
+                    f"  {spec.key:<20} GET / 200 after {values['ms']:7.1f} ms, first predict after {predict_ms:7.1f} ms"
+                )
 
 
 def lite_accepts_workers(python, spec):
@@ -191,18 +247,18 @@ def run_workers(bench):
     """lite with --workers 1 and 2; nothing pinned, so wrk shares the two cores with the workers."""
     spec = SERVERS["lite"]
     if "lite" not in bench.pythons:
-        bench.results.note("workers scenario skipped: lite_serving is not available")
+        bench.results.note("workers scenario skipped: lite is not selected or could not be installed")
         return
     if not lite_accepts_workers(bench.pythons["lite"], spec):
-        bench.results.note("workers scenario skipped: `python -m lite_serving DIR --help` does not list --workers")
+        bench.results.note(
+            "workers scenario skipped: `python -m lite_serving DIR --help` does not list --workers"
+        )
         bench.log("[workers] skipped: lite_serving does not accept --workers")
         return
-    bench.results.note(
-        "--workers scaling: servers and wrk are not pinned and share all "
-        f"{len(bench.cpus[2].split(','))} cores, so with 2 cores the 2-worker run competes with wrk for CPU."
-    )
     for rnd in range(1, bench.settings.rounds + 1):
         bench.log(f"[round {rnd}/{bench.settings.rounds}] workers")
         for n in WORKER_COUNTS:
-            session = Session(workers_column(n), "echo", (WORKERS_LOAD,), rss_cell("workers"), workers=n, pinned=False)
+            session = Session(
+                workers_column(n), "echo", (WORKERS_LOAD,), rss_cell("workers"), workers=n, pinned=False
+            )
             run_session(bench, spec, session, rnd)

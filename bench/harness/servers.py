@@ -1,6 +1,8 @@
 """The servers under test: how to start one pinned to a core, wait for it, measure it, stop it."""
+
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,7 +16,14 @@ HOST = "127.0.0.1"
 ONNX_MODEL = WORK_DIR / "onnx" / "model.onnx"
 # Variables that would change how a server under test behaves; each server gets
 # only the ones its spec sets, whatever the harness was started with.
-CONTROLLED_ENV = ("LITE_SERVING_PURE", "PYTHONPATH", "OPENBAYES_SERVING_PRODUCTION", "OPENBAYES_JOB_URL")
+CONTROLLED_ENV = (
+    "LITE_SERVING_PURE",
+    "PYTHONPATH",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUNBUFFERED",
+    "OPENBAYES_SERVING_PRODUCTION",
+    "OPENBAYES_JOB_URL",
+)
 
 
 class ServerStartError(RuntimeError):
@@ -36,6 +45,7 @@ class ServerSpec:
     apps: tuple = ("echo", "msgpack", "onnx")
     extra_env: tuple = ()
     supports_workers: bool = False
+    log_facts: tuple = ()  # regexes of start-up log lines worth reporting
 
     def command(self, app, port, workers=None):
         """``(argv after the interpreter, working directory)`` to serve ``app`` on ``port``."""
@@ -81,8 +91,14 @@ SERVERS = {
     for spec in (
         ReferenceServer("reference", "reference", "reference"),
         UvicornServer("uvicorn", "uvicorn raw", "uvicorn", apps=("echo", "msgpack")),
-        LiteServer("lite", "lite", "lite", supports_workers=True),
-        LiteServer("lite-pure", "lite (pure parser)", "lite", extra_env=(("LITE_SERVING_PURE", "1"),)),
+        LiteServer("lite", "lite", "lite", supports_workers=True, log_facts=(r"parser: .+",)),
+        LiteServer(
+            "lite-pure",
+            "lite (pure parser)",
+            "lite",
+            extra_env=(("LITE_SERVING_PURE", "1"),),
+            log_facts=(r"parser: .+",),
+        ),
     )
 }
 
@@ -169,18 +185,29 @@ class RunningServer:
     proc: subprocess.Popen
     port: int
     log_path: Path
+    started: float = 0.0  # time.perf_counter() when the process was spawned
     startup_s: float = 0.0
 
     @property
     def url(self):
         return f"http://{HOST}:{self.port}/"
 
+    def pids(self):
+        """The server process and any workers it forked."""
+        return process_tree(self.proc.pid)
+
     def rss_mib(self):
         """Resident memory of the serving process and any workers it forked, in MiB."""
-        return sum(vm_rss_kib(pid) for pid in process_tree(self.proc.pid)) / 1024
+        return sum(vm_rss_kib(pid) for pid in self.pids()) / 1024
+
+    def log_facts(self):
+        """The log lines matching the spec's ``log_facts`` patterns (first match of each)."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        found = (re.search(pattern, text) for pattern in self.spec.log_facts)
+        return [m.group(0).strip() for m in found if m]
 
     def process_count(self):
-        return len(process_tree(self.proc.pid))
+        return len(self.pids())
 
     def stop(self, grace=10.0):
         """SIGTERM the process group, then SIGKILL it if it is still there after ``grace``."""
@@ -215,16 +242,19 @@ def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001
     log_path = LOG_DIR / f"{spec.key}-{app}.log"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            ["taskset", "-c", cpus, str(python), *argv],
-            cwd=cwd,
-            env=server_env(spec),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = RunningServer(spec, app, proc, port, log_path)
+        try:
+            proc = subprocess.Popen(
+                ["taskset", "-c", cpus, str(python), *argv],
+                cwd=cwd,
+                env=server_env(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise ServerStartError(f"{spec.label} ({app}) could not be spawned: {e}") from e
+    server = RunningServer(spec, app, proc, port, log_path, started)
     deadline = started + timeout
     while not answers_200(port):
         problem = None

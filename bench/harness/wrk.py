@@ -1,4 +1,5 @@
 """Run wrk against a server and parse its ``--latency`` report."""
+
 import os
 import re
 import shutil
@@ -73,15 +74,20 @@ def parse_report(text):
     if not (rps and p50 and p99 and total):
         raise WrkError("could not parse wrk output:\n" + text.strip())
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    sock = _SOCKET_ERRORS.search(text)
     return WrkResult(
         rps=float(rps.group(1)),
         p50_ms=_time_ms(p50.groups()),
         p99_ms=_time_ms(p99.groups()),
         requests=int(total.group(1)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()))) if sock else {},
+        socket_errors=_socket_errors(text),
     )
+
+
+def _socket_errors(text):
+    """``{"connect": n, "read": n, "write": n, "timeout": n}``; wrk prints the line only when one is not 0."""
+    found = _SOCKET_ERRORS.search(text)
+    return dict(zip(("connect", "read", "write", "timeout"), map(int, found.groups()))) if found else {}
 
 
 def run_wrk(url, body, connections, duration_s, cpus, timeout_s=10):

@@ -3,9 +3,11 @@
 One panel per metric ``panel`` (see harness/catalog.py); bars are medians with
 min–max whiskers. Usage: python chart.py results.json chart.png
 """
+
 import json
 import math
 import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -43,7 +45,15 @@ def draw_panel(ax, title, metrics, data, labels):
                 medians.append(stats["median"])
                 low.append(stats["median"] - stats["min"])
                 high.append(stats["max"] - stats["median"])
-        ax.bar(xs, medians, width, yerr=[low, high], capsize=2, label=labels[column], color=color_of(column, labels))
+        ax.bar(
+            xs,
+            medians,
+            width,
+            yerr=[low, high],
+            capsize=2,
+            label=labels[column],
+            color=color_of(column, labels),
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xticks(range(len(metrics)))
     ax.set_xticklabels([m["tick"] for m in metrics], fontsize=8)
@@ -53,8 +63,19 @@ def draw_panel(ax, title, metrics, data, labels):
         ax.legend(fontsize=7)
 
 
+def chart_title(data):
+    """Date and CPU, plus a warning when other work took CPU during the wrk runs."""
+    text = f"lite_serving benchmark, {data['machine']['date']}, {data['machine']['cpu']}"
+    shares = sorted(s["values"]["foreign_cpu"] for s in data["samples"] if "foreign_cpu" in s["values"])
+    if shares and shares[len(shares) // 2] >= 0.05:
+        text += (
+            f"\nnoisy: other work took a median {shares[len(shares) // 2]:.0%} of the CPUs during the runs"
+        )
+    return text
+
+
 def main(results_path, chart_path):
-    data = json.loads(open(results_path).read())
+    data = json.loads(Path(results_path).read_text())
     labels = {c: data["labels"].get(c, c) for c in data["columns"] + data["worker_columns"]}
     measured = {t: [m for m in ms if m["cell"] in data["summary"]] for t, ms in panels(data).items()}
     groups = {t: ms for t, ms in measured.items() if ms}
@@ -63,9 +84,9 @@ def main(results_path, chart_path):
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.6 * rows), squeeze=False)
     for ax, (title, metrics) in zip(axes.flat, groups.items()):
         draw_panel(ax, title, metrics, data, labels)
-    for ax in list(axes.flat)[len(groups):]:
+    for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
-    fig.suptitle(f"lite_serving benchmark, {data['machine']['date']}, {data['machine']['cpu']}", fontsize=10)
+    fig.suptitle(chart_title(data), fontsize=10)
     fig.tight_layout()
     fig.savefig(chart_path, dpi=110)
 

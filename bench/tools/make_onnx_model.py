@@ -5,6 +5,7 @@ Weights are fixed pseudo-random numbers so every run serves the same model.
 
 Usage: python make_onnx_model.py OUTPUT.onnx
 """
+
 import sys
 
 import numpy as np
@@ -52,4 +53,3 @@ def build_model():
 
 if __name__ == "__main__":
     onnx.save(build_model(), sys.argv[1])
-

@@ -1,4 +1,5 @@
 """Ingestion benchmark: accept a large MessagePack (or JSON) body, answer a tiny summary."""
+
 import openbayes_serving as serv
 
 

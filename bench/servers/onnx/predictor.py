@@ -1,6 +1,6 @@
 """ONNX benchmark: run the tiny model built by bench/tools/make_onnx_model.py on json["inputs"]."""
-import numpy as np
 
+import numpy as np
 import openbayes_serving as serv
 
 

@@ -5,6 +5,7 @@
   ``servers/msgpack/predictor.py``.
 * any other ``POST`` -> the JSON body decoded with orjson and encoded back (echo).
 """
+
 import msgpack
 import orjson
 
