@@ -11,6 +11,19 @@ from .parser import parse_query, unquote_path
 _MISSING = object()
 
 
+def _converted(values, type):
+    """``values`` passed through ``type``; those it rejects are left out (werkzeug's rule)."""
+    if type is None:
+        return list(values)
+    out = []
+    for v in values:
+        try:
+            out.append(type(v))
+        except (ValueError, TypeError):
+            pass
+    return out
+
+
 class Headers:
     """Case-insensitive view of the request's header fields, in arrival order.
 
@@ -29,16 +42,7 @@ class Headers:
     def getlist(self, name, type=None):
         """Every value of ``name``, in order; converted by ``type`` when given (failures dropped)."""
         key = name.lower()
-        values = [v for n, v in self._fields if n == key]
-        if type is None:
-            return values
-        out = []
-        for v in values:
-            try:
-                out.append(type(v))
-            except (ValueError, TypeError):
-                pass
-        return out
+        return _converted([v for n, v in self._fields if n == key], type)
 
     def get(self, name, default=None, type=None):
         """The value of ``name`` (repeats joined by ``,``), or ``default``."""
@@ -143,16 +147,7 @@ class MultiDict(dict):
 
     def getlist(self, key, type=None):
         """Every value of ``key`` in order (``[]`` when absent)."""
-        values = self._lists.get(key, [])
-        if type is None:
-            return list(values)
-        out = []
-        for v in values:
-            try:
-                out.append(type(v))
-            except (ValueError, TypeError):
-                pass
-        return out
+        return _converted(self._lists.get(key, ()), type)
 
     def lists(self):
         """``(key, [values])`` pairs."""

@@ -212,22 +212,27 @@ class Server:
 
     # -- reading ---------------------------------------------------------
 
+    def _recv(self, conn, size):
+        """Up to ``size`` bytes, or None when there is nothing (EOF and errors handled here)."""
+        try:
+            data = conn.sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            self._close(conn)
+            return None
+        if not data:
+            self._on_eof(conn)
+            return None
+        self.metrics.bytes_in += len(data)
+        return data
+
     def _on_readable(self, conn, batch):
         if conn.state == _BODY and not conn.busy:
             self._read_body(conn, batch)
             return
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._close(conn)
-            return
-        if not data:
-            self._on_eof(conn)
-            return
-        self.metrics.bytes_in += len(data)
-        if conn.state == _LINGER:
+        data = self._recv(conn, RECV_SIZE)
+        if data is None or conn.state == _LINGER:
             return
         partial = bool(conn.buf)
         if partial:
@@ -269,18 +274,8 @@ class Server:
 
     def _read_spooled(self, conn, batch):
         """Body bytes of a large multipart upload go to its temporary file as they arrive."""
-        try:
-            data = conn.sock.recv(min(RECV_SIZE, conn.head.content_length - conn.got))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._close(conn)
-            return
-        if not data:
-            self._on_eof(conn)
-            return
-        self.metrics.bytes_in += len(data)
-        if not self._spool_write(conn, data):
+        data = self._recv(conn, min(RECV_SIZE, conn.head.content_length - conn.got))
+        if data is None or not self._spool_write(conn, data):
             return
         conn.deadline = self.now + self.config.body_timeout
         if conn.got == conn.head.content_length:
