@@ -39,6 +39,7 @@ class Config:
     model_path: str = "."
     model_name: str = ""
     threads: int = 4
+    dispatch: str = "auto"
     workers: int = 1
     log_level: str = "info"
     access_log: bool = False
@@ -69,7 +70,10 @@ _HELP = {
                   "directory; /mnt/project in production)",
     "model_name": "name of the ONNX model in the v2 inference protocol routes (default: the "
                   "model file's name without .onnx)",
-    "threads": "threads running predict; 0 runs predict on the I/O thread (inline mode)",
+    "threads": "threads running predict when it runs off the I/O thread; 0 means --dispatch inline",
+    "dispatch": "auto: predict runs on the I/O thread, and a predict that takes over 20 ms hands the "
+                "sockets to another thread (after repeated slow predicts, predict moves to the "
+                "threads); threads: always on the predict threads; inline: always on the I/O thread",
     "workers": "worker processes sharing the port",
     "log_level": "debug, info, warning or error",
     "access_log": "log one line per request (method, path, status, duration)",
@@ -130,4 +134,6 @@ def parse_config(argv=None, prog="lite_serving"):
     config = Config(**values)
     if config.threads < 0 or config.workers < 1:
         build_argparser(prog).error("--threads must be >= 0 and --workers >= 1")
+    if config.dispatch not in ("auto", "threads", "inline"):
+        build_argparser(prog).error("--dispatch must be auto, threads or inline")
     return config

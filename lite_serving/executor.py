@@ -1,11 +1,13 @@
 """Running ``predict`` off the I/O thread, in batches.
 
-The I/O thread hands over everything one turn of its loop collected as one
-batch; a predict thread answers the whole batch, appends the replies to
-``done`` and wakes the loop once. Requests of one connection travel in one
-batch item, so pipelined answers keep their order.
+The I/O thread hands over what one turn of its loop collected; each
+connection's entry is a unit of work, so idle threads share a batch and one
+slow predict holds up only its own connection. A thread appends answered
+entries to ``done`` and wakes the loop unless a wake-up is already pending.
+Requests of one connection travel in one entry, so pipelined answers keep
+their order.
 
-A batch is ``[(connection, [[view, reply or None], ...]), ...]``; the thread
+A batch is ``[(connection, [[view, reply or None], ...]), ...]``; answering
 fills each ``None`` with ``handle(view)``.
 """
 
@@ -42,11 +44,14 @@ class PredictPool:
             t.start()
 
     def submit(self, batch):
-        self.in_flight += 1
-        self._queue.put(batch)
+        """Queue every connection's entry of ``batch`` (I/O thread)."""
+        self.in_flight += len(batch)
+        put = self._queue.put
+        for entry in batch:
+            put(entry)
 
     def collect(self):
-        """Answered batches, oldest first (I/O thread)."""
+        """Answered entries, as one batch (I/O thread)."""
         self.wake_pending = False
         done = self.done
         out = []
@@ -59,16 +64,16 @@ class PredictPool:
         get = self._queue.get
         handle = self.handle
         while True:
-            batch = get()
-            if batch is None:
+            entry = get()
+            if entry is None:
                 return
             try:
-                answer_batch(batch, handle)
+                answer_batch((entry,), handle)
             except BaseException:  # handle() catches predict's errors; this is a bug in lite_serving
                 log.exception("predict thread failed")
                 raise
             finally:
-                self.done.append(batch)
+                self.done.append(entry)
                 if not self.wake_pending:
                     self.wake_pending = True
                     self._wake()

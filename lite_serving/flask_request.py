@@ -4,9 +4,10 @@ It answers the parts of Flask's ``Request`` API that predictors use, from the
 :class:`~lite_serving.request_view.RequestView`, without Flask or werkzeug.
 """
 
+import codecs
 import io
-from http.cookies import SimpleCookie
-from urllib.parse import quote
+import re
+from urllib.parse import quote, unquote_to_bytes
 
 import orjson
 
@@ -18,6 +19,88 @@ from .request_view import MultiDict
 _URLENCODED = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"
 _FORM_TYPES = (_URLENCODED, _MULTIPART)
+
+
+class BadRequestKeyError(KeyError, ServingError):
+    """A missing key of ``args``/``form``/``files``/``values``/``cookies``: 400, as in Flask."""
+
+    def __init__(self, key):
+        KeyError.__init__(self, key)
+        ServingError.__init__(self, f"the request has no {key!r}", 400)
+
+    def __str__(self):
+        return self.message
+
+
+class _RequestDict(MultiDict):
+    """The facade's multi-dicts: ``d[missing]`` is a 400 (a KeyError too), as in werkzeug."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key):
+        try:
+            return MultiDict.__getitem__(self, key)
+        except KeyError:
+            raise BadRequestKeyError(key) from None
+
+
+class _Values(_RequestDict):
+    """``args`` then ``form`` (werkzeug's CombinedMultiDict): ``items(multi=True)`` goes through each in turn."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, *parts):
+        _RequestDict.__init__(self, [pair for part in parts for pair in part.items(multi=True)])
+        self._parts = parts
+
+    def items(self, multi=False):
+        if multi:
+            return [pair for part in self._parts for pair in part.items(multi=True)]
+        return _RequestDict.items(self)
+
+
+# Cookie header pairs: name, then = and a quoted or bare value, up to ";" (werkzeug's reading).
+_COOKIE_PAIR = re.compile(r'([^=;]*)(?:\s*=\s*("(?:[^\\"]|\\.)*"|.*?))?\s*;\s*', re.ASCII)
+_COOKIE_ESCAPE = re.compile(rb"\\([0-3][0-7]{2}|.)")
+
+
+def _unescape_cookie(match):
+    escaped = match.group(1)
+    return escaped if len(escaped) == 1 else bytes((int(escaped, 8),))
+
+
+def _parse_cookies(text):
+    """``a=1; b="x y"; a=2`` → [("a", "1"), ("b", "x y"), ("a", "2")]; every pair kept, in order."""
+    pairs = []
+    for name, value in _COOKIE_PAIR.findall(text + ";"):
+        name, value = name.strip(), value.strip()
+        if not name:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = _COOKIE_ESCAPE.sub(_unescape_cookie, value[1:-1].encode()).decode("utf-8", "replace")
+        pairs.append((name, value))
+    return pairs
+
+
+def _percent_escape(exc):
+    """Codec error handler: bytes that are not UTF-8 stay ``%XX`` escapes."""
+    return "".join("%%%02X" % b for b in exc.object[exc.start:exc.end]), exc.end
+
+
+codecs.register_error("lite_serving.percent", _percent_escape)
+# escapes a URL's query keeps when shown as an IRI: controls, space, "%", "&", "=", "+", "#", DEL
+_KEEP_QUOTED = re.compile("((?:%(?:" + "|".join(
+    "%02X" % c for c in sorted((*range(0x21), 0x25, 0x26, 0x3D, 0x2B, 0x23, 0x7F))) + "))+)", re.I)
+
+
+def _query_iri(query):
+    """The query as Flask shows it in ``request.url``: UTF-8 escapes decoded, the rest kept."""
+    quoted = quote(query.encode("latin-1"), safe="!$&'()*+,/:;=?@%")
+    pieces = _KEEP_QUOTED.split(quoted)
+    for i in range(0, len(pieces), 2):  # odd pieces are the escapes kept as they are
+        if "%" in pieces[i]:
+            pieces[i] = unquote_to_bytes(pieces[i]).decode("utf-8", "lite_serving.percent")
+    return "".join(pieces)
 
 
 def _split_media_type(content_type):
@@ -41,7 +124,11 @@ class Request:
     def __init__(self, view):
         self._view = view
         self._head = view.head
-        self._json = _UNSET
+        self._json = _UNSET         # get_json() result, and for silent=True (Flask keeps both)
+        self._json_silent = _UNSET
+        self._data = None           # get_data() result, once asked
+        self._stream = None         # one body stream per request, as Flask's
+        self._args = None
         self._form = None
         self._files = None
 
@@ -57,7 +144,11 @@ class Request:
 
     @property
     def host(self):
-        return self.headers.get("Host", "")
+        host = self.headers.get("Host", "")
+        default_port = {"http": ":80", "https": ":443"}.get(self.scheme)
+        if default_port and host.endswith(default_port):  # Flask leaves out the default port
+            host = host[:-len(default_port)]
+        return host
 
     @property
     def path(self):
@@ -84,7 +175,7 @@ class Request:
     @property
     def url(self):
         query = self._head.query
-        return self.base_url + (f"?{query}" if query else "")
+        return self.base_url + (f"?{_query_iri(query)}" if query else "")
 
     @property
     def remote_addr(self):
@@ -98,17 +189,14 @@ class Request:
 
     @property
     def args(self):
-        return self._view.params
+        args = self._args
+        if args is None:
+            args = self._args = _RequestDict(self._view.params.items(multi=True))
+        return args
 
     @property
     def cookies(self):
-        jar = SimpleCookie()
-        for value in self.headers.getlist("Cookie"):
-            try:
-                jar.load(value)
-            except Exception:  # malformed cookies are skipped, as browsers' servers do
-                continue
-        return MultiDict((k, m.value) for k, m in jar.items())
+        return _RequestDict(_parse_cookies(";".join(self.headers.getlist("Cookie"))))
 
     @property
     def user_agent(self):
@@ -129,7 +217,7 @@ class Request:
     @property
     def content_length(self):
         length = self._head.content_length
-        return length if length >= 0 else (len(self._view.body) if self._head.chunked else None)
+        return length if length >= 0 else None  # a chunked body has none, as in Flask
 
     @property
     def content_encoding(self):
@@ -137,10 +225,15 @@ class Request:
 
     # -- the body --------------------------------------------------------
     def get_data(self, cache=True, as_text=False, parse_form_data=False):
-        body = self._view.raw_body()
-        if parse_form_data and self.mimetype in _FORM_TYPES:
-            self.form  # noqa: B018  (parsing consumes the body, as in Flask)
-            body = b""
+        body = self._data
+        if body is None:
+            if parse_form_data and self.mimetype in _FORM_TYPES:
+                self.form  # noqa: B018  (parsing consumes the body, as in Flask)
+                body = b""
+            else:
+                body = self._view.raw_body()
+            if cache:
+                self._data = body
         return body.decode("utf-8", "replace") if as_text else body
 
     @property
@@ -149,11 +242,17 @@ class Request:
 
     @property
     def stream(self):
-        spool = self._view.spool
-        if spool is not None:
-            spool.seek(0)
-            return spool
-        return io.BytesIO(self._view.body)
+        """The body as a file, the same one each time (reading it in a loop ends)."""
+        stream = self._stream
+        if stream is None:
+            spool = self._view.spool
+            if spool is not None:
+                spool.seek(0)
+                stream = spool
+            else:
+                stream = io.BytesIO(self._view.body)
+            self._stream = stream
+        return stream
 
     @property
     def is_json(self):
@@ -161,8 +260,9 @@ class Request:
         return mt == "application/json" or (mt.startswith("application/") and mt.endswith("+json"))
 
     def get_json(self, force=False, silent=False, cache=True):
-        if cache and self._json is not _UNSET:
-            return self._json
+        cached = self._json_silent if silent else self._json
+        if cache and cached is not _UNSET:
+            return cached
         if not (force or self.is_json):
             if silent:
                 return None
@@ -171,12 +271,13 @@ class Request:
         try:
             value = orjson.loads(self._view.body)
         except orjson.JSONDecodeError as exc:
-            if silent:
-                value = None
-            else:
+            if not silent:
                 raise ServingError(f"Failed to decode JSON object: {exc}", 400) from None
+            if cache:  # only the silent reading is known: a later get_json() still fails
+                self._json_silent = None
+            return None
         if cache:
-            self._json = value
+            self._json = self._json_silent = value
         return value
 
     @property
@@ -185,14 +286,16 @@ class Request:
 
     def _load_form(self):
         mimetype = self.mimetype
-        self._files = MultiDict()
+        self._files = _RequestDict()
         if mimetype == _URLENCODED:
-            self._form = MultiDict(parse_query(self._view.body.decode("latin-1")))
+            self._form = _RequestDict(parse_query(self._view.body.decode("latin-1")))
         elif mimetype == _MULTIPART:
             boundary = boundary_of(self.mimetype_params)
-            self._form, self._files = parse_multipart(self._view.body, boundary, self._view.spool)
+            form, files = parse_multipart(self._view.body, boundary, self._view.spool)
+            self._form = _RequestDict(form.items(multi=True))
+            self._files = _RequestDict(files.items(multi=True))
         else:
-            self._form = MultiDict()
+            self._form = _RequestDict()
 
     @property
     def form(self):
@@ -208,10 +311,7 @@ class Request:
 
     @property
     def values(self):
-        merged = MultiDict(self.args.items(multi=True))
-        for key, value in self.form.items(multi=True):
-            merged.add(key, value)
-        return merged
+        return _Values(self.args, self.form)
 
     @property
     def environ(self):

@@ -82,6 +82,15 @@ def model_name(config):
     return os.path.splitext(os.path.basename(find_model(config.model_path)))[0]
 
 
+def dispatch_text(config):
+    if config.dispatch == "inline" or config.threads == 0:
+        return "predict runs on the I/O thread"
+    if config.dispatch == "threads":
+        return f"predict runs on {config.threads} threads"
+    return (f"predict runs on the I/O thread, handing the sockets to another thread when it takes "
+            f"over 20 ms; {config.threads} threads if it is often slow")
+
+
 def fail(message):
     log.error("%s", message)
     sys.stderr.flush()
@@ -141,7 +150,7 @@ def serve_one(predictor_cls, config):
         sys.exit(1)
     if server.stopping:
         log.info("stopped before the predictor was ready")
-        io_thread.join(config.graceful_timeout + 5)
+        server.finished.wait(config.graceful_timeout + 5)
         return 0
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
     log.info("predict gets: %s", describe_predict(loaded.predict_plan))
@@ -153,12 +162,12 @@ def serve_one(predictor_cls, config):
     app.caller = loaded.caller
     app.ready = True
     start_run_thread(loaded.instance, config.production)
-    mode = f"{config.threads} predict threads" if config.threads else "predict inline on the I/O thread"
+    mode = dispatch_text(config)
     log.info("ready in %.0f ms (%s): POST %s/ to predict", (time.perf_counter() - started) * 1000,
              mode, address)
 
-    while io_thread.is_alive():
-        io_thread.join(0.5)
+    while not server.finished.wait(0.5):
+        pass
     pool.stop()
     log.info("stopped")
     return 0

@@ -13,6 +13,7 @@ import logging
 import selectors
 import signal
 import socket
+import threading
 import time
 
 from . import stream as streams
@@ -31,6 +32,10 @@ OUT_LOW = 1024 * 1024            # ... and below which it is read again
 LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LARGE_BODY = 1024 * 1024
+
+RESCUE_AFTER = 0.02      # seconds a predict may hold the I/O thread before another thread takes over
+SLOW_RESCUES = 5         # rescues within SLOW_WINDOW seconds that move predict to the thread pool
+SLOW_WINDOW = 60.0
 
 _HEAD, _BODY, _CHUNKED, _LINGER = range(4)
 _ACCEPT, _WAKE = object(), object()
@@ -83,6 +88,18 @@ class Server:
         self.stopping = False
         self.now = time.monotonic()
         self.posted = collections.deque()   # (connection, data) from stream threads
+        # "auto" dispatch: predict runs on the I/O thread; a watchdog hands the
+        # sockets to a new thread when one runs longer than RESCUE_AFTER.
+        self.adaptive = config.dispatch == "auto" and config.threads > 0
+        self.inline = config.dispatch == "inline" or config.threads == 0
+        self._owner_lock = threading.Lock()
+        self._owner = None          # token of the thread running the loop
+        self._inline_since = None   # when the owner began answering a batch inline
+        self._rescued = collections.deque()   # batches finished by a thread that lost the loop
+        self._rescue_times = collections.deque()
+        self._drain_deadline = None
+        self._next_sweep = 0.0
+        self.finished = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -109,17 +126,26 @@ class Server:
             signal.signal(sig, self.request_stop)
 
     def serve_forever(self, pool):
-        """Run the loop until :meth:`request_stop`; then drain and close (graceful shutdown)."""
+        """Run the loop until :meth:`request_stop`, then drain and close (graceful shutdown).
+
+        Returns when this thread stops running the loop; ``finished`` is set
+        once the server has closed, whichever thread ran the loop last.
+        """
         self.pool = pool
         self._access = access_log.isEnabledFor(logging.INFO)
-        sel = self.sel
         for lsock in self.listeners:
             lsock.setblocking(False)
-            sel.register(lsock, selectors.EVENT_READ, _ACCEPT)
-        sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+            self.sel.register(lsock, selectors.EVENT_READ, _ACCEPT)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self.running = True
-        next_sweep = time.monotonic() + 1.0
-        drain_deadline = None
+        self._next_sweep = time.monotonic() + 1.0
+        self._owner = token = object()
+        if self.adaptive:
+            threading.Thread(target=self._watchdog, name="lite_serving-watchdog", daemon=True).start()
+        self._run_loop(token)
+
+    def _run_loop(self, token):
+        sel = self.sel
         try:
             while True:
                 events = sel.select(1.0)
@@ -136,20 +162,49 @@ class Server:
                             self._on_readable(data, batch)
                         if mask & selectors.EVENT_WRITE and not data.closed:
                             self._flush(data)
-                if batch:
-                    self._dispatch(batch)
-                if now >= next_sweep:
-                    next_sweep = now + 1.0
+                if batch and not self._dispatch(batch, token):
+                    return  # another thread runs the loop now
+                if now >= self._next_sweep:
+                    self._next_sweep = now + 1.0
                     self._sweep(now)
                 if self.stopping:
-                    if drain_deadline is None:
-                        drain_deadline = now + self.config.graceful_timeout
+                    if self._drain_deadline is None:
+                        self._drain_deadline = now + self.config.graceful_timeout
                         self._begin_drain()
-                    if self._drained() or now >= drain_deadline:
+                    if self._drained() or now >= self._drain_deadline:
                         break
+        except BaseException:
+            log.exception("the I/O loop failed")
+            raise
         finally:
-            self.running = False
-            self._close_all()
+            if self._owner is token:
+                self.running = False
+                self._close_all()
+                self.finished.set()
+
+    def _watchdog(self):
+        """Hand the loop to a new thread when a predict holds the I/O thread too long."""
+        while not self.finished.wait(RESCUE_AFTER / 2):
+            with self._owner_lock:
+                since = self._inline_since
+                if since is None or time.monotonic() - since < RESCUE_AFTER:
+                    continue
+                self._owner = token = object()
+                self._inline_since = None
+            self._note_rescue()
+            threading.Thread(target=self._run_loop, args=(token,), name="lite_serving-io",
+                             daemon=True).start()
+
+    def _note_rescue(self):
+        now = time.monotonic()
+        times = self._rescue_times
+        times.append(now)
+        while times and now - times[0] > SLOW_WINDOW:
+            times.popleft()
+        if len(times) >= SLOW_RESCUES and self.adaptive:
+            self.adaptive = False
+            log.info("predict took over %.0f ms %d times in %.0f s: it runs on %d predict threads "
+                     "from now on", RESCUE_AFTER * 1000, len(times), SLOW_WINDOW, self.pool.threads)
 
     def _begin_drain(self):
         log.info("shutting down: no new connections; waiting up to %gs for requests in flight",
@@ -450,14 +505,39 @@ class Server:
                 return
         self._write_replies(conn, items)
 
-    def _dispatch(self, batch):
-        pool = self.pool
-        if pool.threads:
-            pool.submit(batch)
-            return
-        while batch:  # inline mode: answering may free pipelined requests for another round
-            answered, batch = answer_batch(batch, self.app.handle_predict), []
+    def _dispatch(self, batch, token):
+        """Answer a batch: inline, or on the pool. False when this thread lost the loop meanwhile."""
+        if self.inline:
+            while batch:  # answering may free pipelined requests for another round
+                answered, batch = answer_batch(batch, self.app.handle_predict), []
+                self._deliver(answered, batch)
+            return True
+        if not self.adaptive:
+            self.pool.submit(batch)
+            return True
+        handle = self.app.handle_predict
+        lock = self._owner_lock
+        while batch:
+            with lock:
+                self._inline_since = time.monotonic()
+            for done, entry in enumerate(batch):
+                answer_batch((entry,), handle)
+                if self._owner is not token:  # too slow: connections not begun go to the pool
+                    done += 1
+                    break
+            else:
+                done = len(batch)
+            with lock:
+                lost = self._owner is not token
+                if not lost:  # a thread that lost the loop must not touch the new owner's clock
+                    self._inline_since = None
+            if lost:  # the loop went on in another thread, which sends these answers
+                self._rescued.append((batch[:done], batch[done:]))
+                self.wake()
+                return False
+            answered, batch = batch, []
             self._deliver(answered, batch)
+        return True
 
     def _on_wake(self, batch):
         try:
@@ -466,8 +546,13 @@ class Server:
         except (BlockingIOError, InterruptedError):
             pass
         if self.pool is not None and self.pool.threads:
-            for answered in self.pool.collect():
-                self._deliver(answered, batch)
+            self._deliver(self.pool.collect(), batch)
+        rescued = self._rescued
+        while rescued:
+            answered, unanswered = rescued.popleft()
+            if unanswered:
+                self.pool.submit(unanswered)
+            self._deliver(answered, batch)
         posted = self.posted
         while posted:
             conn, data = posted.popleft()
@@ -499,7 +584,7 @@ class Server:
         if not conn.close_after and conn.buf and conn.state != _LINGER:
             data, conn.buf = conn.buf, _EMPTY
             self._parse(conn, data, batch)
-        elif conn.eof and not conn.out:
+        if conn.eof and not conn.busy and not conn.out:  # nothing more can come from the client
             self._close(conn)
 
     # -- streams ---------------------------------------------------------
@@ -543,6 +628,11 @@ class Server:
             if type(data) is streams.StreamBody:
                 if chunks:
                     self._send(conn, b"".join(chunks))
+                if conn.closed:  # the client left before the answers ahead of the stream
+                    data.close()
+                    metrics.in_flight -= 1
+                    self._drop(items[index + 1:])
+                    return
                 metrics.by_class[status // 100 if status < 600 else 5] += 1
                 metrics.in_flight -= 1
                 if self._access:

@@ -18,6 +18,16 @@ FAST_DEATH = 2.0        # a worker dying sooner than this after its start counts
 MAX_BACKOFF = 30.0
 
 
+def _die_with_parent():
+    """Linux: have the kernel send SIGTERM to this worker if the supervisor dies (even by SIGKILL)."""
+    try:
+        import ctypes
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 class Supervisor:
     """Forks ``count`` processes running ``work()`` (which returns an exit status) and keeps them up."""
 
@@ -34,6 +44,7 @@ class Supervisor:
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _die_with_parent()
             status = 1
             try:
                 status = self.work() or 0

@@ -30,6 +30,12 @@ SOURCE = """
         def predict(self, json):
             if json.get("big"):
                 return b"\\x01" * json["big"]
+            if json.get("stream"):
+                def pieces():
+                    for i in range(json["stream"]):
+                        time.sleep(0.05)
+                        yield b"piece %d\\n" % i
+                return serv.Response(pieces())
             if json.get("raise"):
                 raise ValueError("failure number %s" % json["raise"])
             if json.get("sleep"):
@@ -301,3 +307,79 @@ def test_large_pipelined_body_behind_a_slow_predict_is_read_after_it(server):
         assert after.status == 200 and after.body == b'{"i":2,"pad_length":6000000}', after
         sender.join(30)
     assert_serves(server)
+
+
+def test_client_leaving_during_a_streamed_answer_with_requests_behind_it(server):
+    """A streamed answer, two pipelined requests behind it, the client leaves mid-stream:
+    connections and requests-in-flight return to their baselines."""
+    before = fetch_metrics(server)
+    base_conns = before.value("lite_serving_open_connections") - 1
+    base_flight = before.value("lite_serving_requests_in_flight")
+    for i in range(3):
+        s = socket.create_connection((server.host, server.port), timeout=10)
+        s.sendall(post_json(b'{"stream": 100}') + build("GET", "/") + post_json(b'{"i": 7}'))
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 200 "), got[:100]
+        s.close()
+    wait_connections_back_to(server, base_conns)
+    def in_flight():
+        return fetch_metrics(server).value("lite_serving_requests_in_flight")
+
+    try:
+        wait_until(lambda: in_flight() == base_flight, timeout=5, interval=0.2)
+    except AssertionError:
+        pass
+    assert in_flight() == base_flight, (
+        f"requests_in_flight stays at {in_flight()} (baseline {base_flight}) after 3 clients "
+        "left during a streamed answer with 2 requests pipelined behind it")
+
+
+def test_client_gone_before_the_answers_ahead_of_a_stream_are_written(server):
+    """The answers before a streamed one fail to send (the client has left): the requests
+    pipelined behind the stream are no longer in flight either."""
+    base_flight = fetch_metrics(server).value("lite_serving_requests_in_flight")
+    base_conns = baseline_connections(server)
+    for i in range(5):
+        tag = 9000 + i
+        s = socket.create_connection((server.host, server.port), timeout=10)
+        s.sendall(post_json(b'{"sleep": 0.3, "i": %d}' % tag))
+        server.wait_for(rf"PREDICT-START {tag}\b")
+        # behind the pending answer: an immediate answer, a stream, one more request
+        s.sendall(build("GET", "/") + post_json(b'{"stream": 3}') + build("GET", "/"))
+        s.close()   # nothing was read yet, so this is a FIN; the answers hit a closed peer
+    wait_connections_back_to(server, base_conns)
+
+    def in_flight():
+        return fetch_metrics(server).value("lite_serving_requests_in_flight")
+
+    try:
+        wait_until(lambda: in_flight() == base_flight, timeout=5, interval=0.2)
+    except AssertionError:
+        pass
+    assert in_flight() == base_flight, (
+        f"requests_in_flight stays at {in_flight()} (baseline {base_flight}) after 5 clients "
+        "left before the answers ahead of a streamed one could be written")
+
+
+@pytest.mark.parametrize("rest", [b"GET / HTTP/1.1\r\nHost: x\r\n",
+                                  b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                                  b"\r\nContent-Length: 50\r\n\r\n{\"i\":"], ids=["partial-head", "partial-body"])
+def test_half_closed_client_with_an_incomplete_request_behind_a_pending_answer(server, rest):
+    """After its answer, the rest can never be completed (the client sent FIN): the server
+    ends the connection then, as it does when no answer is pending, not after the head or
+    body timeout (60 s here)."""
+    with Client(server) as c:
+        c.send(post_json(b'{"sleep": 0.3, "i": 5}') + rest)
+        c.sock.shutdown(socket.SHUT_WR)
+        reply = c.read()
+        assert reply.status == 200 and reply.body == b'{"i":5}', reply
+        raw, how = c.read_to_close(timeout=8)
+    assert how in ("eof", "reset"), (
+        f"connection still open 8 s after the answer although the client half-closed "
+        f"and its next request is incomplete ({how}; got {raw[:200]!r})")
+    # the same without a pending answer: closed at once
+    with Client(server) as c:
+        c.send(rest)
+        c.sock.shutdown(socket.SHUT_WR)
+        raw, how = c.read_to_close(timeout=8)
+    assert how in ("eof", "reset"), (how, raw[:200])

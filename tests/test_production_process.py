@@ -4,12 +4,8 @@ import os
 import re
 import signal
 import socket
-import sys
-import time
 
-import pytest
-
-from test_production_support import (Client, build, check_histogram, fetch, fetch_metrics, get,
+from test_production_support import (Client, build, check_histogram, fetch, get,
                                      parse_metrics, post_json, server_env, wait_until)
 
 SOURCE = """
@@ -21,17 +17,25 @@ SOURCE = """
     import openbayes_serving as serv
 
 
+    def wait_for_file(name, limit=30):
+        end = time.monotonic() + limit
+        while not os.path.exists(name) and time.monotonic() < end:
+            time.sleep(0.02)
+
+
     class Predictor:
         def __init__(self):
-            delay = float(os.environ.get("TEST_INIT_SLEEP", "0"))
-            if delay:
-                print("INIT-SLEEP", file=sys.stderr, flush=True)
-                time.sleep(delay)
+            if os.environ.get("TEST_INIT_GATE"):  # loading lasts until the test allows it
+                print("INIT-WAITING", file=sys.stderr, flush=True)
+                wait_for_file(os.environ["TEST_INIT_GATE"])
 
         def predict(self, json):
             if json.get("sleep"):
                 print("PREDICT-START " + str(json.get("tag")), file=sys.stderr, flush=True)
                 time.sleep(json["sleep"])
+            if json.get("gate"):
+                print("PREDICT-START " + str(json.get("tag")), file=sys.stderr, flush=True)
+                wait_for_file(json["gate"])
             if json.get("raise"):
                 raise RuntimeError("asked to fail")
             if json.get("refuse"):
@@ -51,6 +55,14 @@ def pid_alive(pid):
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def is_server_process(pid, server):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return str(server.directory).encode() in f.read()
+    except OSError:
+        return False
 
 
 def ask_pid(server, tag="x"):
@@ -73,6 +85,18 @@ def ready_pids(server):
 
 def test_workers_serve_restart_after_sigkill_and_stop_on_sigterm(serve):
     server = serve(SOURCE, "--workers", "2", "--threads", "1", env=server_env())
+    try:
+        check_workers(server)
+    finally:  # a failed run must not leave orphaned workers behind (the fixture kills -9
+        for pid in worker_pids(server):  # the supervisor only)
+            if pid_alive(pid) and is_server_process(pid, server):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def check_workers(server):
     pids = wait_until(lambda: len(worker_pids(server)) == 2 and worker_pids(server),
                       what="two 'worker started' lines")
     assert server.proc.pid not in pids, "workers must be separate processes from the supervisor"
@@ -103,6 +127,14 @@ def test_workers_serve_restart_after_sigkill_and_stop_on_sigterm(serve):
             break
     assert seen == survivors, f"after the restart answers came only from {seen}"
 
+    # SIGTERM to the supervisor while a worker is in the middle of a predict
+    inflight = Client(server)
+    inflight.send(post_json(b'{"sleep": 1.5, "tag": "last"}'))
+    server.wait_for("PREDICT-START last")
+    server.proc.send_signal(signal.SIGTERM)
+    answer = inflight.read()
+    assert answer.status == 200 and b'"tag":"last"' in answer.body, answer
+    inflight.close()
     code = server.stop(signal.SIGTERM, timeout=30)
     assert code == 0, server.log
     for pid in survivors:
@@ -127,7 +159,7 @@ def test_sigterm_finishes_in_flight_predict_refuses_new_and_closes_idle(serve):
     assert idle.request(build("GET", "/")).status == 200      # an idle keep-alive connection
 
     busy = Client(server)
-    busy.send(post_json(b'{"sleep": 3, "tag": "inflight"}'))
+    busy.send(post_json(b'{"gate": "release-inflight", "tag": "inflight"}'))
     server.wait_for("PREDICT-START inflight")
     server.proc.send_signal(signal.SIGTERM)
     server.wait_for("shutting down")
@@ -142,6 +174,7 @@ def test_sigterm_finishes_in_flight_predict_refuses_new_and_closes_idle(serve):
     # new connections are refused (the listener closes just after the log line)
     wait_until(lambda: refused(server), timeout=10, what="connections refused")
 
+    (server.directory / "release-inflight").write_text("")  # now the predict may end
     answer = busy.read()
     assert answer.status == 200, answer
     assert b'"tag":"inflight"' in answer.body
@@ -157,14 +190,29 @@ def test_sigterm_finishes_in_flight_predict_refuses_new_and_closes_idle(serve):
     server.wait_for(r"\bstopped\b")
 
 
+def test_sigterm_with_a_predict_longer_than_the_graceful_timeout_still_exits(serve):
+    server = serve(SOURCE, "--graceful-timeout", "1", env=server_env())
+    c = Client(server)
+    c.send(post_json(b'{"sleep": 60, "tag": "endless"}'))
+    server.wait_for("PREDICT-START endless")
+    server.proc.send_signal(signal.SIGTERM)
+    data, how = c.read_to_close(timeout=20)
+    assert how in ("eof", "reset"), f"connection still open 20 s after SIGTERM: {data[:200]!r}"
+    assert not data.startswith(b"HTTP/1.1 200"), data[:200]
+    try:
+        server.proc.wait(20)
+    except Exception:
+        raise AssertionError("the server did not exit after its graceful timeout:\n" + server.log)
+    assert server.proc.returncode == 0, (server.proc.returncode, server.log)
+
+
 # -- 3. probes ------------------------------------------------------------------
 
 def test_probes_while_loading_then_ready(serve):
-    server = serve(SOURCE, env=server_env({"TEST_INIT_SLEEP": "3"}), wait=False)
+    server = serve(SOURCE, env=server_env({"TEST_INIT_GATE": "release-init"}), wait=False)
     m = server.wait_for(r"listening on http://([\d.]+):(\d+)")
     server.host, server.port = m.group(1), int(m.group(2))
-    server.wait_for("INIT-SLEEP")
-    assert "ready in" not in server.log
+    server.wait_for("INIT-WAITING")
 
     loading = wait_until(lambda: (r := get(server, "/readyz")).status == 503 and r,
                          what="/readyz 503 while loading")
@@ -176,8 +224,9 @@ def test_probes_while_loading_then_ready(serve):
     early = fetch(server, post_json(b'{"tag": "early"}'))
     assert early.status == 503, early
     assert early.header("retry-after") is not None
-    assert "ready in" not in server.log, "init finished too early for this test to mean anything"
+    assert "ready in" not in server.log
 
+    (server.directory / "release-init").write_text("")  # __init__ may finish now
     server.wait_for(r"ready in \d+ ms", timeout=30)
     for path in ("/readyz", "/v2/health/ready", "/healthz", "/v2/health/live"):
         reply = get(server, path)

@@ -13,20 +13,16 @@ import re
 import signal
 import socket
 import time
-from pathlib import Path
 
 from conftest import READY, launch, write_predictor
 
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
 LISTENING_AT = re.compile(r"listening on http://(?:\[([^\]]+)\]|([^/:\s\[]+)):(\d+)")
 
 
 def server_env(extra=None):
-    """PYTHONPATH led by this checkout, plus ``extra``; for ``serve(..., env=)`` and ``launch``."""
-    paths = [REPO_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env = {"PYTHONPATH": os.pathsep.join(paths)}
-    env.update(extra or {})
-    return env
+    """Environment additions for a server; conftest.launch already points PYTHONPATH at the
+    lite_serving these tests import (the installed one in CI, with its compiled parser)."""
+    return dict(extra or {})
 
 
 def ready(server, timeout=30.0):
