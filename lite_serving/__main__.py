@@ -11,8 +11,8 @@ package is not installed.
 """
 
 import os
-import runpy
 import sys
+import types
 
 USAGE = """usage: python -m lite_serving DIR [--host H] [--port P] [--model-path PATH] [options]
 
@@ -22,6 +22,23 @@ Serves DIR/predictor.py (or runs DIR/start.sh). Options: python -m lite_serving 
 def _fail(message):
     sys.stderr.write(f"lite_serving: error: {message}\n")
     sys.exit(2)
+
+
+def run_as_main(path):
+    """Execute the file as the program's ``__main__`` module; returns its namespace.
+
+    Like ``runpy.run_path`` (whose import costs milliseconds of start-up), except
+    that the module stays ``sys.modules["__main__"]``, so that pickle and
+    friends find the predictor's classes there.
+    """
+    with open(path, "rb") as f:
+        code = compile(f.read(), path, "exec")
+    module = types.ModuleType("__main__")
+    module.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None,
+                           __spec__=None)
+    sys.modules["__main__"] = module
+    exec(code, module.__dict__)
+    return module.__dict__
 
 
 def _predictor_classes(namespace):
@@ -72,7 +89,7 @@ def main(argv=None):
     import lite_serving_alias
     lite_serving_alias.install()
     from .serve import run, state
-    namespace = runpy.run_path(path, run_name="__main__")
+    namespace = run_as_main(path)
     if state["served"]:
         return 0
     classes = _predictor_classes(namespace)

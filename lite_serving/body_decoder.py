@@ -6,9 +6,6 @@ library for what orjson refuses but Python's ``json`` accepts, such as
 msgpack; anything else stays raw bytes.
 """
 
-import json as _stdlib_json
-
-import msgpack
 import orjson
 
 from .errors import ServingError
@@ -39,13 +36,15 @@ def decode_json(body):
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as first:
+        import json as stdlib_json  # only for what orjson refuses
         try:
-            return _stdlib_json.loads(body)
+            return stdlib_json.loads(body)
         except (ValueError, TypeError):
             raise ServingError(f"the request body is not valid JSON: {first}", 400) from None
 
 
 def decode_msgpack(body):
+    import msgpack  # imported on first use: start-up stays light for JSON-only services
     try:
         return msgpack.unpackb(body, raw=False)
     except Exception as exc:  # msgpack raises several unrelated types for bad input

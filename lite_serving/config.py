@@ -101,8 +101,20 @@ def _bool(text):
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """A fixed width (or $COLUMNS): argparse's own lookup imports shutil at every start-up."""
+
+    def __init__(self, prog):
+        try:
+            width = int(os.environ.get("COLUMNS", "100"))
+        except ValueError:
+            width = 100
+        super().__init__(prog, width=width)
+
+
 def build_argparser(prog="lite_serving"):
-    parser = argparse.ArgumentParser(prog=prog, description="Serve a predictor.py over HTTP.")
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a predictor.py over HTTP.",
+                                     formatter_class=_HelpFormatter)
     for f in fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or f.type == "bool":

@@ -9,7 +9,6 @@
 import base64
 import logging
 
-import msgpack
 import orjson
 
 from .body_decoder import MSGPACK_TYPES
@@ -59,6 +58,7 @@ def encode_json(obj):
 
 
 def encode_msgpack(obj):
+    import msgpack  # imported on first use: start-up stays light for JSON-only services
     return msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
 
 

@@ -5,10 +5,7 @@ MessagePack ``{"id", "name", "data"}`` to the platform's collector. It never
 raises into ``predict``.
 """
 
-import json
 import logging
-
-import msgpack
 
 from .common import detect_env
 
@@ -26,6 +23,7 @@ def encode_event_data(data):
         return data.encode("utf-8")
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         return str(data).encode("ascii")
+    import json  # events are rare: keep start-up light
     return json.dumps(data, default=_json_default).encode("utf-8")
 
 
@@ -86,6 +84,7 @@ def emit_event(name, data, id=None):
     if not req_id:
         log.error("event %r not recorded: no request id (X-Openbayes-Serving-Request-Id)", name)
         return
+    import msgpack
     try:
         post_event(msgpack.packb({"id": int(req_id), "name": str(name), "data": encoded},
                                  use_bin_type=True))

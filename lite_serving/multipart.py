@@ -44,14 +44,16 @@ def _header_params(value):
         key = rest[i:eq].strip().lower()
         i = eq + 1
         if i < n and rest[i] == '"':
+            # browsers send '"' as %22 and a backslash as itself; \" and \\ are read as
+            # escapes (werkzeug's rule), any other backslash stays: C:\dir\a.txt keeps its path
             i += 1
             out = []
             while i < n and rest[i] != '"':
-                if rest[i] == "\\" and i + 1 < n:
+                if rest[i] == "\\" and i + 1 < n and rest[i + 1] in '"\\':
                     i += 1
                 out.append(rest[i])
                 i += 1
-            val = "".join(out)
+            val = "".join(out).replace("%22", '"')
             i += 1
         else:
             end = rest.find(";", i)
@@ -59,14 +61,14 @@ def _header_params(value):
             val = rest[i:end].strip()
             i = end
         params[key] = val
-    if "filename*" in params:  # RFC 5987: charset'lang'percent-encoded
+    if "filename*" in params:  # RFC 5987: charset'lang'percent-encoded; preferred (RFC 6266)
         charset, _, encoded = params["filename*"].partition("'")
         _, _, encoded = encoded.partition("'")
+        from urllib.parse import unquote
         try:
-            from urllib.parse import unquote
-            params["filename"] = unquote(encoded, encoding=charset or "utf-8", errors="strict")
-        except (LookupError, UnicodeDecodeError):
-            pass
+            params["filename"] = unquote(encoded, encoding=charset or "utf-8", errors="replace")
+        except (LookupError, UnicodeError):  # an unknown charset: still a file, named as UTF-8
+            params["filename"] = unquote(encoded, encoding="utf-8", errors="replace")
     return main.strip().lower(), params
 
 
@@ -139,6 +141,15 @@ class FileStorage:
 
     def close(self):
         self.stream.close()
+
+    def __getattr__(self, name):
+        # like werkzeug's: what FileStorage lacks (seek, tell, readline, ...) is the stream's
+        if name == "stream":
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+    def __iter__(self):
+        return iter(self.stream)
 
     def __bool__(self):
         return bool(self.filename)
@@ -215,7 +226,7 @@ def _parse(data, boundary, fd, max_parts, max_field):
             charset = _header_params(headers.get("content-type", ""))[1].get("charset", "utf-8")
             try:
                 value = bytes(data[content_start:content_end]).decode(charset, "replace")
-            except LookupError:
+            except (LookupError, UnicodeError):  # unknown, or no text codec ("idna", "undefined")
                 value = bytes(data[content_start:content_end]).decode("utf-8", "replace")
             form.add(name, value)
         pos = content_end + len(sep)

@@ -11,7 +11,6 @@ incomplete-input ``None``) comes out, and malformed input raises
 
 import codecs
 import re
-from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "ParseError", "RequestHead", "ChunkedDecoder", "parse_head", "parse_query",
@@ -377,6 +376,25 @@ class ChunkedDecoder:
         self.size += n
         self.remaining = n
         self.state = _DATA
+
+
+_HEX_DIGITS = "0123456789ABCDEFabcdef"
+_BYTE_OF_HEX = {(a + b).encode(): bytes.fromhex(a + b) for a in _HEX_DIGITS for b in _HEX_DIGITS}
+
+
+def unquote_to_bytes(data):
+    """Percent-decode bytes: ``%XX`` with two hex digits is a byte, anything else stays as it is."""
+    pieces = data.split(b"%")
+    if len(pieces) == 1:
+        return data
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        byte = _BYTE_OF_HEX.get(piece[:2])
+        if byte is None:
+            out.append(b"%" + piece)
+        else:
+            out.append(byte + piece[2:])
+    return b"".join(out)
 
 
 def _keep_as_escapes(error):

@@ -8,7 +8,6 @@
 - :func:`parse_metrics`: a small parser of the Prometheus text format.
 """
 
-import os
 import re
 import signal
 import socket
