@@ -38,7 +38,7 @@ def decode_json(body):
     except orjson.JSONDecodeError as first:
         import json as stdlib_json  # only for what orjson refuses
         try:
-            return stdlib_json.loads(body)
+            return stdlib_json.loads(bytes(body))
         except (ValueError, TypeError):
             raise ServingError(f"the request body is not valid JSON: {first}", 400) from None
 

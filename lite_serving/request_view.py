@@ -186,13 +186,15 @@ class MultiDict(dict):
 class RequestView:
     """A request after framing: its head, its body, and who sent it."""
 
-    __slots__ = ("head", "body", "peer", "trailers", "started", "spool", "_headers", "_params",
-                 "_request")
+    __slots__ = ("head", "body", "peer", "trailers", "started", "spool", "pooled", "_headers",
+                 "_params", "_request")
 
     def __init__(self, head, body, peer=None, trailers=None, spool=None):
         self.head = head
-        self.body = body          # bytes; a bytearray for large bodies; b"" when spooled
+        self.body = body          # bytes; a memoryview of a reused buffer (large bodies);
+        #                           b"" when spooled
         self.spool = spool        # temporary file holding a large multipart body, or None
+        self.pooled = None        # the server's reusable buffer behind a memoryview body
         self.peer = peer
         self.trailers = trailers
         self._headers = None
@@ -204,7 +206,7 @@ class RequestView:
         return self.head.method
 
     def raw_body(self):
-        """The whole body as bytes (a large body is held in a bytearray until asked for)."""
+        """The whole body as bytes (a large body is a memoryview until asked for)."""
         body = self.body
         if type(body) is bytes:
             return body

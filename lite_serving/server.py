@@ -31,7 +31,6 @@ OUT_HIGH = 4 * 1024 * 1024       # unsent answer bytes above which a connection'
 OUT_LOW = 1024 * 1024            # ... and below which it is read again
 LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-LARGE_BODY = 1024 * 1024
 
 RESCUE_AFTER = 0.02      # seconds a predict may hold the I/O thread before another thread takes over
 SLOW_RESCUES = 5         # rescues within SLOW_WINDOW seconds that move predict to the thread pool
@@ -88,6 +87,7 @@ class Server:
         self.stopping = False
         self.now = time.monotonic()
         self.posted = collections.deque()   # (connection, data) from stream threads
+        self.buffers = BodyBuffers()
         # "auto" dispatch: predict runs on the I/O thread; a watchdog hands the
         # sockets to a new thread when one runs longer than RESCUE_AFTER.
         self.adaptive = config.dispatch == "auto" and config.threads > 0
@@ -153,17 +153,24 @@ class Server:
                 batch = []
                 for key, mask in events:
                     data = key.data
-                    if data is _ACCEPT:
-                        self._accept(key.fileobj)
-                    elif data is _WAKE:
-                        self._on_wake(batch)
-                    else:
-                        if mask & selectors.EVENT_READ:
-                            self._on_readable(data, batch)
-                        if mask & selectors.EVENT_WRITE and not data.closed:
-                            self._flush(data)
-                if batch and not self._dispatch(batch, token):
-                    return  # another thread runs the loop now
+                    try:
+                        if data is _ACCEPT:
+                            self._accept(key.fileobj)
+                        elif data is _WAKE:
+                            self._on_wake(batch)
+                        else:
+                            if mask & selectors.EVENT_READ:
+                                self._on_readable(data, batch)
+                            if mask & selectors.EVENT_WRITE and not data.closed:
+                                self._flush(data)
+                    except Exception:
+                        self._internal_error(data)
+                try:
+                    if batch and not self._dispatch(batch, token):
+                        return  # another thread runs the loop now
+                except Exception:
+                    for conn, _items in batch:
+                        self._internal_error(conn)
                 if now >= self._next_sweep:
                     self._next_sweep = now + 1.0
                     self._sweep(now)
@@ -181,6 +188,13 @@ class Server:
                 self.running = False
                 self._close_all()
                 self.finished.set()
+
+    def _internal_error(self, conn):
+        """A bug in lite_serving while handling one connection: log it, drop only that connection."""
+        log.exception("internal error while serving a connection; closing it")
+        if isinstance(conn, Connection):
+            conn.busy = False
+            self._close(conn)
 
     def _watchdog(self):
         """Hand the loop to a new thread when a predict holds the I/O thread too long."""
@@ -304,7 +318,8 @@ class Server:
         if type(conn.body) is not bytearray:
             self._read_spooled(conn, batch)
             return
-        view = memoryview(conn.body)[conn.got:]
+        length = conn.head.content_length
+        view = memoryview(conn.body)[conn.got:length]
         try:
             n = conn.sock.recv_into(view)
         except (BlockingIOError, InterruptedError):
@@ -320,12 +335,16 @@ class Server:
         conn.got += n
         self.metrics.bytes_in += n
         conn.deadline = self.now + self.config.body_timeout
-        if conn.got == len(conn.body):
-            head, body = conn.head, conn.body  # bytearray: copied to bytes only if `data` is asked
-            conn.state, conn.head, conn.body = _HEAD, None, None
+        if conn.got == length:
             items = []
-            self._complete(conn, head, body, items)
+            self._complete_buffered(conn, items)
             self._emit(conn, items, batch)
+
+    def _complete_buffered(self, conn, items):
+        """A body read into a reusable buffer: the request sees a memoryview of it."""
+        head, buf = conn.head, conn.body
+        conn.state, conn.head, conn.body = _HEAD, None, None
+        return self._complete(conn, head, memoryview(buf)[:head.content_length], items, pooled=buf)
 
     def _read_spooled(self, conn, batch):
         """Body bytes of a large multipart upload go to its temporary file as they arrive."""
@@ -420,10 +439,8 @@ class Server:
                             items.append([None, (100, CONTINUE, False)])
                         break
                     else:
-                        if length >= LARGE_BODY:
-                            return_large_allocations()
                         conn.head = head
-                        conn.body = bytearray(length)
+                        conn.body = self.buffers.take(length)
                         got = size - pos
                         conn.body[:got] = data[pos:]
                         conn.got = got
@@ -450,15 +467,13 @@ class Server:
                     pos = size
                     break
             elif conn.state == _BODY:  # the rest of a body, after waiting on a pending answer
-                take = min(len(conn.body) - conn.got, size - pos)
+                take = min(conn.head.content_length - conn.got, size - pos)
                 conn.body[conn.got:conn.got + take] = data[pos:pos + take]
                 conn.got += take
                 pos += take
-                if conn.got < len(conn.body):
+                if conn.got < conn.head.content_length:
                     break
-                head, body = conn.head, conn.body  # bytearray: copied to bytes only if `data` is asked
-                conn.state, conn.head, conn.body = _HEAD, None, None
-                if not self._complete(conn, head, body, items):
+                if not self._complete_buffered(conn, items):
                     pos = size
                     break
             else:  # _CHUNKED
@@ -484,9 +499,10 @@ class Server:
                 conn.deadline = self.now + self.config.head_timeout
         self._emit(conn, items, batch)
 
-    def _complete(self, conn, head, body, items, trailers=None, spool=None):
+    def _complete(self, conn, head, body, items, trailers=None, spool=None, pooled=None):
         """Route one complete request; False when nothing after it may be parsed."""
         view = RequestView(head, body, conn.peer, trailers, spool)
+        view.pooled = pooled
         view.started = self.now
         self.metrics.in_flight += 1
         if self.stopping:
@@ -647,6 +663,8 @@ class Server:
             chunks.append(data)
             metrics.by_class[status // 100 if status < 600 else 5] += 1
             if view is not None:
+                if view.pooled is not None:
+                    self.buffers.give_back(view)
                 metrics.in_flight -= 1
                 metrics.request_seconds.observe(now - view.started)
                 if self._access:
@@ -803,6 +821,8 @@ class Server:
         conn.buf = _EMPTY
         if conn.body is not None and type(conn.body) is not bytearray:
             conn.body.close()  # a spooled upload that will never complete
+        elif conn.body is not None:
+            self.buffers.give(conn.body)
         conn.body = None
         if conn.stream is not None:
             conn.stream.cancel()
@@ -815,26 +835,45 @@ class Server:
         self.metrics.in_flight -= sum(1 for view, _ in items if view is not None)
 
 
-_malloc_tuned = []
+class BodyBuffers:
+    """Receive buffers for Content-Length bodies, reused from one request to the next.
 
-
-def return_large_allocations():
-    """Make glibc hand blocks of 1 MiB and more back to the system when freed (once).
-
-    glibc raises its mmap threshold after the first large block is freed, so later
-    large request bodies come from the heap and the process never shrinks after
-    a burst of big uploads; fixing the threshold keeps memory flat.
+    A fresh multi-megabyte buffer costs more to allocate (zero-filling new
+    pages) than to fill from the socket; keeping a few spares, up to
+    ``keep_bytes`` in all, makes a large upload cost one copy from the kernel.
+    Sizes are rounded up to ``GRAIN`` so that similar bodies share buffers.
     """
-    if _malloc_tuned:
-        return
-    _malloc_tuned.append(True)
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        m_mmap_threshold = -3
-        libc.mallopt(m_mmap_threshold, LARGE_BODY)
-    except (OSError, AttributeError):
-        pass
+
+    GRAIN = 64 * 1024
+
+    def __init__(self, keep_bytes=32 * 1024 * 1024):
+        self.keep_bytes = keep_bytes
+        self.spare = []
+
+    def take(self, length):
+        size = -(-length // self.GRAIN) * self.GRAIN
+        spare = self.spare
+        for i in range(len(spare)):
+            if len(spare[i]) == size:
+                return spare.pop(i)
+        return bytearray(size)
+
+    def give(self, buf):
+        if len(buf) + sum(len(b) for b in self.spare) <= self.keep_bytes:
+            self.spare.append(buf)
+
+    def give_back(self, view):
+        """Reuse the buffer behind an answered request, unless something still uses its body."""
+        buf, body = view.pooled, view.body
+        view.pooled = None
+        view.body = b""
+        if type(body) is not memoryview:  # the body was copied out; its view may live on
+            return
+        try:
+            body.release()
+        except BufferError:  # a view of it is still in use: leave the buffer to it
+            return
+        self.give(buf)
 
 
 def _is_multipart(content_type):
