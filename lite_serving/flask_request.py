@@ -45,7 +45,8 @@ class _RequestDict(MultiDict):
 
 
 class _Values(_RequestDict):
-    """``args`` then ``form`` (werkzeug's CombinedMultiDict): ``items(multi=True)`` goes through each in turn."""
+    """``args`` then ``form``, like werkzeug's CombinedMultiDict: ``items(multi=True)`` goes
+    through each in turn."""
 
     __slots__ = ("_parts",)
 
@@ -70,14 +71,15 @@ def _unescape_cookie(match):
 
 
 def _parse_cookies(text):
-    """``a=1; b="x y"; a=2`` → [("a", "1"), ("b", "x y"), ("a", "2")]; every pair kept, in order."""
+    """``a=1; b="x y"; a=2`` → [("a", "1"), ("b", "x y"), ("a", "2")]: every pair, in order."""
     pairs = []
     for name, value in _COOKIE_PAIR.findall(text + ";"):
         name, value = name.strip(), value.strip()
         if not name:
             continue
         if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = _COOKIE_ESCAPE.sub(_unescape_cookie, value[1:-1].encode()).decode("utf-8", "replace")
+            value = _COOKIE_ESCAPE.sub(_unescape_cookie, value[1:-1].encode())
+            value = value.decode("utf-8", "replace")
         pairs.append((name, value))
     return pairs
 
@@ -288,10 +290,12 @@ class Request:
         mimetype = self.mimetype
         self._files = _RequestDict()
         if mimetype == _URLENCODED:
-            self._form = _RequestDict(parse_query(self._view.body.decode("latin-1")))
+            self._form = _RequestDict(parse_query(self._view.raw_body().decode("latin-1")))
         elif mimetype == _MULTIPART:
             boundary = boundary_of(self.mimetype_params)
-            form, files = parse_multipart(self._view.body, boundary, self._view.spool)
+            spool = self._view.spool
+            form, files = parse_multipart(b"" if spool is not None else self._view.raw_body(),
+                                          boundary, spool)
             self._form = _RequestDict(form.items(multi=True))
             self._files = _RequestDict(files.items(multi=True))
         else:

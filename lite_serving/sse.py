@@ -5,8 +5,13 @@ Each item the generator yields becomes one event: a ``str`` is its data, a
 and ``retry``. Events are flushed to the client as they are produced.
 """
 
+import re
+
 from .encoder import encode_json
 from .response import Response
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def format_event(item):
@@ -23,7 +28,8 @@ def format_event(item):
         data = data.decode("utf-8")
     elif not isinstance(data, str):
         data = encode_json(data).decode("utf-8")
-    fields.extend(f"data: {line}\n" for line in data.split("\n"))
+    # CR LF, CR and LF each end a line of an event stream: every line gets its own "data:"
+    fields.extend(f"data: {line}\n" for line in _LINE_BREAK.split(data))
     return "".join(fields) + "\n"
 
 

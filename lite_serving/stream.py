@@ -54,7 +54,9 @@ def _as_bytes(piece):
         return piece
     if isinstance(piece, str):
         return piece.encode("utf-8")
-    return bytes(piece)
+    if isinstance(piece, (bytearray, memoryview)):
+        return bytes(piece)
+    raise TypeError(f"a streamed body yielded {type(piece).__name__}; pieces must be bytes or str")
 
 
 def pump(stream, post):

@@ -12,10 +12,7 @@ import sys
 import textwrap
 import time
 
-from conftest import READY, ServerProcess, launch, write_predictor
-
-# conftest.LISTENING reads "http://[::1]:8000" as host ":" port 1; this one knows brackets.
-LISTENING = re.compile(r"listening on http://(?:\[([^\]]+)\]|([^/:\s\[]+)):(\d+)")
+from conftest import LISTENING, READY, ServerProcess, launch, write_predictor
 
 
 def start(directory, source, *flags, env=None, files=None, wait=True):

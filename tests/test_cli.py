@@ -9,25 +9,9 @@ import sys
 
 import pytest
 
-from conftest import launch, write_predictor
+from conftest import ECHO, launch, write_predictor
 from helpers_server import kill, ready, run_to_exit, serve_to_exit, spawn, start, wait_for_new
 from http_client import post_json, request
-
-ECHO = """
-    import openbayes_serving as serv
-
-
-    class Predictor:
-        def __init__(self):
-            pass
-
-        def predict(self, json):
-            return json
-
-
-    if __name__ == "__main__":
-        serv.run(Predictor)
-"""
 
 LOCAL = ("--host", "127.0.0.1")
 

@@ -13,9 +13,8 @@ import signal
 import socket
 import time
 
-from conftest import READY, launch, write_predictor
+from conftest import LISTENING, READY, launch, write_predictor
 
-LISTENING_AT = re.compile(r"listening on http://(?:\[([^\]]+)\]|([^/:\s\[]+)):(\d+)")
 
 
 def server_env(extra=None):
@@ -26,7 +25,7 @@ def server_env(extra=None):
 
 def ready(server, timeout=30.0):
     """Wait for the listening and ready lines of ``server``; set its host and port."""
-    m = server.wait_for(LISTENING_AT, timeout)
+    m = server.wait_for(LISTENING, timeout)
     server.host = m.group(1) or m.group(2)
     server.port = int(m.group(3))
     server.wait_for(READY, timeout)
