@@ -45,6 +45,8 @@ class Config:
     access_log: bool = False
     max_body_size: int = 100 * MIB
     spool_size: int = 1 * MIB
+    max_form_parts: int = 1000
+    max_form_field_size: int = 1 * MIB
     max_head_size: int = 64 * 1024
     max_headers: int = 100
     max_target: int = 8192
@@ -80,6 +82,8 @@ _HELP = {
     "max_body_size": "largest request body in bytes (413 above it)",
     "spool_size": "multipart/form-data bodies larger than this are written to a temporary file "
                   "as they arrive instead of held in memory",
+    "max_form_parts": "most parts in a multipart/form-data body (413 above it)",
+    "max_form_field_size": "largest non-file field of a form, in bytes (413 above it)",
     "max_head_size": "largest request line + headers in bytes (431 above it)",
     "max_headers": "most header fields in a request (431 above it)",
     "max_target": "longest request target in bytes (414 above it)",
@@ -91,6 +95,10 @@ _HELP = {
     "intra_op_threads": "onnxruntime intra-op threads (0: onnxruntime's choice)",
     "inter_op_threads": "onnxruntime inter-op threads (0: onnxruntime's choice)",
 }
+
+
+# The settings of the serving process, for code that runs far from the server (form parsing).
+active = Config()
 
 
 def env_name(field_name):

@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 import orjson
 
+from . import config as _config
 from .errors import ServingError
 from .multipart import boundary_of, parse_multipart
 from .parser import parse_query, unquote_path
@@ -294,8 +295,10 @@ class Request:
         elif mimetype == _MULTIPART:
             boundary = boundary_of(self.mimetype_params)
             spool = self._view.spool
+            settings = _config.active
             form, files = parse_multipart(b"" if spool is not None else self._view.raw_body(),
-                                          boundary, spool)
+                                          boundary, spool,
+                                          settings.max_form_parts, settings.max_form_field_size)
             self._form = _RequestDict(form.items(multi=True))
             self._files = _RequestDict(files.items(multi=True))
         else:

@@ -14,6 +14,7 @@ import time
 
 from . import __version__
 from .app import Application
+from . import config as config_module
 from .config import parse_config
 from .errors import StartupError
 from .executor import PredictPool
@@ -122,6 +123,7 @@ def run(predictor_cls, argv=None):
 
 def serve_one(predictor_cls, config):
     """Bind, build the predictor while the loop already answers, serve until stopped."""
+    config_module.active = config
     started = time.perf_counter()
     try:
         listener = bind(config.host, config.port)

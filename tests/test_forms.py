@@ -422,3 +422,16 @@ def test_malformed_multipart_is_400_and_the_server_goes_on(server, case, padded)
     assert isinstance(resp.json().get("error"), str)
     assert request(server, "GET", "/").status == 200
     assert describe(server, multipart([part("ok", b"1")]))["form"] == {"ok": ["1"]}
+
+
+def test_form_limits_are_set_by_flags(tmp_path):
+    srv = start(tmp_path / "limits", SOURCE, "--max-form-parts", "3", "--max-form-field-size", "10")
+    try:
+        assert describe(srv, many_parts(3), what="count") == {"fields": 3, "files": 0}
+        resp = post(srv, many_parts(4), content_type(), target="/?what=count")
+        assert resp.status == 413 and "3 parts" in resp.json()["error"], resp
+        assert describe(srv, multipart([part("f", b"x" * 10)]), what="count")["fields"] == 1
+        resp = post(srv, multipart([part("f", b"x" * 11)]), content_type(), target="/?what=count")
+        assert resp.status == 413 and "10 bytes" in resp.json()["error"], resp
+    finally:
+        kill(srv)

@@ -13,9 +13,10 @@ WORKERS_CONNECTIONS = 256
 WORKER_COUNTS = (1, 2)
 
 # Scenario names accepted by --scenarios, in the order they run.
-SCENARIOS = ("echo", "msgpack", "onnx", "coldstart", "workers")
+SCENARIOS = ("echo", "msgpack", "onnx", "facade", "coldstart", "workers")
 # Scenarios that are one app served by every server, load after load.
-APP_SCENARIOS = ("echo", "msgpack", "onnx")
+APP_SCENARIOS = ("echo", "msgpack", "onnx", "facade")
+FACADE_CONNECTIONS = 32
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ LOADS = {
     ),
     "onnx": (
         Load(f"onnx-c{ONNX_CONNECTIONS}", "onnx", ONNX_CONNECTIONS, f"ONNX predict, {ONNX_CONNECTIONS} conn"),
+    ),
+    # the echo of "echo", but read through request.get_json(): what the Flask facade costs
+    "facade": (
+        Load(f"facade-c{FACADE_CONNECTIONS}", "facade", FACADE_CONNECTIONS,
+             f"echo via request.get_json(), {FACADE_CONNECTIONS} conn"),
     ),
 }
 WORKERS_LOAD = Load(f"workers-c{WORKERS_CONNECTIONS}", "echo", WORKERS_CONNECTIONS, "echo JSON")
@@ -82,12 +88,14 @@ def _echo_metrics():
 def _other_metrics():
     (msgpack,) = LOADS["msgpack"]
     (onnx,) = LOADS["onnx"]
+    (facade,) = LOADS["facade"]
     yield Metric(
         msgpack.cell, "mb_s", f"{msgpack.title}: ingest", "MB/s", True, "4 MiB MessagePack ingest (MB/s)"
     )
     yield Metric(msgpack.cell, "p50_ms", f"{msgpack.title}: p50 latency", "ms", False)
     yield Metric(onnx.cell, "rps", f"{onnx.title}: throughput", "req/s", True, "ONNX predict (req/s)")
     yield Metric(onnx.cell, "p99_ms", f"{onnx.title}: p99 latency", "ms", False)
+    yield Metric(facade.cell, "rps", f"{facade.title}: throughput", "req/s", True)
     panel = "Cold start (ms)"
     yield Metric(COLDSTART_CELL, "ms", "cold start: spawn to GET / 200", "ms", False, panel, "GET / 200")
     yield Metric(

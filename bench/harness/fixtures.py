@@ -87,4 +87,5 @@ APP_LOADS = {
     "echo": AppLoad("json", _is_echo),
     "msgpack": AppLoad("msgpack", _is_summary),
     "onnx": AppLoad("json", _is_onnx_output),
+    "facade": AppLoad("json", _is_echo),
 }

@@ -42,7 +42,7 @@ class ServerSpec:
     key: str
     label: str
     env: str
-    apps: tuple = ("echo", "msgpack", "onnx")
+    apps: tuple = ("echo", "msgpack", "onnx", "facade")
     extra_env: tuple = ()
     supports_workers: bool = False
     log_facts: tuple = ()  # regexes of start-up log lines worth reporting
