@@ -77,14 +77,15 @@ def package_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(lite_serving.__file__)))
 
 
-def launch(directory, *flags, env=None, cwd=None, module_args=None):
+def launch(directory, *flags, env=None, cwd=None, module_args=None, pythonpath_first=None):
     """Start ``python -m lite_serving DIR flags`` (not waiting for readiness).
 
-    The server imports the same lite_serving as the tests: its directory leads PYTHONPATH.
+    The server imports the same lite_serving as the tests: its directory leads PYTHONPATH
+    (after ``pythonpath_first``, for tests that shadow a module).
     """
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (package_root(), os.environ.get("PYTHONPATH")) if p)
+        p for p in (pythonpath_first, package_root(), os.environ.get("PYTHONPATH")) if p)
     full_env.pop("OPENBAYES_SERVING_PRODUCTION", None)
     full_env.pop("OPENBAYES_JOB_URL", None)
     full_env.pop("OPENBAYES_SERVING_PORT", None)
