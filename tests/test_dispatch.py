@@ -1,7 +1,6 @@
 """Where predict runs: auto (inline with a watchdog), threads, inline — on real sockets."""
 
 import json
-import os
 import threading
 import time
 
