@@ -25,6 +25,14 @@ ALLOWED = b"GET, HEAD, OPTIONS, POST"
 current = threading.local()  # .view: the request whose predict runs on this thread
 
 
+def describe_exception(exc):
+    """``Type: message``, even for an exception whose ``str()`` itself fails."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
+
+
 def json_reply(status, obj, head=None, close=False, extra=b""):
     """A JSON answer; ``head`` (the request's) decides version, keep-alive and CORS."""
     body = encode_json(obj)
@@ -146,7 +154,10 @@ class Application:
         return bytes_reply(200, None, b"", head, extra=extra)
 
     def handle_predict(self, view):
-        """Run ``predict`` for one request and encode its result into a reply."""
+        """Run ``predict`` for one request and encode its result into a reply. Never raises.
+
+        Whatever escapes ``predict`` (``SystemExit`` included) becomes this request's 500.
+        """
         head = view.head
         current.view = view
         began = time.perf_counter()
@@ -156,26 +167,26 @@ class Application:
             else:
                 result = self.caller(view)
                 status, ctype, body, extra = encode_result(result, head.accept)
+            if type(body) is StreamBody:
+                return stream_reply(status, ctype, body, head, extra)
+            return bytes_reply(status, ctype, body, head, extra=extra)
         except ServingError as exc:
             return self._serving_error(exc, head)
         except InvalidResult as exc:
             self.metrics.predict_errors += 1
             log.error("%s", exc)
             return json_reply(500, {"error": "predict returned a value that cannot be sent"}, head)
-        except Exception as exc:
+        except BaseException as exc:
             self.metrics.predict_errors += 1
             log.exception("predict raised %s for %s %s", type(exc).__name__, head.method, head.target)
             if self.production:
                 message = "predict failed; the server log has the traceback"
             else:
-                message = f"predict failed: {type(exc).__name__}: {exc}"
+                message = "predict failed: " + describe_exception(exc)
             return json_reply(500, {"error": message}, head)
         finally:
             current.view = None
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
-        if type(body) is StreamBody:
-            return stream_reply(status, ctype, body, head, extra)
-        return bytes_reply(status, ctype, body, head, extra=extra)
 
     def _serving_error(self, exc, head):
         try:

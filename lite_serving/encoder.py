@@ -148,6 +148,17 @@ def _is_werkzeug_response(obj):
     return False
 
 
+def _checked_status(status):
+    try:
+        status = int(status)
+    except (TypeError, ValueError):
+        status = 0
+    if not 200 <= status <= 999:
+        raise InvalidResult(f"predict returned a response with status {status!r}; "
+                            "use a status from 200 to 999")
+    return status
+
+
 def _from_werkzeug(resp):
     headers = [(k, v) for k, v in resp.headers.to_wsgi_list()
                if k.lower() not in ("content-length", "transfer-encoding", "content-type")]
@@ -157,7 +168,7 @@ def _from_werkzeug(resp):
     else:
         body = resp.get_data()
     ctype = content_type.encode("latin-1") if content_type else None
-    return resp.status_code, ctype, body, header_lines(headers)
+    return _checked_status(resp.status_code), ctype, body, header_lines(headers)
 
 
 def _from_response(resp):
@@ -170,7 +181,7 @@ def _from_response(resp):
         body = StreamBody(iter(body), on_close=getattr(body, "close", None))
     else:
         body = bytes(body)
-    return resp.status, resp.content_type.encode("latin-1"), body, header_lines(headers)
+    return _checked_status(resp.status), resp.content_type.encode("latin-1"), body, header_lines(headers)
 
 
 def encode_result(result, accept):

@@ -20,10 +20,14 @@ log = logging.getLogger("lite_serving")
 
 
 def answer_batch(batch, handle):
+    """Fill each unanswered item with ``handle(view)``; a failure leaves it None (a 500)."""
     for _conn, items in batch:
         for item in items:
             if item[1] is None:
-                item[1] = handle(item[0])
+                try:
+                    item[1] = handle(item[0])
+                except BaseException:  # handle() catches predict's errors: this is a bug
+                    log.exception("answering a request failed")
     return batch
 
 
@@ -67,16 +71,11 @@ class PredictPool:
             entry = get()
             if entry is None:
                 return
-            try:
-                answer_batch((entry,), handle)
-            except BaseException:  # handle() catches predict's errors; this is a bug in lite_serving
-                log.exception("predict thread failed")
-                raise
-            finally:
-                self.done.append(entry)
-                if not self.wake_pending:
-                    self.wake_pending = True
-                    self._wake()
+            answer_batch((entry,), handle)
+            self.done.append(entry)
+            if not self.wake_pending:
+                self.wake_pending = True
+                self._wake()
 
     def stop(self):
         for _ in self._workers:

@@ -534,19 +534,20 @@ class Server:
         handle = self.app.handle_predict
         lock = self._owner_lock
         while batch:
-            with lock:
-                self._inline_since = time.monotonic()
-            for done, entry in enumerate(batch):
-                answer_batch((entry,), handle)
-                if self._owner is not token:  # too slow: connections not begun go to the pool
+            done = 0
+            try:
+                for entry in batch:
+                    with lock:  # the clock runs per connection: many fast predicts are not slow
+                        if self._owner is not token:
+                            break  # too slow: connections not begun go to the pool
+                        self._inline_since = time.monotonic()
+                    answer_batch((entry,), handle)
                     done += 1
-                    break
-            else:
-                done = len(batch)
-            with lock:
-                lost = self._owner is not token
-                if not lost:  # a thread that lost the loop must not touch the new owner's clock
-                    self._inline_since = None
+            finally:
+                with lock:
+                    lost = self._owner is not token
+                    if not lost:  # a thread that lost the loop must not touch the new owner's clock
+                        self._inline_since = None
             if lost:  # the loop went on in another thread, which sends these answers
                 self._rescued.append((batch[:done], batch[done:]))
                 self.wake()
@@ -587,8 +588,11 @@ class Server:
             if conn.closed:  # the client left; its answers are dropped
                 self._drop(items)
                 continue
-            self._write_replies(conn, items)
-            self._after_replies(conn, batch)
+            try:
+                self._write_replies(conn, items)
+                self._after_replies(conn, batch)
+            except Exception:
+                self._internal_error(conn)
 
     def _after_replies(self, conn, batch):
         """Once a connection's answers are written: parse what it sent meanwhile, or close."""
@@ -649,19 +653,20 @@ class Server:
                     metrics.in_flight -= 1
                     self._drop(items[index + 1:])
                     return
-                metrics.by_class[status // 100 if status < 600 else 5] += 1
+                metrics.by_class[_status_class(status)] += 1
                 metrics.in_flight -= 1
                 if self._access:
                     self._log_access(view, status, now)
                 if close:
                     conn.close_after = True
+                    self._drop(items[index + 1:])
                     rest = []
                 else:
                     rest = items[index + 1:]
                 self._start_stream(conn, data, rest)
                 return
             chunks.append(data)
-            metrics.by_class[status // 100 if status < 600 else 5] += 1
+            metrics.by_class[_status_class(status)] += 1
             if view is not None:
                 if view.pooled is not None:
                     self.buffers.give_back(view)
@@ -789,7 +794,11 @@ class Server:
 
     def _sweep(self, now):
         for conn in list(self.conns.values()):
-            if conn.busy or now < conn.deadline:
+            if now < conn.deadline:
+                continue
+            if conn.busy:
+                if conn.stream is not None and conn.out:  # a stream the client stopped reading
+                    self._close(conn)
                 continue
             if conn.state == _LINGER or conn.out:
                 self._close(conn)
@@ -871,9 +880,17 @@ class BodyBuffers:
             return
         try:
             body.release()
-        except BufferError:  # a view of it is still in use: leave the buffer to it
+            # views derived from the body (slices, numpy arrays) survive release(); a
+            # bytearray cannot change size while any of them lives
+            buf.append(0)
+            buf.pop()
+        except BufferError:  # something still reads it: leave the buffer to it
             return
         self.give(buf)
+
+
+def _status_class(status):
+    return status // 100 if 100 <= status < 600 else 5
 
 
 def _is_multipart(content_type):

@@ -73,3 +73,41 @@ def test_dispatch_flag_rejects_unknown_values(serve):
     server.stop()
     assert "--dispatch must be auto, threads or inline" in server.log
     assert "Traceback" not in server.log
+
+
+BAD_EXITS = """
+    import sys
+
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("no text for you")
+
+    class Predictor:
+        def predict(self, json):
+            kind = json.get("kind")
+            if kind == "exit":
+                sys.exit(3)
+            if kind == "unprintable":
+                raise Unprintable()
+            if kind == "bad-status":
+                import lite_serving
+                return lite_serving.Response(b"x", status=-700)
+            return {"ok": True}
+"""
+
+
+@pytest.mark.parametrize("flags", [(), ("--dispatch", "threads", "--threads", "2"),
+                                   ("--dispatch", "inline")])
+def test_nothing_escaping_predict_stops_the_server(serve, flags):
+    """SystemExit, an exception whose str() fails, an impossible status: each is a 500, and the
+    server (every pool thread included) goes on answering."""
+    server = serve(BAD_EXITS, *flags)
+    for _ in range(3):  # more failures than pool threads
+        for kind in ("exit", "unprintable", "bad-status"):
+            resp = post(server, {"kind": kind})
+            assert resp.status == 500, (kind, resp)
+            assert "error" in json.loads(resp.body)
+    for _ in range(4):
+        resp = post(server, {"kind": "fine"})
+        assert resp.status == 200 and json.loads(resp.body) == {"ok": True}
+    assert "Unprintable" in server.log and "SystemExit" in server.log

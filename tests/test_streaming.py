@@ -470,3 +470,39 @@ def test_generator_yielding_a_non_text_piece_fails_the_stream(server):
             pass
     assert b"\x00" * 5 not in got, f"an int piece was sent as NUL bytes: {got}"
     assert got == [b"text before\n"]
+
+
+STALL_SOURCE = """
+    import lite_serving
+
+    class Predictor:
+        def predict(self, json):
+            marker = json["marker"]
+            def pieces():
+                try:
+                    for _ in range(100000):
+                        yield b"x" * 65536
+                finally:
+                    with open(marker, "w") as f:
+                        f.write("closed")
+            return lite_serving.Response(pieces(), mimetype="application/octet-stream")
+"""
+
+
+def test_stream_to_a_client_that_stops_reading_is_ended_by_the_body_timeout(serve, tmp_path):
+    import json as jsonlib
+    import socket
+    import time as timelib
+    server = serve(STALL_SOURCE, "--body-timeout", "1")
+    marker = tmp_path / "closed"
+    body = jsonlib.dumps({"marker": str(marker)}).encode()
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    sock.recv(1024)  # the stream has begun; from now on nothing is read
+    deadline = timelib.monotonic() + 30
+    while not marker.exists() and timelib.monotonic() < deadline:
+        timelib.sleep(0.1)
+    sock.close()
+    assert marker.exists(), "the generator of a stalled stream was never closed"
