@@ -6,24 +6,10 @@ import time
 
 import pytest
 
-from test_production_support import (Client, assert_serves, build, post_json, read_to_close,
+from test_production_support import (LENGTH_ECHO, Client, assert_serves, build, post_json, read_to_close,
                                      split_responses, start_server, stop_server, wait_until)
 
-ECHO = """
-    import openbayes_serving as serv
-
-
-    class Predictor:
-        def __init__(self):
-            pass
-
-        def predict(self, data):
-            return {"length": len(data)}
-
-
-    if __name__ == "__main__":
-        serv.run(Predictor)
-"""
+ECHO = LENGTH_ECHO
 
 SMALL = {"head": 1024, "headers": 10, "target": 256, "body": 1000}
 DEFAULT = {"head": 65536, "headers": 100, "target": 8192, "body": 104857600}

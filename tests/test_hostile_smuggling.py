@@ -10,24 +10,10 @@ import time
 
 import pytest
 
-from test_production_support import (Client, assert_serves, split_responses, start_server,
+from test_production_support import (LENGTH_ECHO, Client, assert_serves, split_responses, start_server,
                                      stop_server)
 
-ECHO = """
-    import openbayes_serving as serv
-
-
-    class Predictor:
-        def __init__(self):
-            pass
-
-        def predict(self, data):
-            return {"length": len(data)}
-
-
-    if __name__ == "__main__":
-        serv.run(Predictor)
-"""
+ECHO = LENGTH_ECHO
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 H = b"Host: x\r\n"

@@ -17,6 +17,24 @@ from conftest import LISTENING, READY, launch, write_predictor
 
 
 
+# A predictor answering {"length": len(body)}: the servers of the hostile-input tests.
+LENGTH_ECHO = """
+    import openbayes_serving as serv
+
+
+    class Predictor:
+        def __init__(self):
+            pass
+
+        def predict(self, data):
+            return {"length": len(data)}
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
 def server_env(extra=None):
     """Environment additions for a server; conftest.launch already points PYTHONPATH at the
     lite_serving these tests import (the installed one in CI, with its compiled parser)."""
