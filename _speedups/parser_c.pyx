@@ -21,7 +21,7 @@ from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 
@@ -257,6 +257,34 @@ cdef inline object _path_text(const unsigned char* p, Py_ssize_t n):
 
 cdef int _raise(int status, msg) except -1:
     raise ParseError(status, msg)
+
+
+cdef object _TLS_ON_PLAIN_PORT = _py.TLS_ON_PLAIN_PORT
+
+
+cdef int _refuse_partial(const unsigned char* s, Py_ssize_t start, Py_ssize_t size) except -1:
+    """parser_py._refuse_partial: an incomplete head that can never begin a valid request."""
+    cdef Py_ssize_t i, p
+    cdef const unsigned char* q
+    if start >= size:
+        return 0
+    if s[start] == 0x16:
+        _raise(400, _TLS_ON_PLAIN_PORT)
+    i = start
+    while i < size:
+        q = <const unsigned char*>memchr(s + i, 0x0A, size - i)
+        if q == NULL:
+            break
+        i = q - s
+        if i == start or s[i - 1] != 0x0D:
+            _raise(400, "bare LF in request head; lines must end with CRLF")
+        i += 1
+    p = start
+    while p < size and TCHAR[s[p]]:
+        p += 1
+    if p < size and s[p] != 0x20 and not (p == start and p == size - 1 and s[p] == 0x0D):
+        _raise(400, "invalid method")
+    return 0
 
 
 cdef int _split_field_check(const unsigned char* s, Py_ssize_t ls, Py_ssize_t le) except -1:
@@ -726,6 +754,7 @@ cdef object _parse_head_exact(object src, const unsigned char* s, Py_ssize_t siz
             _raise(414, "request line too long")
         if size - origin >= max_head:
             _raise(431, "request head too large")
+        _refuse_partial(s, start, size)
         return None
 
     # ---- request line: s[start:l0]
@@ -991,6 +1020,22 @@ cdef class ChunkedDecoder:
             self._cap = self._len
             self._sealed = True
         return <object>self._buf
+
+    def take(self):
+        """The body bytes decoded since the last ``take`` (the decoder keeps none of them)."""
+        cdef PyObject* buf = self._buf
+        if buf == NULL or self._len == 0:
+            return b""
+        if self._len != self._cap:
+            _PyBytes_Resize(&self._buf, self._len)
+            buf = self._buf
+        self._buf = NULL
+        self._len = 0
+        self._cap = 0
+        self._sealed = False
+        out = <object>buf
+        Py_DECREF(out)     # the reference _append took is now ``out``'s
+        return out
 
     def feed(self, buf, Py_ssize_t pos=0):
         """Consume what can be of ``buf[pos:]``; return the new position."""

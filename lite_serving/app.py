@@ -7,14 +7,14 @@ A reply is ``(status, data, close)``: ``data`` is the bytes to write,
 ``close`` says whether the connection ends after them.
 """
 
+import contextvars
 import logging
-import threading
 import time
 
-from .encoder import InvalidResult, encode_json, encode_result, JSON_TYPE
+from .encoder import encode_json, encode_result, JSON_TYPE
 from .errors import ServingError
 from .metrics import Metrics
-from .response import build_head, build_stream_head, cors_headers
+from .response import InvalidResponse, build_head, build_stream_head, cors_headers, has_body
 from .stream import StreamBody
 
 log = logging.getLogger("lite_serving")
@@ -22,7 +22,9 @@ log = logging.getLogger("lite_serving")
 ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this address to run predict"})
 ALLOWED = b"GET, HEAD, OPTIONS, POST"
 
-current = threading.local()  # .view: the request whose predict runs on this thread
+# The head of the request whose predict is running; streamed bodies carry a copy of the
+# context onto their own thread, so emit_event knows the request wherever predict's work runs.
+current_request = contextvars.ContextVar("lite_serving_request", default=None)
 
 
 def describe_exception(exc):
@@ -41,19 +43,28 @@ def json_reply(status, obj, head=None, close=False, extra=b""):
 
 def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", send_body=True):
     if head is None:
-        version, keep_alive = 1, False
+        version, keep_alive, method = 1, False, None
     else:
-        version, keep_alive = head.version, head.keep_alive and not close
+        version, keep_alive, method = head.version, head.keep_alive and not close, head.method
         if head.origin is not None:
             extra += cors_headers(head.origin)
+    if status == 204 or status == 304:  # no body, and no Content-Length (RFC 9110 §8.6)
+        return status, build_head(status, content_type, None, extra, version, keep_alive), not keep_alive
     data = build_head(status, content_type, len(body), extra, version, keep_alive)
-    if send_body and body:
+    if send_body and body and method != "HEAD":
         data += body
     return status, data, not keep_alive
 
 
 def stream_reply(status, content_type, stream, head, extra=b""):
-    """A reply whose data is a :class:`StreamBody`; its head is ready in ``stream.head``."""
+    """A reply whose data is a :class:`StreamBody`; its head is ready in ``stream.head``.
+
+    An answer that has no body (204, 304, HEAD) is sent as a plain head and
+    the stream is closed without being read.
+    """
+    if not has_body(status, head.method):
+        stream.close()
+        return bytes_reply(status, content_type, b"", head, extra=extra)
     keep_alive = head.keep_alive and head.version == 1
     if head.origin is not None:
         extra += cors_headers(head.origin)
@@ -159,7 +170,7 @@ class Application:
         Whatever escapes ``predict`` (``SystemExit`` included) becomes this request's 500.
         """
         head = view.head
-        current.view = view
+        token = current_request.set(head)
         began = time.perf_counter()
         try:
             if head.path != "/":
@@ -168,13 +179,14 @@ class Application:
                 result = self.caller(view)
                 status, ctype, body, extra = encode_result(result, head.accept)
             if type(body) is StreamBody:
+                body.context = contextvars.copy_context()
                 return stream_reply(status, ctype, body, head, extra)
             return bytes_reply(status, ctype, body, head, extra=extra)
         except ServingError as exc:
             return self._serving_error(exc, head)
-        except InvalidResult as exc:
+        except InvalidResponse as exc:
             self.metrics.predict_errors += 1
-            log.error("%s", exc)
+            log.error("answer to %s %s not sent: %s", head.method, head.target, exc)
             return json_reply(500, {"error": "predict returned a value that cannot be sent"}, head)
         except BaseException as exc:
             self.metrics.predict_errors += 1
@@ -185,15 +197,20 @@ class Application:
                 message = "predict failed: " + describe_exception(exc)
             return json_reply(500, {"error": message}, head)
         finally:
-            current.view = None
+            current_request.reset(token)
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
 
     def _serving_error(self, exc, head):
         try:
             status = int(exc.status_code)
-            if not 100 <= status <= 999:
-                raise ValueError(status)
+            if not 200 <= status <= 599:
+                raise InvalidResponse(f"ServingError with status {status}; "
+                                      "use a final status from 200 to 599")
             return json_reply(status, exc.payload, head)
         except Exception:
             log.exception("ServingError could not be sent as given")
-            return json_reply(500, {"error": str(exc.message)}, head)
+            try:
+                message = str(exc.message)
+            except Exception:
+                message = "predict raised a ServingError that cannot be sent"
+            return json_reply(500, {"error": message}, head)

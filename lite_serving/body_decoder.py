@@ -39,7 +39,7 @@ def decode_json(body):
         import json as stdlib_json  # only for what orjson refuses
         try:
             return stdlib_json.loads(bytes(body))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # RecursionError: nesting too deep
             raise ServingError(f"the request body is not valid JSON: {first}", 400) from None
 
 

@@ -13,7 +13,7 @@ import orjson
 
 from .body_decoder import MSGPACK_TYPES
 from .errors import ServingError
-from .response import Response, header_lines
+from .response import InvalidResponse, Response, header_lines
 from .stream import StreamBody
 
 log = logging.getLogger("lite_serving")
@@ -26,10 +26,6 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _OFFERS = ("application/json",) + MSGPACK_TYPES
 _accept_cache = {}
 _ACCEPT_CACHE_LIMIT = 512
-
-
-class InvalidResult(Exception):
-    """``predict`` returned something that cannot be sent."""
 
 
 def _json_default(obj):
@@ -153,27 +149,35 @@ def _checked_status(status):
         status = int(status)
     except (TypeError, ValueError):
         status = 0
-    if not 200 <= status <= 999:
-        raise InvalidResult(f"predict returned a response with status {status!r}; "
-                            "use a status from 200 to 999")
+    if not 200 <= status <= 599:
+        raise InvalidResponse(f"predict returned a response with status {status!r}; "
+                            "use a final status from 200 to 599")
     return status
 
 
+def _media_type(value):
+    """A predictor's content type as header bytes (checked where the head is built)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    try:
+        return str(value).encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidResponse(f"predict returned a response with Content-Type {value!r}, "
+                            "which is not latin-1 text") from None
+
+
 def _from_werkzeug(resp):
-    headers = [(k, v) for k, v in resp.headers.to_wsgi_list()
-               if k.lower() not in ("content-length", "transfer-encoding", "content-type")]
-    content_type = resp.headers.get("Content-Type")
     if resp.is_streamed:
         body = StreamBody(resp.iter_encoded(), on_close=resp.close)
     else:
         body = resp.get_data()
-    ctype = content_type.encode("latin-1") if content_type else None
-    return _checked_status(resp.status_code), ctype, body, header_lines(headers)
+    return (_checked_status(resp.status_code), _media_type(resp.headers.get("Content-Type")), body,
+            header_lines(resp.headers.to_wsgi_list()))
 
 
 def _from_response(resp):
-    headers = [(k, v) for k, v in resp.headers
-               if str(k).lower() not in ("content-length", "transfer-encoding", "content-type")]
     body = resp.body
     if isinstance(body, str):
         body = body.encode("utf-8")
@@ -181,7 +185,7 @@ def _from_response(resp):
         body = StreamBody(iter(body), on_close=getattr(body, "close", None))
     else:
         body = bytes(body)
-    return _checked_status(resp.status), resp.content_type.encode("latin-1"), body, header_lines(headers)
+    return _checked_status(resp.status), _media_type(resp.content_type), body, header_lines(resp.headers)
 
 
 def encode_result(result, accept):
@@ -206,7 +210,7 @@ def encode_result(result, accept):
         return 200, sniff_bytes(result), result, b""
     if _is_werkzeug_response(result):
         return _from_werkzeug(result)
-    raise InvalidResult(
+    raise InvalidResponse(
         f"predict returned {cls.__name__}; valid results are dict, list or tuple (sent as JSON or "
         "MessagePack by Accept), str (text/plain), bytes (image or octet-stream), numpy arrays, "
         "lite_serving.Response and flask.Response")

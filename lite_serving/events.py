@@ -46,11 +46,11 @@ def _placeholder(data):
 
 def current_request_id():
     """The integer in the current request's X-Openbayes-Serving-Request-Id, or 0."""
-    from .app import current
-    view = getattr(current, "view", None)
-    if view is None:
+    from .app import current_request
+    head = current_request.get()
+    if head is None:
         return 0
-    for name, value in view.head.fields:
+    for name, value in head.fields:
         if name == REQUEST_ID_HEADER:
             try:
                 return int(value)

@@ -160,6 +160,33 @@ def _content_length(value):
     return int(value)
 
 
+TLS_ON_PLAIN_PORT = ("a TLS handshake was sent to a plain-HTTP port; "
+                     "use http:// for this address, or a port that serves TLS")
+
+
+def _refuse_partial(buf, start, size):
+    """Refuse an incomplete head at once when its bytes can never begin a valid request.
+
+    A TLS record (first byte 0x16), a bare LF (RFC 9112 §2.2 lets a server refuse
+    it; waiting for a CRLF that never comes would hold the connection until the
+    head timeout) and a method with a byte that is not a token character.
+    """
+    if start >= size:
+        return
+    if buf[start] == 0x16:
+        raise ParseError(400, TLS_ON_PLAIN_PORT)
+    i = buf.find(b"\n", start, size)
+    while i >= 0:
+        if i == start or buf[i - 1] != 0x0D:
+            raise ParseError(400, "bare LF in request head; lines must end with CRLF")
+        i = buf.find(b"\n", i + 1, size)
+    p = start
+    while p < size and buf[p] in _TCHAR:
+        p += 1
+    if p < size and buf[p] != 0x20 and not (p == start and p == size - 1 and buf[p] == 0x0D):
+        raise ParseError(400, "invalid method")
+
+
 def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS,
                max_target=MAX_TARGET):
     """Parse the request head found in ``buf[start:]``.
@@ -182,6 +209,7 @@ def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS,
             raise ParseError(414, "request line too long")
         if size - origin >= max_head:
             raise ParseError(431, "request head too large")
+        _refuse_partial(buf, start, size)
         return None
 
     lines = bytes(buf[start:end]).split(b"\r\n")
@@ -306,6 +334,14 @@ class ChunkedDecoder:
     def body(self):
         """The decoded body so far, as bytes."""
         return b"".join(self.parts)
+
+    def take(self):
+        """The body bytes decoded since the last ``take`` (the decoder keeps none of them)."""
+        parts = self.parts
+        if not parts:
+            return b""
+        self.parts = []
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def feed(self, buf, pos=0):
         size = len(buf)

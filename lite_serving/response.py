@@ -4,6 +4,7 @@ Every answer is framed with Content-Length (or chunked when streamed) and
 carries ``Server`` and ``Date``; the Date text is rebuilt at most once a second.
 """
 
+import re
 import time
 from http import HTTPStatus
 
@@ -23,15 +24,40 @@ def http_date(seconds):
         _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
+class InvalidResponse(ValueError):
+    """An answer that must not go on the wire: bad status, header name or header value."""
+
+
+# RFC 9110 §5.1 field-name = token; §5.5 field-value: VCHAR, obs-text, SP and HTAB, no other CTL
+_FIELD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_good_values = set()      # content types already checked (bounded)
+_GOOD_VALUES_LIMIT = 512
+
+
 def status_line(status):
-    """``b"HTTP/1.1 200 OK\\r\\n"`` for a status code (cached)."""
+    """``b"HTTP/1.1 200 OK\\r\\n"`` for a final status (200-599); InvalidResponse otherwise."""
     line = _status_lines.get(status)
     if line is None:
+        if type(status) is not int or not 200 <= status <= 599:
+            raise InvalidResponse(f"status {status!r} cannot be sent as an answer; "
+                                  "use a status from 200 to 599")
         reason = _REASONS.get(status, b"Unknown")
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if 100 <= status <= 999:
-            _status_lines[status] = line
+        line = _status_lines[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason)
     return line
+
+
+def _checked_fields(content_type, extra):
+    """The wire gate for header fields: every value and line must be a valid field (RFC 9110 §5)."""
+    if content_type is not None and content_type not in _good_values:
+        if type(content_type) is not bytes or _FIELD_VALUE.fullmatch(content_type) is None:
+            raise InvalidResponse(f"invalid Content-Type {content_type!r}: a header value "
+                                  "may not hold CR, LF, NUL or other control characters")
+        if len(_good_values) < _GOOD_VALUES_LIMIT:
+            _good_values.add(content_type)
+    if extra and _FIELD_LINES.fullmatch(extra) is None:
+        raise InvalidResponse(f"invalid header lines {extra!r}: names must be tokens and values "
+                              "may not hold CR, LF, NUL or other control characters")
 
 
 def server_and_date():
@@ -53,17 +79,23 @@ def connection_header(version, keep_alive):
 
 
 def build_head(status, content_type, length, extra=b"", version=1, keep_alive=True):
-    """A full response head. ``content_type`` is bytes or None; ``extra`` holds ready header lines."""
+    """A full response head; the one place answer heads are built and checked.
+
+    ``content_type`` is bytes or None; ``extra`` holds ready header lines;
+    ``length`` None leaves Content-Length out (204 and 304 answers have none).
+    """
+    _checked_fields(content_type, extra)
     conn = b"" if keep_alive and version else connection_header(version, keep_alive)
+    framing = b"" if length is None else b"Content-Length: %d\r\n" % length
     if content_type is None:
-        return b"%s%sContent-Length: %d\r\n%s%s\r\n" % (
-            status_line(status), server_and_date(), length, extra, conn)
-    return b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-        status_line(status), server_and_date(), content_type, length, extra, conn)
+        return b"%s%s%s%s%s\r\n" % (status_line(status), server_and_date(), framing, extra, conn)
+    return b"%s%sContent-Type: %s\r\n%s%s%s\r\n" % (
+        status_line(status), server_and_date(), content_type, framing, extra, conn)
 
 
 def build_stream_head(status, content_type, extra=b"", version=1, keep_alive=True):
     """The head of a streamed answer: chunked on HTTP/1.1; on HTTP/1.0 the body ends at close."""
+    _checked_fields(content_type, extra)
     if version == 0:
         framing, conn = b"", b"Connection: close\r\n"
     else:
@@ -72,21 +104,37 @@ def build_stream_head(status, content_type, extra=b"", version=1, keep_alive=Tru
     return b"%s%s%s%s%s%s\r\n" % (status_line(status), server_and_date(), ctype, framing, extra, conn)
 
 
+def has_body(status, method):
+    """Whether an answer carries a body: never for 204, 304 or a HEAD request (RFC 9110 §6.4.1)."""
+    return status != 204 and status != 304 and method != "HEAD"
+
+
 def cors_headers(origin):
     """CORS lines added to every answer of a request that carries ``Origin``."""
     return b"Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n" % (
         origin.encode("latin-1"),)
 
 
+# fields the server itself frames; a predictor's own value for them is left out
+FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "connection", "content-type"))
+
+
 def header_lines(pairs):
-    """``[(name, value)]`` → header lines; names and values must not hold CR or LF."""
+    """A predictor's ``[(name, value)]`` → header lines (checked where the head is built).
+
+    Fields the server frames itself (``FRAMING_FIELDS``) are left out;
+    names and values that are not latin-1 text raise InvalidResponse.
+    """
     out = []
     for name, value in pairs:
-        name = str(name)
-        value = str(value)
-        if "\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name:
-            raise ValueError(f"invalid response header {name!r}")
-        out.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+        name = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        if name.lower() in FRAMING_FIELDS:
+            continue
+        value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        try:
+            out.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise InvalidResponse(f"header {name!r}: {value!r} is not latin-1 text") from None
     return b"".join(out)
 
 

@@ -22,15 +22,18 @@ ABORT = object()    # posted when the stream failed: the connection is closed
 class StreamBody:
     """An answer body taken from ``pieces`` (an iterable of bytes or str)."""
 
-    __slots__ = ("pieces", "on_close", "head", "chunked", "queued", "written", "cancelled", "window")
+    __slots__ = ("pieces", "on_close", "head", "chunked", "context", "queued", "handed", "written",
+                 "cancelled", "window")
 
     def __init__(self, pieces, on_close=None):
         self.pieces = pieces
         self.on_close = on_close if on_close is not None else getattr(pieces, "close", None)
         self.head = b""
         self.chunked = True
-        self.queued = 0       # bytes handed to the I/O thread (stream thread only)
-        self.written = 0      # bytes written to the socket (I/O thread only)
+        self.context = None   # the request's contextvars, for the thread that produces the pieces
+        self.queued = 0       # bytes posted to the I/O thread (stream thread only)
+        self.handed = 0       # bytes the I/O thread handed to the transport (I/O thread only)
+        self.written = 0      # bytes the socket took (I/O thread only)
         self.cancelled = False
         self.window = threading.Event()
 
@@ -38,10 +41,12 @@ class StreamBody:
         return self.queued - self.written
 
     def close(self):
-        if self.on_close is not None:
+        """Close the producer (its ``close()``), once; a failure is logged, never raised."""
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
             try:
-                self.on_close()
-            except Exception:
+                on_close()
+            except BaseException:
                 log.exception("closing the streamed body failed")
 
     def cancel(self):
@@ -60,8 +65,12 @@ def _as_bytes(piece):
 
 
 def pump(stream, post):
-    """Run on a stream thread: iterate the body and ``post(data)`` each framed piece, then END/ABORT."""
-    end = END
+    """Run on a stream thread: iterate the body and ``post(data)`` each framed piece, then END/ABORT.
+
+    END or ABORT is posted however the producer ends, a ``BaseException``
+    (``GeneratorExit``, ``CancelledError``, ``GreenletExit``...) included.
+    """
+    end = ABORT
     try:
         for piece in stream.pieces:
             if stream.cancelled:
@@ -76,19 +85,27 @@ def pump(stream, post):
                 stream.window.clear()
                 if stream.backlog() > HIGH_WATER and not stream.cancelled:
                     stream.window.wait(1.0)
-        if stream.cancelled:
-            end = ABORT
-        elif stream.chunked:
-            post(b"0\r\n\r\n")
-    except Exception:
-        log.exception("the streamed answer failed after %d bytes; closing the connection", stream.queued)
-        end = ABORT
+        if not stream.cancelled:
+            if stream.chunked:
+                post(b"0\r\n\r\n")
+            end = END
+    except BaseException as exc:
+        log.error("the streamed answer failed after %d bytes (%s); closing the connection",
+                  stream.queued, type(exc).__name__, exc_info=not isinstance(exc, GeneratorExit))
     finally:
-        stream.close()
-    post(end)
+        try:
+            stream.close()
+        finally:
+            post(end)
 
 
 def start(stream, post):
-    thread = threading.Thread(target=pump, args=(stream, post), name="lite_serving-stream", daemon=True)
+    """Produce ``stream`` on a thread of its own, in the context of the request it answers."""
+    context = stream.context
+    if context is None:
+        target, args = pump, (stream, post)
+    else:
+        target, args = context.run, (pump, stream, post)
+    thread = threading.Thread(target=target, args=args, name="lite_serving-stream", daemon=True)
     thread.start()
     return thread

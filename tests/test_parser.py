@@ -407,10 +407,29 @@ def test_first_bad_line_wins(P):
 
 def test_bare_lf_line_endings(P):
     data = b"GET / HTTP/1.1\nHost: h\n\n"
-    assert P.parse_head(data) is None  # never a CRLFCRLF: the head does not end
+    # never a CRLFCRLF: such a head would never end, so it is refused at once (RFC 9112 §2.2)
+    assert_error(P, data, 400, "bare LF in request head; lines must end with CRLF")
+    for cut in range(1, len(data)):
+        if b"\n" in data[:cut]:
+            assert_error(P, data[:cut], 400, "bare LF in request head; lines must end with CRLF")
+        else:
+            assert P.parse_head(data[:cut]) is None
     assert_error(P, data, 431, "request head too large", max_head=len(data))
+    assert_error(P, b"\r\n\nGET / HTTP/1.1\r\n", 400, "bare LF in request head; lines must end with CRLF")
     assert_error(P, b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400, "bare CR or LF in request head")
     assert_error(P, b"GET / HTTP/1.1\nHost: h\r\n\r\n", 400, "malformed request line")
+
+
+def test_incomplete_heads_that_cannot_become_requests_are_refused_at_once(P):
+    hello = bytes.fromhex("160301") + b"\x02\x00" + bytes(range(40))  # a TLS ClientHello's start
+    for cut in range(1, len(hello)):
+        assert_error(P, hello[:cut], 400, "a TLS handshake was sent to a plain-HTTP port; "
+                     "use http:// for this address, or a port that serves TLS")
+    for partial in (b"G\x00", b"GET\r", b"GE(", b"\r\nGET\x7f", b"\xff\xfe"):
+        assert_error(P, partial, 400, "invalid method")
+    for partial in (b"", b"\r", b"\r\n", b"\r\n\r", b"GET", b"GET ", b"GET /x\x00",
+                    b"POST / HTTP/1.1\r\nHost: a\r\n", b"\r\n\r\nGET / HTTP/1.1\r"):
+        assert P.parse_head(partial) is None, partial
 
 
 def test_bare_cr_line_endings(P):
@@ -691,3 +710,15 @@ def test_unquote_path_with_wide_text_is_refused_alike(P):
         P.unquote_path("/\u2713%20")
     with pytest.raises(UnicodeEncodeError):
         P.parse_query("a=\u2713")
+
+
+def test_chunked_take_hands_out_each_decoded_piece_once(P):
+    decoder = P.ChunkedDecoder(10 ** 9)
+    assert decoder.take() == b""
+    pos = decoder.feed(b"5\r\nhello\r\n3\r\nab")
+    assert decoder.take() == b"helloab"
+    assert decoder.take() == b""
+    decoder.feed(b"c\r\n0\r\nX-T: 1\r\n\r\n")
+    assert decoder.done and decoder.take() == b"c"
+    assert decoder.trailers == [("x-t", "1")]
+    assert pos == 16
