@@ -38,11 +38,11 @@ class Config:
     port: int = 25252
     model_path: str = "."
     model_name: str = ""
-    threads: int = 4
+    threads: int = 10
     dispatch: str = "auto"
     workers: int = 1
     log_level: str = "info"
-    access_log: bool = False
+    access_log: bool = True
     max_body_size: int = 100 * MIB
     spool_size: int = 1 * MIB
     max_form_parts: int = 1000
@@ -54,6 +54,9 @@ class Config:
     head_timeout: float = 10.0
     body_timeout: float = 60.0
     max_connections: int = 10000
+    max_memory: int = 1024 * MIB
+    max_pending_input: int = 1 * MIB
+    max_pending_output: int = 1 * MIB
     graceful_timeout: float = 30.0
     intra_op_threads: int = 0
     inter_op_threads: int = 0
@@ -72,7 +75,8 @@ _HELP = {
                   "directory; /mnt/project in production)",
     "model_name": "name of the ONNX model in the v2 inference protocol routes (default: the "
                   "model file's name without .onnx)",
-    "threads": "threads running predict when it runs off the I/O thread; 0 means --dispatch inline",
+    "threads": "most threads running predict when it runs off the I/O thread, started as the load "
+               "asks for them; 0 means --dispatch inline",
     "dispatch": "auto: predict runs on the I/O thread, and a predict that takes over 20 ms hands the "
                 "sockets to another thread (after repeated slow predicts, predict moves to the "
                 "threads); threads: always on the predict threads; inline: always on the I/O thread",
@@ -91,6 +95,12 @@ _HELP = {
     "head_timeout": "seconds a client has to send a complete request head",
     "body_timeout": "seconds without progress while a request body is read",
     "max_connections": "open connections; more are answered 503 and closed",
+    "max_memory": "bytes all connections together may hold in request bodies, input read ahead and "
+                  "answers not yet sent; a body that does not fit is answered 503",
+    "max_pending_input": "bytes read ahead on a connection while its request is answered; above "
+                         "it the connection is not read",
+    "max_pending_output": "answer bytes waiting for a slow client above which its connection is "
+                          "not read and no further request of it is handled",
     "graceful_timeout": "seconds in-flight requests get to finish on shutdown",
     "intra_op_threads": "onnxruntime intra-op threads (0: onnxruntime's choice)",
     "inter_op_threads": "onnxruntime inter-op threads (0: onnxruntime's choice)",
@@ -156,4 +166,9 @@ def parse_config(argv=None, prog="lite_serving"):
         build_argparser(prog).error("--threads must be >= 0 and --workers >= 1")
     if config.dispatch not in ("auto", "threads", "inline"):
         build_argparser(prog).error("--dispatch must be auto, threads or inline")
+    if config.max_memory < config.max_body_size:
+        build_argparser(prog).error(f"--max-memory ({config.max_memory}) must be at least "
+                                    f"--max-body-size ({config.max_body_size})")
+    if config.max_pending_input < 1 or config.max_pending_output < 1:
+        build_argparser(prog).error("--max-pending-input and --max-pending-output must be positive")
     return config

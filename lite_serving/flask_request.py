@@ -299,6 +299,8 @@ class Request:
             form, files = parse_multipart(b"" if spool is not None else self._view.raw_body(),
                                           boundary, spool,
                                           settings.max_form_parts, settings.max_form_field_size)
+            for _name, upload in files.items(multi=True):
+                self._view.own(upload.stream)  # closed when the request is released
             self._form = _RequestDict(form.items(multi=True))
             self._files = _RequestDict(files.items(multi=True))
         else:

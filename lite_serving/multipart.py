@@ -172,15 +172,20 @@ def parse_multipart(body, boundary, spool=None, max_parts=MAX_PARTS, max_field=M
         data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
     else:
         data = body
+    files = MultiDict()
     try:
-        return _parse(data, boundary, fd, max_parts, max_field)
+        return _parse(data, boundary, fd, max_parts, max_field, files)
+    except BaseException:
+        for _name, upload in files.items(multi=True):  # a refused form keeps no file open
+            upload.close()
+        raise
     finally:
         if isinstance(data, mmap.mmap):
             data.close()
 
 
-def _parse(data, boundary, fd, max_parts, max_field):
-    form, files = MultiDict(), MultiDict()
+def _parse(data, boundary, fd, max_parts, max_field, files):
+    form = MultiDict()
     delim = b"--" + boundary
     start = data.find(delim)
     if start < 0:

@@ -25,11 +25,8 @@ def provide_headers(view):
 
 
 def provide_request(view):
-    request = view._request
-    if request is None:
-        from .flask_request import Request
-        request = view._request = Request(view)
-    return request
+    from .flask_request import Request
+    return Request(view)
 
 
 PREDICT_PROVIDERS = {

@@ -184,22 +184,33 @@ class MultiDict(dict):
 
 
 class RequestView:
-    """A request after framing: its head, its body, and who sent it."""
+    """A request after framing: its head, its body, who sent it, and what it holds.
 
-    __slots__ = ("head", "body", "peer", "trailers", "started", "spool", "pooled", "_headers",
-                 "_params", "_request")
+    Everything the request holds (its body buffer or spool file, the files
+    its form parts opened, its share of the memory budget) is released by
+    :meth:`release`, called once by the connection when the answer has been
+    written or the client is gone. Nothing refers back to the view from what
+    it holds, so no reference cycle keeps a request alive.
+    """
+
+    __slots__ = ("head", "body", "peer", "trailers", "started", "spool", "sink", "reserved",
+                 "budget", "resources", "done", "_headers", "_params")
 
     def __init__(self, head, body, peer=None, trailers=None, spool=None):
         self.head = head
-        self.body = body          # bytes; a memoryview of a reused buffer (large bodies);
+        self.body = body          # bytes; a memoryview of a growing buffer (large bodies);
         #                           b"" when spooled
         self.spool = spool        # temporary file holding a large multipart body, or None
-        self.pooled = None        # the server's reusable buffer behind a memoryview body
+        self.sink = None          # the MemoryBody/SpooledBody the body was read into, or None
+        self.reserved = 0         # bytes of the memory budget this request holds
+        self.budget = None
+        self.resources = None     # files opened for this request (form parts), closed at release
         self.peer = peer
         self.trailers = trailers
+        self.started = 0.0
+        self.done = False         # the connection has ended this request (answered or dropped)
         self._headers = None
         self._params = None
-        self._request = None
 
     @property
     def method(self):
@@ -216,8 +227,30 @@ class RequestView:
         else:
             body = bytes(body)
         self.body = body
-        self.spool = None
         return body
+
+    def own(self, resource):
+        """Close ``resource`` (a file) when this request is released."""
+        if self.resources is None:
+            self.resources = []
+        self.resources.append(resource)
+
+    def release(self):
+        """Give back everything this request holds; the one place that does it."""
+        resources, self.resources = self.resources, None
+        for resource in resources or ():
+            try:
+                resource.close()
+            except Exception:
+                pass
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.release(self.body)
+        if self.reserved:
+            self.budget.give(self.reserved)
+            self.reserved = 0
+        self.body = b""
+        self.spool = None
 
     @property
     def headers(self):

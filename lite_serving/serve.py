@@ -17,7 +17,6 @@ from .app import Application
 from . import config as config_module
 from .config import parse_config
 from .errors import StartupError
-from .executor import PredictPool
 from .loader import class_name, describe_init, describe_predict, load_predictor, start_run_thread
 from .parser import PARSER_NAME
 from .server import Server
@@ -36,6 +35,7 @@ def setup_logging(config):
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
+        handler.lite_serving_own = True  # the access log may write in this format itself
         logger.addHandler(handler)
         logger.propagate = False
     access = logging.getLogger("lite_serving.access")
@@ -83,15 +83,6 @@ def model_name(config):
     return os.path.splitext(os.path.basename(find_model(config.model_path)))[0]
 
 
-def dispatch_text(config):
-    if config.dispatch == "inline" or config.threads == 0:
-        return "predict runs on the I/O thread"
-    if config.dispatch == "threads":
-        return f"predict runs on {config.threads} threads"
-    return (f"predict runs on the I/O thread, handing the sockets to another thread when it takes "
-            f"over 20 ms; {config.threads} threads if it is often slow")
-
-
 def fail(message):
     log.error("%s", message)
     sys.stderr.flush()
@@ -134,9 +125,7 @@ def serve_one(predictor_cls, config):
 
     app = Application(config)
     server = Server(app, config, [listener])
-    pool = PredictPool(app.handle_predict, config.threads, server.wake)
-    io_thread = threading.Thread(target=server.serve_forever, args=(pool,), name="lite_serving-io",
-                                 daemon=True)
+    io_thread = threading.Thread(target=server.serve_forever, name="lite_serving-io", daemon=True)
     io_thread.start()
     server.install_signal_handlers()
 
@@ -164,12 +153,12 @@ def serve_one(predictor_cls, config):
     app.caller = loaded.caller
     app.ready = True
     start_run_thread(loaded.instance, config.production)
-    mode = dispatch_text(config)
+    mode = server.describe_dispatch()
     log.info("ready in %.0f ms (%s): POST %s/ to predict", (time.perf_counter() - started) * 1000,
              mode, address)
 
     while not server.finished.wait(0.5):
         pass
-    pool.stop()
+    server.close()
     log.info("stopped")
     return 0

@@ -596,8 +596,9 @@ def access_requests(server):
 ACCESS = [("GET", "/", 200), ("POST", "/?tag=zz", 200), ("GET", "/nowhere-xyz", 404)]
 
 
-def test_access_log_has_one_line_per_request(tmp_path):
-    srv = start(tmp_path / "m", ECHO, "--access-log")
+@pytest.mark.parametrize("flags", [(), ("--access-log",)], ids=["default", "flag"])
+def test_access_log_has_one_line_per_request(tmp_path, flags):
+    srv = start(tmp_path / "m", ECHO, *flags)
     try:
         mark = len(srv.lines)
         access_requests(srv)
@@ -607,12 +608,41 @@ def test_access_log_has_one_line_per_request(tmp_path):
             wait_for_new(srv, mark, pattern)
             matching = [line for line in srv.lines[mark:] if re.search(pattern, line)]
             assert len(matching) == 1, srv.lines[mark:]
+            assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO lite_serving.access\[\d+\]: "
+                            r"127\.0\.0\.1:\d+ - ", matching[0]), matching[0]
     finally:
         kill(srv)
 
 
-def test_no_access_log_by_default(tmp_path):
-    srv = start(tmp_path / "m", ECHO)
+APP_LOGGING = """
+    import logging, sys
+    import openbayes_serving as serv
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("APP-FORMAT %(name)s %(message)s"))
+    logging.getLogger("lite_serving.access").addHandler(handler)
+
+    class Predictor:
+        def predict(self, json):
+            return json
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_access_log_goes_through_the_applications_logging(tmp_path):
+    srv = start(tmp_path / "m", APP_LOGGING)
+    try:
+        mark = len(srv.lines)
+        access_requests(srv)
+        wait_for_new(srv, mark, r"^APP-FORMAT lite_serving\.access .*\"GET /nowhere-xyz HTTP/1\.1\" 404")
+    finally:
+        kill(srv)
+
+
+def test_no_access_log_asked(tmp_path):
+    srv = start(tmp_path / "m", ECHO, "--no-access-log")
     try:
         access_requests(srv)
         assert srv.proc.poll() is None

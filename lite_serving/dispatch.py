@@ -1,0 +1,232 @@
+"""Where ``predict`` runs: on the I/O thread, on a pool of threads, or adaptively.
+
+A connection hands a complete request over with ``submit(connection, view)``;
+the answer comes back on the I/O thread as ``connection.on_answer(view,
+reply)``. ``handle(view)`` (``Application.handle_predict``) never raises.
+
+- :class:`InlineDispatch` (``--dispatch inline``): predict runs on the I/O
+  thread after each turn of the loop; a slow predict stalls every connection.
+- :class:`PoolDispatch` (``--dispatch threads``): predict runs on up to
+  ``--threads`` threads, started as the load asks for them.
+- :class:`AutoDispatch` (``--dispatch auto``, the default): predict runs on the
+  I/O thread (no hand-off cost); a watchdog gives the loop to a new thread when
+  one call holds it over ``RESCUE_AFTER``, and what was waiting then goes to the
+  pool. After ``SLOW_RESCUES`` rescues within ``SLOW_WINDOW`` seconds, every
+  predict runs on the pool.
+
+Requests waiting for the I/O thread are in ``ready``, shared with whichever
+thread owns the loop, so that no request waits behind another connection's
+slow predict: the thread that lost the loop only posts the answer it was
+computing and never touches a connection again.
+"""
+
+import collections
+import logging
+import queue
+import threading
+import time
+
+log = logging.getLogger("lite_serving")
+
+RESCUE_AFTER = 0.02      # seconds a predict may hold the I/O thread before another thread takes over
+SLOW_RESCUES = 5         # rescues within SLOW_WINDOW seconds that move predict to the thread pool
+SLOW_WINDOW = 60.0
+
+
+def _answer(handle, view):
+    try:
+        return handle(view)
+    except BaseException:  # handle() catches predict's errors: this is a bug in lite_serving
+        log.exception("answering a request failed")
+        from .app import error_reply
+        return error_reply(500, "internal error", view.head)
+
+
+class InlineDispatch:
+    """Predict on the I/O thread, after each turn of the loop."""
+
+    def __init__(self, handle, loop):
+        self.handle = handle
+        self.loop = loop
+        self.ready = collections.deque()
+
+    def describe(self):
+        return "predict runs on the I/O thread"
+
+    def submit(self, conn, view):
+        self.ready.append((conn, view))
+
+    def pending(self):
+        return bool(self.ready)
+
+    def in_flight(self):
+        return len(self.ready)
+
+    def after_turn(self, token):
+        ready, handle = self.ready, self.handle
+        while ready:
+            conn, view = ready.popleft()
+            conn.on_answer(view, _answer(handle, view))
+        return True
+
+    def stop(self):
+        pass
+
+
+class PoolDispatch:
+    """Predict on up to ``threads`` threads, started as requests wait for one."""
+
+    def __init__(self, handle, loop, threads):
+        self.handle = handle
+        self.loop = loop
+        self.threads = threads
+        self.ready = collections.deque()  # unused here; AutoDispatch keeps its inline work in it
+        self._queue = queue.SimpleQueue()
+        self._done = collections.deque()
+        self._lock = threading.Lock()
+        self._workers = []
+        self._idle = 0
+        self._collect_pending = False
+        self.submitted = 0   # requests given to the pool and not yet collected (I/O thread)
+
+    def describe(self):
+        return f"predict runs on up to {self.threads} threads"
+
+    def pending(self):
+        return False
+
+    def in_flight(self):
+        return self.submitted
+
+    def after_turn(self, token):
+        return True
+
+    def submit(self, conn, view):
+        self.submitted += 1
+        with self._lock:
+            start = self._idle == 0 and len(self._workers) < self.threads
+            if start:
+                self._idle += 1  # the new thread counts as idle until it takes work
+        if start:
+            worker = threading.Thread(target=self._work, name=f"predict-{len(self._workers)}",
+                                      daemon=True)
+            self._workers.append(worker)
+            worker.start()
+        self._queue.put((conn, view))
+
+    def _work(self):
+        get, handle, lock = self._queue.get, self.handle, self._lock
+        while True:
+            item = get()
+            if item is None:
+                return
+            with lock:
+                self._idle -= 1
+            conn, view = item
+            self._done.append((conn, view, _answer(handle, view)))
+            if not self._collect_pending:
+                self._collect_pending = True
+                self.loop.call_soon_threadsafe(self._collect)
+            with lock:
+                self._idle += 1
+
+    def _collect(self):
+        self._collect_pending = False  # before draining: an answer added from now on posts again
+        done = self._done
+        while done:
+            conn, view, reply = done.popleft()
+            self.submitted -= 1
+            conn.on_answer(view, reply)
+
+    def stop(self):
+        for _ in self._workers:
+            self._queue.put(None)
+
+
+class AutoDispatch(PoolDispatch):
+    """Predict on the I/O thread, rescued by a watchdog when it is slow; the pool when often slow."""
+
+    def __init__(self, handle, loop, threads):
+        PoolDispatch.__init__(self, handle, loop, threads)
+        self.adaptive = True
+        self._inline_since = None
+        self._to_pool = False         # set at a rescue: what waits then goes to the pool
+        self._rescue_times = collections.deque()
+        self._watchdog = threading.Thread(target=self._watch, name="lite_serving-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def describe(self):
+        return (f"predict runs on the I/O thread, handing the sockets to another thread when it "
+                f"takes over {RESCUE_AFTER * 1000:.0f} ms; on up to {self.threads} threads if it is "
+                "often slow")
+
+    def submit(self, conn, view):
+        if self.adaptive:
+            self.ready.append((conn, view))
+        else:
+            PoolDispatch.submit(self, conn, view)
+
+    def pending(self):
+        return bool(self.ready)
+
+    def in_flight(self):
+        return len(self.ready) + self.submitted
+
+    def after_turn(self, token):
+        """Answer what waits, one request at a time; False once another thread owns the loop."""
+        ready, handle, lock, loop = self.ready, self.handle, self.loop.owner_lock, self.loop
+        if self._to_pool or not self.adaptive:
+            self._to_pool = False
+            while ready:
+                PoolDispatch.submit(self, *ready.popleft())
+        while ready:
+            with lock:  # the clock runs per request: many fast predicts are not one slow one
+                if loop.owner is not token:
+                    return False
+                conn, view = ready.popleft()
+                self._inline_since = time.monotonic()
+            try:
+                reply = _answer(handle, view)
+            finally:
+                with lock:
+                    lost = loop.owner is not token
+                    if not lost:  # a thread that lost the loop must not touch the new owner's clock
+                        self._inline_since = None
+            if lost:  # the loop went on in another thread: it delivers this answer
+                loop.call_soon_threadsafe(conn.on_answer, view, reply)
+                return False
+            conn.on_answer(view, reply)
+        return True
+
+    def _watch(self):
+        """Hand the loop to a new thread when a predict holds the I/O thread too long."""
+        loop = self.loop
+        while not loop.finished.wait(RESCUE_AFTER / 2):
+            with loop.owner_lock:
+                since = self._inline_since
+                if since is None or time.monotonic() - since < RESCUE_AFTER or loop.owner is None:
+                    continue
+                self._inline_since = None
+                self._to_pool = True
+                loop.hand_over()
+            self._note_rescue()
+
+    def _note_rescue(self):
+        now = time.monotonic()
+        times = self._rescue_times
+        times.append(now)
+        while times and now - times[0] > SLOW_WINDOW:
+            times.popleft()
+        if len(times) >= SLOW_RESCUES and self.adaptive:
+            self.adaptive = False
+            log.info("predict took over %.0f ms %d times in %.0f s: it runs on up to %d threads "
+                     "from now on", RESCUE_AFTER * 1000, len(times), SLOW_WINDOW, self.threads)
+
+
+def make_dispatch(config, handle, loop):
+    """The dispatch ``config`` asks for (``--dispatch``, ``--threads``)."""
+    if config.dispatch == "inline" or config.threads == 0:
+        return InlineDispatch(handle, loop)
+    if config.dispatch == "threads":
+        return PoolDispatch(handle, loop, config.threads)
+    return AutoDispatch(handle, loop, config.threads)

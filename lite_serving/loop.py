@@ -1,0 +1,161 @@
+"""The selector loop: readiness events to transports, calls from other threads, a once-a-second tick.
+
+It knows nothing of HTTP. One thread runs the loop at a time; ``hand_over``
+starts another thread that takes it over (the dispatch's watchdog uses it
+when a predict holds the loop's thread), and the thread that lost it returns
+from :meth:`EventLoop.run` at its next check without touching a socket again.
+"""
+
+import collections
+import logging
+import selectors
+import socket
+import threading
+import time
+
+log = logging.getLogger("lite_serving")
+
+_WAKE = object()
+
+
+class EventLoop:
+    """Selector, listening sockets, wake-up socket and the ownership token of the running thread."""
+
+    def __init__(self):
+        self.sel = selectors.DefaultSelector()
+        self.now = time.monotonic()
+        self.owner_lock = threading.Lock()
+        self.owner = None               # token of the thread running the loop
+        self.stopped = False            # set by stop(): the running thread leaves the loop
+        self.finished = threading.Event()   # set once the loop has closed everything
+        self.on_accept = None           # callable(listening socket), set by the server
+        self.after_turn = None          # callable(token) → False when this thread lost the loop
+        self.pending_work = None        # callable() → True when after_turn has work queued
+        self.on_tick = None             # callable(now), about once a second
+        self.on_close = None            # callable(), when the loop ends
+        self._posted = collections.deque()
+        self._wake_pending = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._next_tick = 0.0
+
+    # -- any thread --------------------------------------------------------
+
+    def wake(self):
+        """Break the loop out of ``select`` (any thread, signal handlers included)."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def call_soon_threadsafe(self, fn, *args):
+        """Run ``fn(*args)`` on the loop's thread at its next turn."""
+        self._posted.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.wake()
+
+    def stop(self):
+        self.stopped = True
+        self.wake()
+
+    # -- the loop's thread --------------------------------------------------
+
+    def add_listener(self, sock):
+        sock.setblocking(False)
+        self.sel.register(sock, selectors.EVENT_READ, sock)
+
+    def remove_listener(self, sock):
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+    def watch(self, transport, events, old):
+        if not old:
+            self.sel.register(transport.sock, events, transport)
+        elif events:
+            self.sel.modify(transport.sock, events, transport)
+        else:
+            self.sel.unregister(transport.sock)
+
+    def forget(self, transport):
+        if transport.events:
+            try:
+                self.sel.unregister(transport.sock)
+            except (KeyError, ValueError):
+                pass
+            transport.events = 0
+
+    def run(self):
+        """Run the loop on this thread until :meth:`stop` (or until another thread takes it over)."""
+        token = object()
+        with self.owner_lock:
+            self.owner = token
+        self._next_tick = time.monotonic() + 1.0
+        self._run(token)
+
+    def hand_over(self):
+        """Give the loop to a new thread (call with ``owner_lock`` held)."""
+        self.owner = token = object()
+        threading.Thread(target=self._run, args=(token,), name="lite_serving-io", daemon=True).start()
+
+    def _run(self, token):
+        sel = self.sel
+        pending = self.pending_work
+        try:
+            while not self.stopped:
+                events = sel.select(0 if pending is not None and pending() else 1.0)
+                self.now = now = time.monotonic()
+                for key, mask in events:
+                    target = key.data
+                    if target is _WAKE:
+                        self._on_wake()
+                    elif type(target) is socket.socket:
+                        self.on_accept(target)
+                    else:
+                        try:
+                            if mask & selectors.EVENT_READ:
+                                target.on_readable()
+                            if mask & selectors.EVENT_WRITE and not target.closed:
+                                target.on_writable()
+                        except Exception:
+                            log.exception("internal error while serving a connection; closing it")
+                            target.abort()
+                if self.after_turn is not None and not self.after_turn(token):
+                    return  # another thread runs the loop now
+                if now >= self._next_tick:
+                    self._next_tick = now + 1.0
+                    self.on_tick(now)
+        except BaseException:
+            log.exception("the I/O loop failed")
+            raise
+        finally:
+            if self.owner is token:
+                self.owner = None
+                try:
+                    if self.on_close is not None:
+                        self.on_close()
+                finally:
+                    self.sel.close()
+                    self._wake_r.close()
+                    self._wake_w.close()
+                    self.finished.set()
+
+    def _on_wake(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._wake_pending = False  # before draining: a call posted from now on wakes again
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("internal error in a call from another thread")

@@ -1,0 +1,190 @@
+"""A client socket as a connection's protocol sees it: bytes in, bytes out, flow control.
+
+The transport owns the non-blocking socket and its unsent output; it knows
+nothing of HTTP. It calls its protocol back:
+
+- ``get_buffer()`` → a writable memoryview to receive into, or None to be
+  handed ``data_received(bytes)``; after a ``recv_into``, ``buffer_updated(n)``;
+- ``eof_received()`` when the client closes its sending side;
+- ``pause_writing()`` / ``resume_writing()`` when unsent output crosses the
+  high / low water marks (the protocol's output budget);
+- ``write_drained()`` when every byte written has gone to the socket;
+- ``connection_lost()`` once, when the socket is closed.
+
+Reading is switched on and off by the protocol (``set_reading``). Unsent
+bytes are counted in the server's :class:`~lite_serving.request_body.MemoryBudget`.
+"""
+
+import collections
+import selectors
+import socket
+
+RECV_SIZE = 262144
+_READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+class Transport:
+    """One accepted socket, driven by the loop (I/O thread only)."""
+
+    __slots__ = ("sock", "fd", "peer", "loop", "protocol", "out", "unsent", "events", "reading",
+                 "write_paused", "high", "low", "budget", "metrics", "progress_at", "closed")
+
+    def __init__(self, loop, sock, peer, budget, metrics, high, low):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.loop = loop
+        self.protocol = None
+        self.out = collections.deque()   # bytes not yet taken by the socket
+        self.unsent = 0
+        self.events = 0                  # what the selector watches now
+        self.reading = True
+        self.write_paused = False
+        self.high = high
+        self.low = low
+        self.budget = budget
+        self.metrics = metrics
+        self.progress_at = loop.now      # last time the socket took output
+        self.closed = False
+
+    # -- from the loop ----------------------------------------------------
+
+    def on_readable(self):
+        protocol = self.protocol
+        buf = protocol.get_buffer()
+        if buf is not None:
+            try:
+                n = self.sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.abort()
+                return
+            finally:
+                buf.release()
+            if n == 0:
+                protocol.eof_received()
+                return
+            self.metrics.bytes_in += n
+            protocol.buffer_updated(n)
+            return
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.abort()
+            return
+        if not data:
+            protocol.eof_received()
+            return
+        self.metrics.bytes_in += len(data)
+        protocol.data_received(data)
+
+    def on_writable(self):
+        out = self.out
+        sock = self.sock
+        while out:
+            try:
+                sent = sock.send(out[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.abort()
+                return
+            self.progress_at = self.loop.now
+            self.metrics.bytes_out += sent
+            self.unsent -= sent
+            self.budget.give(sent)
+            if sent < len(out[0]):
+                out[0] = memoryview(out[0])[sent:]
+                break
+            out.popleft()
+        if self.write_paused and self.unsent <= self.low:
+            self.write_paused = False
+            self.protocol.resume_writing()
+            if self.closed:
+                return
+        if not out:
+            self._watch()
+            self.protocol.write_drained()
+
+    # -- for the protocol -------------------------------------------------
+
+    def start(self):
+        """Begin watching the socket (once its protocol is attached)."""
+        self._watch()
+
+    def write(self, data):
+        """Send ``data`` now as far as the socket takes it; queue the rest."""
+        if self.closed:
+            return
+        if self.out:
+            self._queue(data)
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.abort()
+            return
+        self.metrics.bytes_out += sent
+        if sent:
+            self.progress_at = self.loop.now
+        if sent < len(data):
+            self._queue(memoryview(data)[sent:] if sent else data)
+            self._watch()
+
+    def _queue(self, data):
+        n = len(data)
+        if not self.out:  # the write timeout counts from when output starts to wait
+            self.progress_at = self.loop.now
+        self.out.append(data)
+        self.unsent += n
+        self.budget.take(n)
+        if not self.write_paused and self.unsent > self.high:
+            self.write_paused = True
+            self.protocol.pause_writing()
+
+    def set_reading(self, on):
+        if self.reading != on:
+            self.reading = on
+            self._watch()
+
+    def shutdown_write(self):
+        """Half-close: the client sees the end of the answers. False when the socket is gone."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.abort()
+            return False
+        return True
+
+    def abort(self):
+        """Close the socket now, dropping unsent output; the protocol hears connection_lost."""
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.out.clear()
+        self.budget.give(self.unsent)
+        self.unsent = 0
+        protocol, self.protocol = self.protocol, None
+        if protocol is not None:
+            protocol.connection_lost()
+
+    def _watch(self):
+        """Have the selector watch for what is needed now: reading when on, writing while output waits."""
+        if self.closed:
+            return
+        events = _WRITE if self.out else 0
+        if self.reading:
+            events |= _READ
+        if events != self.events:
+            self.loop.watch(self, events, self.events)
+            self.events = events
