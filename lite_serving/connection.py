@@ -11,26 +11,30 @@ order and every error takes its place among them.
 States (``STATE_NAMES``) and what holds in each:
 
 ``IDLE``      no request in progress (``view`` is None); ``buf[pos:]`` holds at most the
-              start of the next head. Deadline: the head timeout from the head's first
-              byte; with nothing received, the keep-alive timeout from the moment the
-              last answer was written.
-``BODY``      ``view`` has an admitted head whose body is arriving into ``body`` (a sink
-              or a chunked decoder). Deadline: the body timeout from the last bytes.
-``WAITING``   ``view`` is complete and lent to the dispatch; only the dispatch's answer
-              (``on_answer``) moves on. Input read ahead stays in ``buf``, within budget.
+              start of the next head. Reading. Deadline: the head timeout from the
+              head's first byte (or from entering IDLE); with nothing received, the
+              keep-alive timeout from the moment the last answer was written.
+``BODY``      ``view`` has an admitted head whose body is arriving into ``body`` (a sink,
+              fed by ``decoder`` when chunked). Reading. Deadline: the body timeout from
+              the last bytes received.
+``WAITING``   ``view`` is complete and lent to the dispatch; only its answer
+              (``on_answer``) moves on. No deadline. Reading ahead into ``buf`` only
+              within ``--max-pending-input`` and while the memory budget has room.
 ``STREAMING`` ``stream`` produces the answer on a thread of its own; ``view`` is kept
-              until it ends.
-``DRAINING``  an answer was written but more than ``--max-pending-output`` of output
-              waits for the client: nothing more is read or framed until it drains.
+              until it ends. No deadline of its own; reading ahead as in WAITING.
+``DRAINING``  an answer was written but over ``--max-pending-output`` of output waits for
+              the client: not reading, nothing framed, until it drains to a quarter.
 ``CLOSING``   the last answer is being written; once it is out the connection is
-              half-closed and lingers, discarding input, until the client closes or the
-              linger deadline passes.
+              half-closed and lingers, reading and dropping input, until the client
+              closes or the linger deadline passes.
 ``CLOSED``    the socket is closed; everything the connection held is released.
 
-Deadlines are chosen in one place (:meth:`_arm`); while output waits for the
-client, the write timeout (``--body-timeout`` without progress) applies in any
-state. A connection ends in one of two ways: gracefully (:meth:`_close_after`,
-after the last answer) or by :meth:`abort`.
+Whatever the state, while output waits for the client the write timeout
+(``--body-timeout`` without progress) applies. After the client's EOF nothing
+is read; what was received is still answered. Transitions go through
+:meth:`_enter`, the one place deadlines are chosen. A connection ends in one of
+two ways: gracefully (:meth:`_close_after`, after the last answer) or by
+:meth:`abort`.
 """
 
 import logging
@@ -50,6 +54,7 @@ STATE_NAMES = ("IDLE", "BODY", "WAITING", "STREAMING", "DRAINING", "CLOSING", "C
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0
 _EMPTY = b""
+_StreamBody = streams.StreamBody
 
 
 class ConnectionContext:
@@ -73,20 +78,19 @@ class ConnectionContext:
         self.body_timeout = config.body_timeout
         self.draining = False
         self.scratch = bytearray(256 * 1024)   # receive area for spooled bodies (one thread reads)
-        self.connections = {}                  # transport fd → connection
+        self.connections = {}                  # id(connection) → connection
 
 
 class HTTPConnection:
     """The protocol of one client connection (I/O thread only)."""
 
     __slots__ = ("ctx", "transport", "peer", "state", "buf", "pos", "counted", "view", "body",
-                 "decoder", "stream", "close_after", "eof", "deadline", "head_started")
+                 "decoder", "stream", "close_after", "eof", "framing", "deadline", "recv_into")
 
     def __init__(self, ctx, transport):
         self.ctx = ctx
         self.transport = transport
         self.peer = transport.peer
-        self.state = IDLE
         self.buf = _EMPTY          # bytes received and not yet framed, from ``pos`` on
         self.pos = 0
         self.counted = 0           # of ``buf``, bytes counted in the memory budget
@@ -96,32 +100,41 @@ class HTTPConnection:
         self.stream = None         # StreamBody being sent (STREAMING)
         self.close_after = False   # the answer in progress is the last one
         self.eof = False           # the client closed its sending side
+        self.framing = False       # inside _next_request (answers found there do not re-enter it)
+        self.recv_into = False     # the transport reads straight into get_buffer() (BODY)
         self.deadline = None
-        self.head_started = 0.0
         transport.protocol = self
-        self._arm()
+        self._enter(IDLE)
 
     def __repr__(self):
         return f"<HTTPConnection {self.peer} {STATE_NAMES[self.state]}>"
 
-    # -- the one place deadlines are chosen ---------------------------------
+    # -- transitions: the one place states change and deadlines are chosen ----------
 
-    def _arm(self):
-        state = self.state
+    def _enter(self, state):
+        self.state = state
         ctx = self.ctx
+        transport = self.transport
         if state == IDLE:
+            self.close_after = False
             if self.pos < len(self.buf):
-                self.deadline = self.head_started + ctx.head_timeout
-            elif self.transport.unsent:
+                self.deadline = ctx.loop.now + ctx.head_timeout
+            elif transport.unsent:
                 self.deadline = None  # the write timeout watches the answers still going out
             else:
                 self.deadline = ctx.loop.now + ctx.keep_alive_timeout
+            if not transport.reading and not self.eof:
+                transport.set_reading(True)
+        elif state == WAITING or state == STREAMING:
+            self.deadline = None
         elif state == BODY:
             self.deadline = ctx.loop.now + ctx.body_timeout
-        elif state == CLOSING and not self.transport.unsent:
-            self.deadline = ctx.loop.now + LINGER_SECONDS
-        else:
+        elif state == DRAINING:
             self.deadline = None
+            transport.set_reading(False)
+        elif state == CLOSING:
+            # the linger deadline starts once the last answer is out (see _linger)
+            self.deadline = None if transport.unsent else ctx.loop.now + LINGER_SECONDS
 
     def check_deadline(self, now):
         """Called about once a second: end what has waited too long."""
@@ -137,36 +150,16 @@ class HTTPConnection:
         else:  # an idle keep-alive connection, or a linger that has lasted long enough
             self.abort()
 
-    # -- reading: which bytes are wanted, and where they go ----------------------
-
-    def _update_reading(self):
-        """Read in IDLE, BODY and CLOSING; elsewhere only read ahead, within the budgets."""
-        state = self.state
-        if self.eof:
-            on = False
-        elif state == IDLE or state == BODY or state == CLOSING:
-            on = True
-        else:
-            ctx = self.ctx
-            on = len(self.buf) - self.pos < ctx.max_input and not ctx.budget.exhausted \
-                and state != DRAINING
-        self.transport.set_reading(on)
-
-    def _count_input(self):
-        """Keep the memory budget in step with the unframed bytes held in ``buf``."""
-        held = len(self.buf) - self.pos
-        if held != self.counted:
-            self.ctx.budget.take(held - self.counted)
-            self.counted = held
+    # -- bytes in ------------------------------------------------------------------
 
     def get_buffer(self):
+        """Where the transport receives the next bytes of a Content-Length body (BODY)."""
         body = self.body
-        if self.state != BODY or body is None or self.decoder is not None:
-            return None
         want = body.length - body.got
         if type(body) is MemoryBody:
             return body.room(want)
-        return memoryview(self.ctx.scratch)[:min(want, len(self.ctx.scratch))]
+        scratch = self.ctx.scratch
+        return memoryview(scratch)[:min(want, len(scratch))]
 
     def buffer_updated(self, n):
         body = self.body
@@ -175,7 +168,7 @@ class HTTPConnection:
         elif not body.write(self.ctx.scratch[:n]):
             self._spool_failed()
             return
-        self._arm()
+        self.deadline = self.ctx.loop.now + self.ctx.body_timeout
         if body.got == body.length:
             self._body_complete()
             self._next_request()
@@ -187,177 +180,101 @@ class HTTPConnection:
                 self.buf = self.buf[self.pos:] + data
             else:
                 self.buf = data
-                self.head_started = self.ctx.loop.now
+                self.deadline = self.ctx.loop.now + self.ctx.head_timeout  # a head begins
             self.pos = 0
             self._next_request()
-        elif state == BODY:  # a chunked body (Content-Length bodies are read with get_buffer)
+        elif state == BODY:  # a chunked body (Content-Length bodies come through get_buffer)
             self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
             self.pos = 0
             self._chunked_data()
-            if self.state != BODY:
-                self._next_request()
+            self._next_request()
         elif state == CLOSING:
             return  # lingering: what the client still sends is dropped
-        else:  # read ahead while the answer is pending
+        else:  # read ahead while the answer is pending, within the budgets
             self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
             self.pos = 0
             self._count_input()
-            self._update_reading()
+            ctx = self.ctx
+            if len(self.buf) >= ctx.max_input or ctx.budget.exhausted:
+                self.transport.set_reading(False)
 
     def eof_received(self):
         """The client sent all it will: finish what is in progress, then close."""
         self.eof = True
         state = self.state
-        unsent = self.transport.unsent
-        if state == BODY or (state == IDLE or state == CLOSING) and not unsent:
+        if state == BODY or (state == IDLE or state == CLOSING) and not self.transport.unsent:
             self.abort()  # a body that can never be complete, nothing in progress, or lingering over
             return
         self.transport.set_reading(False)
 
-    # -- framing requests ------------------------------------------------------
+    def _count_input(self):
+        """Keep the memory budget in step with the unframed bytes held in ``buf``."""
+        held = len(self.buf) - self.pos
+        if held != self.counted:
+            self.ctx.budget.held += held - self.counted
+            self.counted = held
+
+    # -- framing requests -------------------------------------------------------------
 
     def _next_request(self):
         """Frame requests from ``buf`` while the connection is IDLE (pipelined ones one by one)."""
+        if self.framing:
+            return
+        self.framing = True
         ctx = self.ctx
-        while self.state == IDLE:
-            data, pos = self.buf, self.pos
-            if pos >= len(data):
+        try:
+            while self.state == IDLE:
+                data, pos = self.buf, self.pos
+                if pos >= len(data):
+                    break
+                try:
+                    head = parse_head(data, pos, *ctx.limits)
+                except ParseError as exc:
+                    self.buf, self.pos = _EMPTY, 0
+                    self._refuse(exc.status, exc.message)
+                    break
+                if head is None:
+                    break
+                self.pos = pos = head.end
+                if ctx.draining:
+                    head.keep_alive = False  # shutting down: this connection ends after its answer
+                if head.chunked:
+                    self._start_chunked(head)
+                    continue
+                length = head.content_length
+                if length <= 0:
+                    self._route(self._new_view(head, _EMPTY, 0))
+                    continue
+                if length > ctx.max_body:
+                    self._refuse(413, f"request body of {length} bytes is over the limit of "
+                                      f"{ctx.max_body}", head)
+                    break
+                if not ctx.budget.reserve(length):
+                    self._refuse_busy(head)
+                    break
+                if len(data) - pos >= length:
+                    self.pos = pos + length
+                    self._route(self._new_view(head, data[pos:pos + length], length))
+                else:
+                    self._start_body(head, length)
+        finally:
+            self.framing = False
+        state = self.state
+        if state == IDLE:
+            if self.pos >= len(self.buf) and self.buf:
                 self.buf, self.pos = _EMPTY, 0
-                break
-            try:
-                head = parse_head(data, pos, *ctx.limits)
-            except ParseError as exc:
-                self.buf, self.pos = _EMPTY, 0
-                self._refuse(exc.status, exc.message)
-                break
-            if head is None:
-                break
-            self.pos = pos = head.end
-            if ctx.draining:
-                head.keep_alive = False  # shutting down: this connection ends after its answer
-            if head.chunked:
-                self._start_chunked(head)
-                continue
-            length = head.content_length
-            if length <= 0:
-                self._complete(head, _EMPTY, 0)
-                continue
-            if length > ctx.max_body:
-                self._refuse(413, f"request body of {length} bytes is over the limit of "
-                                  f"{ctx.max_body}", head)
-                break
-            if not ctx.budget.reserve(length):
-                self._refuse_busy(head)
-                break
-            if len(data) - pos >= length:
-                self.pos = pos + length
-                self._complete(head, data[pos:pos + length], length)
-            else:
-                self._start_body(head, length)
-        if self.state == IDLE:
-            if self.pos >= len(self.buf):
-                self.buf, self.pos = _EMPTY, 0
-            if self.eof and not self.transport.unsent:
-                self.abort()  # nothing more can come, and nothing is left to send
+            if self.eof:  # nothing more can come: close once what is left to send is out
+                if not self.transport.unsent:
+                    self.abort()
                 return
-            if ctx.draining and self.pos >= len(self.buf):
+            if ctx.draining and not self.buf:
                 self._close_after()  # shutting down: every request received has its answer
                 return
-            self._arm()
-        elif self.state == BODY and self.eof:
+        elif state == BODY and self.eof:
             self.abort()  # the client has sent all it will: this body can never be complete
             return
-        self._count_input()
-        if self.state != CLOSED:
-            self._update_reading()
-
-    def _start_body(self, head, length):
-        """A Content-Length body that is still arriving: to memory or, for a large form, a file."""
-        ctx = self.ctx
-        data, pos = self.buf, self.pos
-        self.buf, self.pos = _EMPTY, 0
-        view = self._new_view(head, _EMPTY, length)
-        if length > ctx.spool_size and _is_multipart(head.content_type):
-            ctx.budget.give(length)   # the body goes to disk, not to memory
-            view.reserved = 0
-            sink = SpooledBody(length)
-            if not sink.write(data[pos:]):
-                self.body = sink
-                self._spool_failed()
-                return
-        else:
-            sink = MemoryBody(ctx.buffers, length)
-            sink.write(data[pos:])
-        self.body = view.sink = sink
-        self._enter(BODY)
-        if head.expect_continue and len(data) == pos:
-            self.transport.write(CONTINUE)
-
-    def _start_chunked(self, head):
-        view = self._new_view(head, _EMPTY, 0)
-        view.sink = self.body = MemoryBody(self.ctx.buffers, -1)
-        self.decoder = ChunkedDecoder(self.ctx.max_body, self.ctx.limits[0], self.ctx.limits[1])
-        self._enter(BODY)
-        if head.expect_continue and self.pos == len(self.buf):
-            self.transport.write(CONTINUE)
-        self._chunked_data()
-
-    def _chunked_data(self):
-        """Decode what ``buf`` holds of a chunked body into its sink; complete it at the end."""
-        decoder = self.decoder
-        try:
-            self.pos = decoder.feed(self.buf, self.pos)
-        except ParseError as exc:
-            self._drop_body()
-            self._refuse(exc.status, exc.message, self.view_head())
-            return
-        piece = decoder.take()
-        if piece and not self._chunked_store(piece):
-            return
-        self._arm()
-        if decoder.done:
-            self._body_complete()
-
-    def _chunked_store(self, piece):
-        """Keep a decoded piece: counted in the budget; a large form moves to a file."""
-        ctx, view, sink = self.ctx, self.view, self.body
-        if type(sink) is MemoryBody:
-            if sink.got + len(piece) > ctx.spool_size and _is_multipart(view.head.content_type):
-                spooled = SpooledBody(-1, bytes(sink.content()))
-                sink.release(None)
-                ctx.budget.give(view.reserved)
-                view.reserved = 0
-                view.sink = self.body = sink = spooled
-            elif not ctx.budget.reserve(len(piece)):
-                self._drop_body()
-                self._refuse_busy(view.head)
-                return False
-            else:
-                view.reserved += len(piece)
-        if not sink.write(piece):
-            self._spool_failed()
-            return False
-        return True
-
-    def view_head(self):
-        return self.view.head if self.view is not None else None
-
-    def _body_complete(self):
-        view, sink = self.view, self.body
-        self.body = None
-        trailers = None
-        if self.decoder is not None:
-            trailers, self.decoder = self.decoder.trailers, None
-        if type(sink) is SpooledBody:
-            if not sink.finish():
-                self.body = sink
-                self._spool_failed()
-                return
-            view.spool = sink.content()
-        else:
-            view.body = sink.content()
-        view.trailers = trailers
-        self._route(view)
+        if self.counted or self.pos < len(self.buf):
+            self._count_input()
 
     def _new_view(self, head, body, reserved):
         ctx = self.ctx
@@ -369,32 +286,109 @@ class HTTPConnection:
         self.view = view
         return view
 
-    def _complete(self, head, body, reserved):
-        self._route(self._new_view(head, body, reserved))
+    def _start_body(self, head, length):
+        """A Content-Length body still arriving: to a growing buffer or, for a large form, a file."""
+        ctx = self.ctx
+        data, pos = self.buf, self.pos
+        self.buf, self.pos = _EMPTY, 0
+        view = self._new_view(head, _EMPTY, length)
+        if length > ctx.spool_size and _is_multipart(head.content_type):
+            ctx.budget.give(length)   # the body goes to disk, not to memory
+            view.reserved = 0
+            sink = SpooledBody(length)
+            if not sink.write(data[pos:]):
+                self._spool_failed()
+                return
+        else:
+            sink = MemoryBody(ctx.buffers, length)
+            sink.write(data[pos:])
+        self.body = view.sink = sink
+        self.recv_into = True
+        self._enter(BODY)
+        if head.expect_continue and len(data) == pos:
+            self.transport.write(CONTINUE)
+
+    def _start_chunked(self, head):
+        ctx = self.ctx
+        view = self._new_view(head, _EMPTY, 0)
+        view.sink = self.body = MemoryBody(ctx.buffers, -1)
+        self.decoder = ChunkedDecoder(ctx.max_body, ctx.limits[0], ctx.limits[1])
+        self._enter(BODY)
+        if head.expect_continue and self.pos == len(self.buf):
+            self.transport.write(CONTINUE)
+        self._chunked_data()
+
+    def _chunked_data(self):
+        """Decode what ``buf`` holds of a chunked body into its sink; complete it at the end."""
+        decoder = self.decoder
+        try:
+            self.pos = decoder.feed(self.buf, self.pos)
+        except ParseError as exc:
+            self._refuse(exc.status, exc.message, self.view.head)
+            return
+        piece = decoder.take()
+        if piece and not self._chunked_store(piece):
+            return
+        self.deadline = self.ctx.loop.now + self.ctx.body_timeout
+        if decoder.done:
+            self._body_complete()
+
+    def _chunked_store(self, piece):
+        """Keep a decoded piece, counted in the budget; a large form moves to a file."""
+        ctx, view, sink = self.ctx, self.view, self.body
+        if type(sink) is MemoryBody:
+            if sink.got + len(piece) > ctx.spool_size and _is_multipart(view.head.content_type):
+                spooled = SpooledBody(-1, bytes(sink.content()))
+                sink.release(None)
+                ctx.budget.give(view.reserved)
+                view.reserved = 0
+                view.sink = self.body = sink = spooled
+            elif not ctx.budget.reserve(len(piece)):
+                self._refuse_busy(view.head)
+                return False
+            else:
+                view.reserved += len(piece)
+        if not sink.write(piece):
+            self._spool_failed()
+            return False
+        return True
+
+    def _body_complete(self):
+        view, sink = self.view, self.body
+        self.body = None
+        self.recv_into = False
+        if self.decoder is not None:
+            view.trailers, self.decoder = self.decoder.trailers, None
+        if type(sink) is SpooledBody:
+            if not sink.finish():
+                self._spool_failed()
+                return
+            view.spool = sink.content()
+        else:
+            view.body = sink.content()
+        self._route(view)
 
     def _route(self, view):
         """A complete request: answered here (cheap routes, errors) or lent to the dispatch."""
-        self.view = view
         reply = self.ctx.route(view)
         if reply is None:
-            self._enter(WAITING)
+            self.state = WAITING   # _enter(WAITING), inlined: no deadline, reading ahead allowed
+            self.deadline = None
             self.ctx.dispatch.submit(self, view)
         else:
             self._answer(view, reply)
 
-    # -- answers -------------------------------------------------------------
+    # -- answers -----------------------------------------------------------------------
 
     def on_answer(self, view, reply):
         """The dispatch's answer to ``view`` (I/O thread)."""
         if self.state == CLOSED:  # the client left while predict ran
-            if type(reply[1]) is streams.StreamBody:
+            if type(reply[1]) is _StreamBody:
                 reply[1].close()
             self._finish(view)
             return
         try:
             self._answer(view, reply)
-            if self.state == IDLE:
-                self._next_request()
         except Exception:
             log.exception("internal error while answering a request; closing its connection")
             self.abort()
@@ -403,11 +397,11 @@ class HTTPConnection:
         status, data, close = reply
         if close:
             self.close_after = True
-        if type(data) is streams.StreamBody:
+        if type(data) is _StreamBody:
             self._start_stream(view, status, data)
             return
+        self._finish(view, status)  # first: by the time the client reads, the request holds nothing
         self.transport.write(data)
-        self._finish(view, status)
         self._after_answer()
 
     def _after_answer(self):
@@ -420,6 +414,8 @@ class HTTPConnection:
             self._enter(DRAINING)
         else:
             self._enter(IDLE)
+            if self.pos < len(self.buf) or self.eof or self.ctx.draining:
+                self._next_request()
 
     def _finish(self, view, status=None):
         """The one place a request ends (once): counted, logged, everything it holds released.
@@ -436,20 +432,19 @@ class HTTPConnection:
         metrics.in_flight -= 1
         if status is not None:
             metrics.by_class[status // 100] += 1
-            now = monotonic()
-            metrics.request_seconds.observe(now - view.started)
+            seconds = monotonic() - view.started
+            metrics.request_seconds.observe(seconds)
             if ctx.access_log.enabled:
-                ctx.access_log.record(self.peer, view.head, status, now - view.started)
+                ctx.access_log.record(self.peer, view.head, status, seconds)
         view.release()
 
     def _refuse(self, status, message, head=None):
         """Answer an error the server itself finds; the connection closes after it."""
-        ctx = self.ctx
-        self._drop_body()
+        self.body = self.decoder = None  # a body being read is released with its view
+        self.recv_into = False
         if self.view is not None and self.state in (IDLE, BODY):
             self._finish(self.view)
-        ctx.metrics.by_class[status // 100] += 1
-        self.close_after = True
+        self.ctx.metrics.by_class[status // 100] += 1
         self.transport.write(error_reply(status, message, head)[1])
         self._close_after()
 
@@ -457,16 +452,11 @@ class HTTPConnection:
         self._refuse(503, "the server holds too many request bodies to take this one now; "
                           "retry shortly", head)
 
-    def _drop_body(self):
-        """The body being read will never be complete: its sink is released with its view."""
-        self.body = None
-        self.decoder = None
-
     def _spool_failed(self):
-        self._drop_body()
-        self._refuse(507, "the server cannot store this upload now", self.view_head())
+        self._refuse(507, "the server cannot store this upload now",
+                     self.view.head if self.view is not None else None)
 
-    # -- streams -------------------------------------------------------------
+    # -- streams -----------------------------------------------------------------------
 
     def _start_stream(self, view, status, stream):
         ctx = self.ctx
@@ -475,7 +465,7 @@ class HTTPConnection:
         self._enter(STREAMING)
         ctx.metrics.by_class[status // 100] += 1
         if ctx.access_log.enabled:
-            ctx.access_log.record(self.peer, view.head, status, ctx.loop.now - view.started)
+            ctx.access_log.record(self.peer, view.head, status, monotonic() - view.started)
         stream.handed = len(stream.head)
         self.transport.write(stream.head)
         post = ctx.loop.call_soon_threadsafe
@@ -484,9 +474,9 @@ class HTTPConnection:
     def _stream_post(self, stream, data):
         """A piece of ``stream`` (or END / ABORT) from its thread (I/O thread)."""
         if data is streams.END or data is streams.ABORT:
-            view = self.view
             if self.stream is stream:
                 self.stream = None
+            view = self.view
             if view is not None and self.state in (STREAMING, CLOSED):
                 self._finish(view)
             if self.state != STREAMING:
@@ -497,8 +487,6 @@ class HTTPConnection:
             if not stream.chunked:  # HTTP/1.0: the end of the body is the end of the connection
                 self.close_after = True
             self._after_answer()
-            if self.state == IDLE:
-                self._next_request()
             return
         if self.stream is not stream or self.state != STREAMING:
             return
@@ -508,15 +496,15 @@ class HTTPConnection:
 
     def _stream_progress(self):
         stream = self.stream
-        if stream is not None:
+        if stream is not None and self.transport is not None:
             stream.written = stream.handed - self.transport.unsent
             if stream.backlog() < streams.LOW_WATER:
                 stream.window.set()
 
-    # -- flow control from the transport ----------------------------------------
+    # -- flow control from the transport --------------------------------------------------
 
     def pause_writing(self):
-        pass  # the answer path sees transport.write_paused
+        pass  # the answer path sees transport.write_paused and enters DRAINING
 
     def resume_writing(self):
         self._stream_progress()
@@ -532,10 +520,14 @@ class HTTPConnection:
         elif state == IDLE:
             if self.eof:
                 self.abort()  # nothing more can come, and everything is written
-            else:
-                self._arm()  # the keep-alive timer starts when the last answer is written
+            elif self.pos < len(self.buf):
+                pass  # a head is arriving: its deadline stands
+            elif self.ctx.draining:
+                self._close_after()
+            else:  # the keep-alive timer starts when the last answer has been written
+                self.deadline = self.ctx.loop.now + self.ctx.keep_alive_timeout
 
-    # -- the two ways a connection ends --------------------------------------
+    # -- the two ways a connection ends ----------------------------------------------------
 
     def _close_after(self):
         """Graceful close: once the last answer is written, half-close and linger, then close."""
@@ -545,14 +537,14 @@ class HTTPConnection:
 
     def _linger(self):
         """Closing at once with unread input would reset the connection and could destroy the
-        answer before the client reads it: stop sending, drain what the client still sends."""
+        answer before the client reads it: stop sending, drop what the client still sends."""
         if self.eof or not self.transport.shutdown_write():
             self.abort()
             return
         self.buf, self.pos = _EMPTY, 0
         self._count_input()
-        self._arm()
-        self._update_reading()
+        self.deadline = self.ctx.loop.now + LINGER_SECONDS
+        self.transport.set_reading(True)
 
     def abort(self):
         """Close the socket now; connection_lost releases the rest."""
@@ -562,7 +554,7 @@ class HTTPConnection:
 
     def connection_lost(self):
         """The socket is closed: release what the connection holds (a view lent to the dispatch
-        or to a stream is released when its answer or stream comes back)."""
+        or to a stream is released when its answer or its stream's end comes back)."""
         state = self.state
         self.state = CLOSED
         self.transport = None
@@ -579,19 +571,10 @@ class HTTPConnection:
         if view is not None and state != WAITING and state != STREAMING:
             self._finish(view)
         self.body = self.decoder = None
-
-    # -- state changes ---------------------------------------------------------
-
-    def _enter(self, state):
-        self.state = state
-        if state == IDLE:
-            self.close_after = False
-            self.head_started = self.ctx.loop.now  # the next head's clock starts now at the earliest
-        self._arm()
-        self._update_reading()
+        self.recv_into = False
 
     def drain(self):
-        """Shutting down: end at once when nothing is in progress, else after the current answer."""
+        """Shutting down: close now when nothing is in progress, else after the current answers."""
         if self.state == IDLE and self.pos >= len(self.buf) and not self.transport.unsent:
             self.abort()
 

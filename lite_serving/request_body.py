@@ -19,6 +19,7 @@ import logging
 log = logging.getLogger("lite_serving")
 
 FIRST_SIZE = 256 * 1024      # a fresh buffer starts this large and doubles as bytes arrive
+_ZEROS = memoryview(bytes(FIRST_SIZE))
 
 
 class MemoryBudget:
@@ -99,16 +100,22 @@ class MemoryBody:
         self.buffers = buffers
         self.length = length
         self.got = 0
-        self.buf = buffers.take(length) if length > 0 else bytearray(min(FIRST_SIZE, buffers.GRAIN))
+        self.buf = buffers.take(length) if length > 0 else bytearray()
 
     def _grow(self, need):
-        """Make room for ``need`` more bytes: double, bounded by the declared length."""
-        cap = len(self.buf)
+        """Make room for ``need`` more bytes: double, bounded by the declared length.
+
+        Zeros are appended in pieces, never as one large temporary object.
+        """
+        buf = self.buf
+        cap = len(buf)
         want = max(cap * 2, self.got + need)
         if self.length > 0:
             want = min(want, -(-self.length // BodyBuffers.GRAIN) * BodyBuffers.GRAIN)
-        if want > cap:
-            self.buf += bytes(want - cap)
+        while cap < want:
+            step = min(want - cap, len(_ZEROS))
+            buf += _ZEROS[:step]
+            cap += step
 
     def room(self, limit):
         """A writable view of the next bytes of the buffer, at most ``limit`` long."""
@@ -121,11 +128,14 @@ class MemoryBody:
         self.got += n
 
     def write(self, data):
-        n = len(data)
-        if self.got + n > len(self.buf):
-            self._grow(n)
-        self.buf[self.got:self.got + n] = data
-        self.got += n
+        """Append ``data``: into the room the buffer has, the rest by growing it as it goes."""
+        buf, got, n = self.buf, self.got, len(data)
+        fits = min(n, len(buf) - got)
+        if fits:
+            buf[got:got + fits] = data[:fits] if fits < n else data
+        if fits < n:
+            buf += data[fits:]   # the bytearray grows by its own amortised steps
+        self.got = got + n
         return True
 
     def content(self):

@@ -31,7 +31,7 @@ class InvalidResponse(ValueError):
 # RFC 9110 §5.1 field-name = token; §5.5 field-value: VCHAR, obs-text, SP and HTAB, no other CTL
 _FIELD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-_good_values = set()      # content types already checked (bounded)
+_good_values = {None}     # content types and header blocks already checked (bounded)
 _GOOD_VALUES_LIMIT = 512
 
 
@@ -47,17 +47,24 @@ def status_line(status):
     return line
 
 
-def _checked_fields(content_type, extra):
-    """The wire gate for header fields: every value and line must be a valid field (RFC 9110 §5)."""
+def _check_fields(content_type, extra):
+    """The wire gate for header fields: every value and line must be a valid field (RFC 9110 §5).
+
+    Values already found valid are remembered (a bounded set), so the usual
+    answer costs one set lookup.
+    """
     if content_type is not None and content_type not in _good_values:
         if type(content_type) is not bytes or _FIELD_VALUE.fullmatch(content_type) is None:
             raise InvalidResponse(f"invalid Content-Type {content_type!r}: a header value "
                                   "may not hold CR, LF, NUL or other control characters")
         if len(_good_values) < _GOOD_VALUES_LIMIT:
             _good_values.add(content_type)
-    if extra and _FIELD_LINES.fullmatch(extra) is None:
-        raise InvalidResponse(f"invalid header lines {extra!r}: names must be tokens and values "
-                              "may not hold CR, LF, NUL or other control characters")
+    if extra and extra not in _good_values:
+        if _FIELD_LINES.fullmatch(extra) is None:
+            raise InvalidResponse(f"invalid header lines {extra!r}: names must be tokens and "
+                                  "values may not hold CR, LF, NUL or other control characters")
+        if len(_good_values) < _GOOD_VALUES_LIMIT:
+            _good_values.add(extra)
 
 
 def server_and_date():
@@ -84,7 +91,8 @@ def build_head(status, content_type, length, extra=b"", version=1, keep_alive=Tr
     ``content_type`` is bytes or None; ``extra`` holds ready header lines;
     ``length`` None leaves Content-Length out (204 and 304 answers have none).
     """
-    _checked_fields(content_type, extra)
+    if content_type not in _good_values or extra:
+        _check_fields(content_type, extra)
     conn = b"" if keep_alive and version else connection_header(version, keep_alive)
     framing = b"" if length is None else b"Content-Length: %d\r\n" % length
     if content_type is None:
@@ -95,7 +103,7 @@ def build_head(status, content_type, length, extra=b"", version=1, keep_alive=Tr
 
 def build_stream_head(status, content_type, extra=b"", version=1, keep_alive=True):
     """The head of a streamed answer: chunked on HTTP/1.1; on HTTP/1.0 the body ends at close."""
-    _checked_fields(content_type, extra)
+    _check_fields(content_type, extra)
     if version == 0:
         framing, conn = b"", b"Connection: close\r\n"
     else:

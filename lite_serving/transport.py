@@ -3,8 +3,8 @@
 The transport owns the non-blocking socket and its unsent output; it knows
 nothing of HTTP. It calls its protocol back:
 
-- ``get_buffer()`` → a writable memoryview to receive into, or None to be
-  handed ``data_received(bytes)``; after a ``recv_into``, ``buffer_updated(n)``;
+- ``data_received(bytes)``; or, while the protocol's ``recv_into`` is true,
+  ``get_buffer()`` → a writable memoryview to receive into, then ``buffer_updated(n)``;
 - ``eof_received()`` when the client closes its sending side;
 - ``pause_writing()`` / ``resume_writing()`` when unsent output crosses the
   high / low water marks (the protocol's output budget);
@@ -51,8 +51,8 @@ class Transport:
 
     def on_readable(self):
         protocol = self.protocol
-        buf = protocol.get_buffer()
-        if buf is not None:
+        if protocol.recv_into:
+            buf = protocol.get_buffer()
             try:
                 n = self.sock.recv_into(buf)
             except (BlockingIOError, InterruptedError):

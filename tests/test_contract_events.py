@@ -231,3 +231,41 @@ def test_production_collector_down_logs_an_error_and_predict_answers(production)
     emit(production, [{"name": "lost-event", "data": "d"}], request_id=9)
     wait_for_new(production, mark, r"(?i)(?=.*error)(?=.*lost-event)")
     emit(production, [{"name": "lost-again", "data": "d", "id": 10}])
+
+
+STREAMING = """
+    import openbayes_serving as serv
+
+
+    class Predictor:
+        def __init__(self):
+            pass
+
+        def predict(self, json):
+            def pieces():
+                for i in range(json["count"]):
+                    serv.emit_event("piece", i)
+                    yield "piece %d;" % i
+            return serv.Response(pieces())
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_production_events_from_a_streamed_generator_keep_the_request_id(tmp_path, collector):
+    """The generator runs on a thread of its own: the request's context goes with it."""
+    srv = start(tmp_path / "stream", STREAMING, env=PRODUCTION)
+    try:
+        for request_id in (31, 32):
+            resp = post(srv, json.dumps({"count": 3}).encode(), "application/json",
+                        headers=[("X-Openbayes-Serving-Request-Id", str(request_id))])
+            assert resp.status == 200 and resp.body == b"piece 0;piece 1;piece 2;", resp
+        collector.wait_for(6)
+        events = collector.events()
+        assert sorted((e["id"], e["data"]) for e in events) == [
+            (31, b"0"), (31, b"1"), (31, b"2"), (32, b"0"), (32, b"1"), (32, b"2")]
+        assert "no request id" not in srv.log
+    finally:
+        kill(srv)
