@@ -243,7 +243,7 @@ class HTTPConnection:
                     continue
                 length = head.content_length
                 if length <= 0:
-                    self._route(self._new_view(head, _EMPTY, 0))
+                    self._route(RequestView(head, _EMPTY, self.peer, ctx.budget, 0, ctx.loop.now))
                     continue
                 if length > ctx.max_body:
                     self._refuse(413, f"request body of {length} bytes is over the limit of "
@@ -254,7 +254,8 @@ class HTTPConnection:
                     break
                 if len(data) - pos >= length:
                     self.pos = pos + length
-                    self._route(self._new_view(head, data[pos:pos + length], length))
+                    self._route(RequestView(head, data[pos:pos + length], self.peer, ctx.budget,
+                                            length, ctx.loop.now))
                 else:
                     self._start_body(head, length)
         finally:
@@ -276,14 +277,12 @@ class HTTPConnection:
         if self.counted or self.pos < len(self.buf):
             self._count_input()
 
-    def _new_view(self, head, body, reserved):
+    def _new_view(self, head, reserved):
+        """The request whose body is about to be read (BODY)."""
         ctx = self.ctx
-        view = RequestView(head, body, self.peer)
-        view.reserved = reserved
-        view.budget = ctx.budget
-        view.started = ctx.loop.now
+        view = self.view = RequestView(head, _EMPTY, self.peer, ctx.budget, reserved, ctx.loop.now)
+        view.done = False
         ctx.metrics.in_flight += 1
-        self.view = view
         return view
 
     def _start_body(self, head, length):
@@ -291,7 +290,7 @@ class HTTPConnection:
         ctx = self.ctx
         data, pos = self.buf, self.pos
         self.buf, self.pos = _EMPTY, 0
-        view = self._new_view(head, _EMPTY, length)
+        view = self._new_view(head, length)
         if length > ctx.spool_size and _is_multipart(head.content_type):
             ctx.budget.give(length)   # the body goes to disk, not to memory
             view.reserved = 0
@@ -310,7 +309,7 @@ class HTTPConnection:
 
     def _start_chunked(self, head):
         ctx = self.ctx
-        view = self._new_view(head, _EMPTY, 0)
+        view = self._new_view(head, 0)
         view.sink = self.body = MemoryBody(ctx.buffers, -1)
         self.decoder = ChunkedDecoder(ctx.max_body, ctx.limits[0], ctx.limits[1])
         self._enter(BODY)
@@ -370,11 +369,16 @@ class HTTPConnection:
 
     def _route(self, view):
         """A complete request: answered here (cheap routes, errors) or lent to the dispatch."""
-        reply = self.ctx.route(view)
+        ctx = self.ctx
+        if view.done is None:  # framed just now, not through BODY: now it is in flight
+            view.done = False
+            ctx.metrics.in_flight += 1
+        self.view = view
+        reply = ctx.route(view)
         if reply is None:
             self.state = WAITING   # _enter(WAITING), inlined: no deadline, reading ahead allowed
             self.deadline = None
-            self.ctx.dispatch.submit(self, view)
+            ctx.dispatch.submit(self, view)
         else:
             self._answer(view, reply)
 

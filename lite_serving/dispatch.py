@@ -33,13 +33,11 @@ SLOW_RESCUES = 5         # rescues within SLOW_WINDOW seconds that move predict 
 SLOW_WINDOW = 60.0
 
 
-def _answer(handle, view):
-    try:
-        return handle(view)
-    except BaseException:  # handle() catches predict's errors: this is a bug in lite_serving
-        log.exception("answering a request failed")
-        from .app import error_reply
-        return error_reply(500, "internal error", view.head)
+def _failed(view):
+    """The answer when ``handle`` itself raised: handle() catches predict's errors, so a bug."""
+    log.exception("answering a request failed")
+    from .app import error_reply
+    return error_reply(500, "internal error", view.head)
 
 
 class InlineDispatch:
@@ -66,7 +64,11 @@ class InlineDispatch:
         ready, handle = self.ready, self.handle
         while ready:
             conn, view = ready.popleft()
-            conn.on_answer(view, _answer(handle, view))
+            try:
+                reply = handle(view)
+            except BaseException:
+                reply = _failed(view)
+            conn.on_answer(view, reply)
         return True
 
     def stop(self):
@@ -123,7 +125,11 @@ class PoolDispatch:
             with lock:
                 self._idle -= 1
             conn, view = item
-            self._done.append((conn, view, _answer(handle, view)))
+            try:
+                reply = handle(view)
+            except BaseException:
+                reply = _failed(view)
+            self._done.append((conn, view, reply))
             if not self._collect_pending:
                 self._collect_pending = True
                 self.loop.call_soon_threadsafe(self._collect)
@@ -186,7 +192,9 @@ class AutoDispatch(PoolDispatch):
                 conn, view = ready.popleft()
                 self._inline_since = time.monotonic()
             try:
-                reply = _answer(handle, view)
+                reply = handle(view)
+            except BaseException:
+                reply = _failed(view)
             finally:
                 with lock:
                     lost = loop.owner is not token

@@ -196,19 +196,19 @@ class RequestView:
     __slots__ = ("head", "body", "peer", "trailers", "started", "spool", "sink", "reserved",
                  "budget", "resources", "done", "_headers", "_params")
 
-    def __init__(self, head, body, peer=None, trailers=None, spool=None):
+    def __init__(self, head, body, peer=None, budget=None, reserved=0, started=0.0):
         self.head = head
         self.body = body          # bytes; a memoryview of a growing buffer (large bodies);
         #                           b"" when spooled
-        self.spool = spool        # temporary file holding a large multipart body, or None
+        self.spool = None         # temporary file holding a large multipart body, or None
         self.sink = None          # the MemoryBody/SpooledBody the body was read into, or None
-        self.reserved = 0         # bytes of the memory budget this request holds
-        self.budget = None
+        self.budget = budget      # the MemoryBudget that ``reserved`` bytes are counted in
+        self.reserved = reserved
         self.resources = None     # files opened for this request (form parts), closed at release
         self.peer = peer
-        self.trailers = trailers
-        self.started = 0.0
-        self.done = False         # the connection has ended this request (answered or dropped)
+        self.trailers = None
+        self.started = started
+        self.done = None          # None: not yet in flight; False: in flight; True: ended
         self._headers = None
         self._params = None
 
@@ -247,7 +247,7 @@ class RequestView:
         if sink is not None:
             sink.release(self.body)
         if self.reserved:
-            self.budget.give(self.reserved)
+            self.budget.held -= self.reserved
             self.reserved = 0
         self.body = b""
         self.spool = None
