@@ -17,7 +17,7 @@ SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor", "coldstart", "worker
 # Scenarios that are one app served by every server, load after load.
 APP_SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor")
 FACADE_CONNECTIONS = 32
-TENSOR_CONNECTIONS = 4
+TENSOR_CONNECTIONS = 1  # answers of 5-20 MB: one client asking in a loop, no queue at the reference
 
 
 @dataclass(frozen=True)
