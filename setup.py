@@ -1,9 +1,10 @@
-"""Build: the pure-Python package, the optional Cython parser, and the alias .pth file.
+"""Build: the pure-Python package, the optional Cython modules, and the alias .pth file.
 
 The compiled parser (``_speedups/parser_c.pyx`` → ``lite_serving.parser_c``)
-is optional: when it cannot be compiled the install still succeeds and
-lite_serving runs on its pure-Python parser. ``LITE_SERVING_NO_EXT=1``
-skips compiling.
+and tensor codec (``_speedups/codec_c.pyx`` → ``lite_serving.codec_c``) are
+optional: when one cannot be compiled the install still succeeds and
+lite_serving runs on its pure-Python twin. ``LITE_SERVING_NO_EXT=1`` skips
+compiling.
 """
 
 import os
@@ -19,24 +20,24 @@ PTH = "lite_serving_alias.pth"
 
 
 class OptionalBuildExt(build_ext):
-    """Compile the parser if possible; warn and go on without it otherwise."""
+    """Compile the Cython modules if possible; warn and go on without them otherwise."""
 
     def run(self):
         try:
             super().run()
         except Exception as exc:  # no compiler, no headers...
-            self._skip(exc)
+            self._skip(exc, "modules were")
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._skip(exc)
+            self._skip(exc, ext.name + " was")
 
     @staticmethod
-    def _skip(exc):
-        sys.stderr.write(f"lite_serving: the compiled parser was not built ({exc}); "
-                         "the pure-Python parser will be used\n")
+    def _skip(exc, what):
+        sys.stderr.write(f"lite_serving: the compiled {what} not built ({exc}); "
+                         "their pure-Python twins will be used\n")
 
 
 class BuildPyWithPth(build_py):
@@ -53,17 +54,23 @@ def extensions():
     try:
         from Cython.Build import cythonize
     except ImportError:
-        sys.stderr.write("lite_serving: Cython is not available; the pure-Python parser will be used\n")
+        sys.stderr.write("lite_serving: Cython is not available; the pure-Python parser and codec "
+                         "will be used\n")
         return []
-    source = os.path.join("_speedups", "parser_c.pyx")
-    if not os.path.exists(os.path.join(HERE, source)):
-        return []
-    return cythonize(
-        [Extension("lite_serving.parser_c", [source], extra_compile_args=["-O3"])],
-        compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
-                             "cdivision": True, "initializedcheck": False},
-    )
-
+    built = []
+    for name in ("parser_c", "codec_c"):
+        source = os.path.join("_speedups", f"{name}.pyx")
+        if not os.path.exists(os.path.join(HERE, source)):
+            continue
+        try:  # one module that Cython refuses must not cost the other
+            built += cythonize(
+                [Extension(f"lite_serving.{name}", [source], extra_compile_args=["-O3"])],
+                compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
+                                     "cdivision": True, "initializedcheck": False},
+            )
+        except Exception as exc:
+            OptionalBuildExt._skip(exc, f"lite_serving.{name} was")
+    return built
 
 setup(
     ext_modules=extensions(),

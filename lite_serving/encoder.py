@@ -4,14 +4,21 @@
 - ``str`` → text/plain; ``bytes`` → PNG/JPEG when sniffed, else octet-stream;
 - :class:`lite_serving.Response` or a Flask/werkzeug response → as given;
 - anything else → 500.
+
+numpy arrays, at the top or anywhere inside, are written without ``tolist()``:
+orjson writes them to JSON itself (given a C-contiguous, native-order copy when
+they are not one), and the tensor codec (``codec``) to MessagePack, where
+decoding gives the values and types of ``tolist()``. Nothing here imports numpy.
 """
 
 import base64
 import logging
+import os
 
 import orjson
 
 from .body_decoder import MSGPACK_TYPES
+from .codec import pack_array
 from .errors import ServingError
 from .response import InvalidResponse, Response, header_lines
 from .stream import StreamBody
@@ -22,15 +29,25 @@ JSON_TYPE = b"application/json"
 MSGPACK_TYPE = b"application/msgpack"
 TEXT_TYPE = b"text/plain; charset=utf-8"
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+_JSON_NUMPY_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _OFFERS = ("application/json",) + MSGPACK_TYPES
 _accept_cache = {}
 _ACCEPT_CACHE_LIMIT = 512
 
 
+def _is_ndarray(obj):
+    cls = type(obj)  # subclasses (masked arrays, matrices) keep their own tolist()
+    return cls.__name__ == "ndarray" and cls.__module__ == "numpy"
+
+
 def _json_default(obj):
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return base64.b64encode(obj).decode("ascii")
+    if (_is_ndarray(obj) and obj.dtype.kind in "biuf" and obj.dtype.itemsize <= 8 and obj.ndim
+            and not (obj.flags.c_contiguous and obj.dtype.isnative)):
+        # orjson writes only C-contiguous, native-order arrays; a copy is far cheaper than tolist()
+        return obj.astype(obj.dtype.newbyteorder("="), order="C")
     tolist = getattr(obj, "tolist", None)  # numpy arrays orjson cannot take natively, numpy scalars
     if tolist is not None:
         return tolist()
@@ -48,14 +65,73 @@ def _msgpack_default(obj):
     raise TypeError(f"{type(obj).__name__} is not MessagePack serializable")
 
 
+class _NumpyInside(Exception):
+    """A numpy value met while encoding without orjson's numpy option."""
+
+
+def _json_default_without_numpy(obj):
+    if type(obj).__module__ == "numpy":
+        raise _NumpyInside
+    return _json_default(obj)
+
+
 def encode_json(obj):
     """JSON bytes; bytes inside become base64 text, numpy values lists and numbers."""
-    return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS)
+    if type(obj).__module__ != "numpy":
+        # With its numpy option, orjson imports numpy the first time it meets any value it
+        # hands to ``default`` (bytes, a set): without numpy values, do without the option.
+        try:
+            return orjson.dumps(obj, default=_json_default_without_numpy, option=_JSON_OPTIONS)
+        except orjson.JSONEncodeError as exc:
+            if not isinstance(exc.__cause__, _NumpyInside):
+                raise
+    return orjson.dumps(obj, default=_json_default, option=_JSON_NUMPY_OPTIONS)
 
 
 def encode_msgpack(obj):
+    """MessagePack bytes; numpy arrays anywhere inside are written by the tensor codec."""
     import msgpack  # imported on first use: start-up stays light for JSON-only services
-    return msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
+    if _is_ndarray(obj):
+        packed = pack_array(obj)
+        if packed is not None:
+            return packed
+    arrays = []
+
+    def default(value):
+        if _is_ndarray(value):
+            packed = pack_array(value)
+            if packed is not None:
+                arrays.append(packed)
+                return _placeholder(msgpack)[0]
+        return _msgpack_default(value)
+
+    body = msgpack.packb(obj, default=default, use_bin_type=True)
+    if not arrays:
+        return body
+    # msgpack-python cannot take bytes already packed: each array went in as a placeholder,
+    # in the order it was met, and its bytes replace that placeholder here
+    pieces = body.split(_placeholder(msgpack)[1])
+    if len(pieces) != len(arrays) + 1:  # the data itself holds the placeholder's 18 bytes
+        return msgpack.packb(obj, default=_msgpack_default, use_bin_type=True)
+    joined = [pieces[0]]
+    for packed, piece in zip(arrays, pieces[1:]):
+        joined += (packed, piece)
+    return b"".join(joined)
+
+
+_placeholders = []
+
+
+def _placeholder(msgpack):
+    """An ext value with 16 random bytes, made once per process, and its packed bytes.
+
+    Random, so that no client can know it and put it in data a predictor echoes;
+    the count of pieces is checked anyway.
+    """
+    if not _placeholders:
+        ext = msgpack.ExtType(0x4C, os.urandom(16))
+        _placeholders.append((ext, msgpack.packb(ext)))
+    return _placeholders[0]
 
 
 def _parse_accept(accept):

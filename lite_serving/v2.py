@@ -61,8 +61,9 @@ Binary tensor data
 A request header ``Inference-Header-Content-Length: N`` makes the first N
 bytes of the body the JSON header and the rest raw tensor data, consumed in
 order by the inputs whose ``parameters`` hold ``binary_data_size``
-(little-endian, row-major; BOOL one byte per element; BYTES elements as a
-4-byte little-endian length and the bytes). Outputs asked for with
+(little-endian, row-major; BOOL one byte per element; BF16 the upper two
+bytes of the float32; BYTES elements as a 4-byte little-endian length and the
+bytes). Outputs asked for with
 ``"parameters": {"binary_data": true}`` (or all outputs, with the request
 parameter ``binary_data_output: true``; an output's own ``binary_data`` wins)
 come back the same way: the answer is ``application/octet-stream`` with an
@@ -72,8 +73,15 @@ come back the same way: the answer is ``application/octet-stream`` with an
 Notes
 -----
 - JSON ``data`` is checked, not coerced: integer datatypes take integers in
-  range, FP16/32/64 numbers, BOOL ``true``/``false``, BYTES strings (UTF-8
-  text, which onnxruntime string tensors hold).
+  range, FP16/BF16/FP32/FP64 numbers within the datatype's finite range (the
+  nearest value is taken, ties to even; NaN and infinities are kept), BOOL
+  ``true``/``false`` and nothing else, BYTES strings (UTF-8 text, which
+  onnxruntime string tensors hold). A boolean is not a number here.
+- BF16 tensors: numpy has no bfloat16, so they are held as their uint16 bits
+  and handed to onnxruntime as ``OrtValue``s; a model with BF16 outputs is run
+  with ``run_with_ort_values``, which takes no string inputs.
+- Element conversions run in numpy or in the tensor codec (``codec``): no
+  Python code runs per element, BYTES included.
 - Outputs the protocol has no datatype for (ONNX sequences and maps) show
   their ONNX type in the metadata, are left out of an answer that names no
   outputs, and are a 400 when asked for by name.
@@ -87,12 +95,13 @@ Notes
 import json as _stdlib_json
 import logging
 import math
-import struct
 import sys
+from operator import methodcaller
 from urllib.parse import unquote
 
 import orjson
 
+from .codec import join_length_prefixed, split_length_prefixed
 from .errors import ServingError
 
 log = logging.getLogger("lite_serving")
@@ -116,6 +125,7 @@ DATATYPES = {
     "INT32": ("int32", "tensor(int32)"),
     "INT64": ("int64", "tensor(int64)"),
     "FP16": ("float16", "tensor(float16)"),
+    "BF16": ("uint16", "tensor(bfloat16)"),  # the bits: numpy has no bfloat16
     "FP32": ("float32", "tensor(float)"),
     "FP64": ("float64", "tensor(double)"),
     "BYTES": ("object", "tensor(string)"),
@@ -127,11 +137,14 @@ _KIND_TO_V2 = {
     ("i", 1): "INT8", ("i", 2): "INT16", ("i", 4): "INT32", ("i", 8): "INT64",
     ("f", 2): "FP16", ("f", 4): "FP32", ("f", 8): "FP64",
 }
-# which numpy kinds of JSON data each datatype accepts
-_JSON_KINDS = {"BOOL": "b", "FP16": "iuf", "FP32": "iuf", "FP64": "iuf"}
-_INTEGER_KINDS = "iu"
+_FLOATS = ("FP16", "BF16", "FP32", "FP64")
+# the Python types JSON data may hold for each datatype (integer datatypes: int), and their words
+_JSON_TYPES = {"BOOL": {bool}, "BYTES": {str}, **{d: {int, float} for d in _FLOATS}}
+_NEEDS = {"BOOL": "true/false", "BYTES": "strings", **{d: "numbers" for d in _FLOATS}}
+_FOUND = {bool: "booleans", int: "integers", float: "floating-point numbers", str: "strings",
+          type(None): "nulls", dict: "objects", list: "nested lists"}
+_BFLOAT16 = 16  # ONNX TensorProto.BFLOAT16
 
-_LENGTH = struct.Struct("<I")
 _NOT_ALLOWED = "method {method} is not allowed on {path}"
 _server_metadata = None
 
@@ -168,6 +181,7 @@ class V2Model:
         self.outputs = [_Tensor(node) for node in session.get_outputs()]
         self._inputs = {t.name: t for t in self.inputs}
         self._outputs = {t.name: t for t in self.outputs}
+        self._bfloat16 = any(t.datatype == "BF16" for t in self.inputs + self.outputs)
         self._metadata = {
             "name": self.name,
             "versions": [self.version],
@@ -217,7 +231,7 @@ class V2Model:
         parts = []
         for (name, as_binary), value in zip(wanted, results):
             array = _output_array(name, value)
-            datatype = _datatype_of(array, name)
+            datatype = "BF16" if self._outputs[name].datatype == "BF16" else _datatype_of(array, name)
             entry = {"name": name, "datatype": datatype, "shape": list(array.shape)}
             if as_binary:
                 part = _to_binary(array, datatype)
@@ -251,6 +265,9 @@ class V2Model:
             raise ServingError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
         names = [t.name for t in self.outputs]
         results = self._run(names, feeds)  # sequences and maps too: the JSON encoder takes them
+        for index, spec in enumerate(self.outputs):
+            if spec.datatype == "BF16":
+                results[index] = _bfloat16_values(results[index])
         return {"outputs": dict(zip(names, results))}
 
     # -- helpers -----------------------------------------------------------------------------
@@ -342,9 +359,36 @@ class V2Model:
 
     def _run(self, names, feeds):
         try:
+            if self._bfloat16:
+                return self._run_bfloat16(names, feeds)
             return self.session.run(names, feeds)
+        except ServingError:
+            raise
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ServingError(f"onnxruntime failed: {exc}", 500) from None
+
+    def _run_bfloat16(self, names, feeds):
+        """Run a model with BF16 tensors, which reach and leave onnxruntime as OrtValues of bits."""
+        ort = sys.modules[type(self.session).__module__.partition(".")[0]]
+        for name, array in feeds.items():
+            if self._inputs[name].datatype == "BF16":
+                feeds[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(
+                    _contiguous(array), onnx_element_type=_BFLOAT16)
+        if not any(self._outputs[name].datatype == "BF16" for name in names):
+            return self.session.run(names, feeds)
+        # session.run cannot give a BF16 output back; run_with_ort_values can (no string inputs)
+        values = {name: value if isinstance(value, ort.OrtValue) else
+                  ort.OrtValue.ortvalue_from_numpy(_contiguous(value)) for name, value in feeds.items()}
+        results = []
+        for name, value in zip(names, self.session.run_with_ort_values(names, values)):
+            if not value.is_tensor():
+                raise ServingError(f"output {name!r} is not a tensor; with BF16 outputs, a model can "
+                                   "return tensors only", 500)
+            if self._outputs[name].datatype == "BF16":
+                results.append(_bfloat16_from_ortvalue(value))
+            else:
+                results.append(value.numpy())
+        return results
 
 
 # -- validation and conversion -------------------------------------------------------------------
@@ -372,53 +416,110 @@ def _check_shape(spec, shape, name):
 
 
 def _array_from_json(data, datatype, numpy_type, name):
-    """JSON ``data`` (flat or nested) → a numpy array of ``numpy_type``; wrong element types → 400."""
+    """JSON ``data`` (flat or nested) → a numpy array of ``numpy_type``; a wrong element → 400.
+
+    Checked, not coerced: every element's Python type must be one the datatype
+    takes (a boolean is no number), and every value must fit the datatype.
+    """
     import numpy as np
 
+    needs = _NEEDS.get(datatype, "integers")
+    ragged = (f"input {name!r}: data must be a flat list, or nested lists of equal lengths, "
+              f"of {needs}")
+    try:
+        items = np.array(data, dtype=object)  # the shape nested lists make; elements untouched
+    except (ValueError, TypeError, RecursionError):
+        raise ServingError(ragged) from None
+    flat = items.ravel().tolist()
+    wrong = set(map(type, flat)) - _JSON_TYPES.get(datatype, {int})
+    if wrong:
+        if list in wrong or tuple in wrong:
+            raise ServingError(ragged)
+        found = " or ".join(sorted(_FOUND.get(kind, f"{kind.__name__} values") for kind in wrong))
+        raise ServingError(f"input {name!r}: {datatype} data must be {needs}, not {found}")
     if datatype == "BYTES":
-        try:
-            array = np.asarray(data, dtype=object)
-        except (ValueError, TypeError):
-            raise ServingError(f"input {name!r}: data must be a (nested) list of strings") from None
-        for item in array.flat:
-            if type(item) is not str:
-                raise ServingError(f"input {name!r}: BYTES data must hold strings, not "
-                                   f"{type(item).__name__}") from None
-        return array
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError):
-        raise ServingError(f"input {name!r}: data must be a flat list, or nested lists of equal "
-                           "lengths, of numbers") from None
-    kind = array.dtype.kind
-    allowed = _JSON_KINDS.get(datatype, _INTEGER_KINDS)
-    if array.size and allowed is _INTEGER_KINDS and kind in "fO":
-        # numpy makes float64 of ints that fit no one integer type (0 with 2**64 - 1): look closer
-        array, kind = _integers_from_json(np, data, array, kind)
-    if array.size:
-        if kind not in allowed:
-            needs = "true/false" if datatype == "BOOL" else (
-                "numbers" if datatype.startswith("FP") else "integers")
-            found = {"b": "booleans", "f": "non-integer numbers", "U": "strings"}.get(kind, "other values")
-            raise ServingError(f"input {name!r}: {datatype} data must be {needs}, not {found}")
-        if allowed is _INTEGER_KINDS:
-            info = np.iinfo(numpy_type)
-            low, high = array.min(), array.max()
-            if low < info.min or high > info.max:
-                raise ServingError(f"input {name!r}: a value of data lies outside {datatype} "
-                                   f"[{info.min}, {info.max}]")
-    return array.astype(numpy_type, copy=False)
+        return items
+    if datatype == "BOOL":
+        return items.astype(bool)
+    if datatype in _FLOATS:
+        return _floats_from_json(np, items, datatype, numpy_type, name)
+    info = np.iinfo(numpy_type)
+    if flat:
+        low, high = min(flat), max(flat)
+        if low < info.min or high > info.max:
+            raise ServingError(f"input {name!r}: the value {low if low < info.min else high} in data "
+                               f"lies outside {datatype} [{info.min}, {info.max}]")
+    return np.array(flat, dtype=numpy_type).reshape(items.shape)
 
 
-def _integers_from_json(np, data, array, kind):
-    """Python ints that numpy would not type together → an object array of them, else unchanged."""
+def _floats_from_json(np, items, datatype, numpy_type, name):
+    """Numbers → FP16/BF16/FP32/FP64, nearest value; a finite number past the range → 400."""
+    largest = _BFLOAT16_MAX if datatype == "BF16" else float(np.finfo(numpy_type).max)
     try:
-        exact = np.asarray(data, dtype=object)
-    except (ValueError, TypeError):
-        return array, kind
-    if exact.shape != array.shape or not all(type(item) is int for item in exact.flat):
-        return array, kind
-    return exact, "i"
+        values = items.astype(np.float64)
+    except OverflowError:  # an integer past even float64
+        values = None
+    if values is not None:
+        if datatype == "BF16":
+            array = _bfloat16_bits(np, values)
+            infinite = (array & 0x7FFF) == 0x7F80
+        else:
+            with np.errstate(over="ignore"):
+                array = values.astype(numpy_type)
+            infinite = np.isinf(array)
+        overflow = infinite & np.isfinite(values)
+        if not overflow.any():
+            return array
+        value = f"the value {float(values[overflow][0])!r}"
+    else:
+        value = "an integer"
+    raise ServingError(f"input {name!r}: {value} in data lies outside {datatype} "
+                       f"[{-largest!r}, {largest!r}]")
+
+
+_BFLOAT16_MAX = 3.3895313892515355e+38  # (2 - 2**-7) * 2**127
+
+
+def _bfloat16_bits(np, values):
+    """float64 values → the bits (uint16) of the nearest bfloat16, ties to even.
+
+    float64 is rounded to float32 *to odd* first: rounding to nearest twice
+    could land on a tie between two bfloat16 the value was not on.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        single = values.astype(np.float32)
+    back = single.astype(np.float64)
+    bits = single.view(np.uint32)
+    bits[np.abs(back) > np.abs(values)] -= 1  # toward zero: a float32 magnitude one step down
+    bits[back != values] |= 1
+    bits += 0x7FFF + ((bits >> 16) & 1)
+    result = (bits >> 16).astype(np.uint16)
+    nan = np.isnan(values)
+    result[nan] = np.where(np.signbit(values[nan]), 0xFFC0, 0x7FC0)
+    return result
+
+
+def _bfloat16_values(bits):
+    """BF16 bits (uint16) → the same values as float32, which JSON encoders can write."""
+    import numpy as np
+
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _bfloat16_from_ortvalue(value):
+    """A BF16 OrtValue → a uint16 array of its bits (copied: the OrtValue owns its memory)."""
+    import ctypes
+
+    import numpy as np
+
+    shape = value.shape()
+    count = math.prod(shape)
+    raw = ctypes.string_at(value.data_ptr(), 2 * count) if count else b""
+    return np.frombuffer(raw, dtype=np.uint16).reshape(shape)
+
+
+def _contiguous(array):
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def _array_from_binary(data, datatype, numpy_type, shape, count, name):
@@ -426,17 +527,15 @@ def _array_from_binary(data, datatype, numpy_type, shape, count, name):
     import numpy as np
 
     if datatype == "BYTES":
-        items = _split_bytes(data, name)
+        try:
+            items = split_length_prefixed(data, decode=True)
+        except ValueError as exc:
+            raise ServingError(f"input {name!r}: BYTES binary data {exc}") from None
         if len(items) != count:
             raise ServingError(f"input {name!r} has {len(items)} BYTES elements in its binary data; "
                                f"shape {shape} needs {count}")
         array = np.empty(count, dtype=object)
-        for i, item in enumerate(items):
-            try:
-                array[i] = item.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ServingError(f"input {name!r}: BYTES element {i} is not UTF-8 text, which "
-                                   "onnxruntime string tensors need") from None
+        array[:] = items
         return array.reshape(shape)
     wire = np.dtype(numpy_type).newbyteorder("<")
     needed = count * wire.itemsize
@@ -449,24 +548,6 @@ def _array_from_binary(data, datatype, numpy_type, shape, count, name):
     if not array.dtype.isnative or not array.flags.aligned:
         array = array.astype(np.dtype(numpy_type))  # a native, aligned copy
     return array.reshape(shape)
-
-
-def _split_bytes(data, name):
-    """BYTES binary data → list of elements (each a 4-byte little-endian length, then the bytes)."""
-    raw = bytes(data)
-    items = []
-    position, end = 0, len(raw)
-    while position < end:
-        if position + 4 > end:
-            raise ServingError(f"input {name!r}: BYTES binary data ends inside an element length")
-        (length,) = _LENGTH.unpack_from(raw, position)
-        position += 4
-        if position + length > end:
-            raise ServingError(f"input {name!r}: a BYTES element of {length} bytes runs past the end "
-                               "of its binary data")
-        items.append(raw[position:position + length])
-        position += length
-    return items
 
 
 def _output_array(name, value):
@@ -495,10 +576,25 @@ def _text(item):
     return str(item)
 
 
+_DECODE = methodcaller("decode", "utf-8", "replace")
+
+
+def _texts(items):
+    """BYTES elements → JSON strings: str as they are, bytes as UTF-8 (bad bytes replaced)."""
+    kinds = set(map(type, items))
+    if kinds <= {str}:
+        return items
+    if kinds <= {bytes}:
+        return list(map(_DECODE, items))
+    return list(map(_text, items))
+
+
 def _to_json_data(array, datatype):
     """The flat ``data`` of a JSON output: a native contiguous numpy array orjson writes directly."""
     if datatype == "BYTES":
-        return [_text(item) for item in array.ravel().tolist()]
+        return _texts(array.ravel().tolist())
+    if datatype == "BF16":
+        array = _bfloat16_values(array)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     return array.ravel()
@@ -507,12 +603,7 @@ def _to_json_data(array, datatype):
 def _to_binary(array, datatype):
     """An output's raw bytes: little-endian row-major (no copy when already so), or BYTES elements."""
     if datatype == "BYTES":
-        pieces = []
-        for item in array.ravel().tolist():
-            raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
-            pieces.append(_LENGTH.pack(len(raw)))
-            pieces.append(raw)
-        return b"".join(pieces)
+        return join_length_prefixed(array.ravel().tolist())
     little = array.dtype.byteorder == "<" or array.dtype.byteorder == "|" or (
         array.dtype.byteorder == "=" and sys.byteorder == "little")
     if little and array.flags.c_contiguous:

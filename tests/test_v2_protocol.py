@@ -9,6 +9,7 @@ lite_serving process to test the integration).
 
 import http.server
 import json
+import math
 import pathlib
 import struct
 import subprocess
@@ -17,6 +18,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 np = pytest.importorskip("numpy")
 onnx = pytest.importorskip("onnx")
@@ -383,25 +386,35 @@ def test_unknown_and_duplicate_output_are_400(models):
         X, outputs=[{"name": "Y", "parameters": {"binary_data": "yes"}}])))
 
 
-@pytest.mark.parametrize("binary_in", [False, True])
-@pytest.mark.parametrize("binary_out", [False, True])
-def test_every_datatype_round_trips(models, sessions, binary_in, binary_out):
-    rng = np.random.default_rng(1)
+def every_datatype(seed, strings, scale, binary):
+    """Inputs of the identity model: (feeds, request entries, binary chunks), shape [3, 2].
+
+    Integers at their limits, floats ``scale`` times normal samples, BYTES ``strings``.
+    """
+    rng = np.random.default_rng(seed)
     feeds, entries, chunks = {}, [], []
     for datatype, (_, dtype) in DTYPES.items():
         if datatype == "BYTES":
-            array = np.array([["a", "héllo"], ["", "z" * 300], ["x", "y"]], dtype=object)
+            array = np.array(strings, dtype=object)
         elif datatype == "BOOL":
             array = rng.random((3, 2)) > 0.5
-        elif dtype in (np.float16, np.float32, np.float64):
-            array = (rng.standard_normal((3, 2)) * 100).astype(dtype)
+        elif datatype.startswith("FP"):
+            array = (rng.standard_normal((3, 2)) * scale).astype(dtype)
         else:
             info = np.iinfo(dtype)
             array = np.array([[info.min, info.max], [0, 1], [7, info.max - 1]], dtype=dtype)
         feeds[f"x_{datatype}"] = array
-        entry, raw = tensor(f"x_{datatype}", array, datatype, binary=binary_in)
+        entry, raw = tensor(f"x_{datatype}", array, datatype, binary=binary)
         entries.append(entry)
         chunks.append(raw)
+    return feeds, entries, chunks
+
+
+@pytest.mark.parametrize("binary_in", [False, True])
+@pytest.mark.parametrize("binary_out", [False, True])
+def test_every_datatype_round_trips(models, sessions, binary_in, binary_out):
+    feeds, entries, chunks = every_datatype(1, [["a", "héllo"], ["", "z" * 300], ["x", "y"]], 100,
+                                            binary_in)
     request = {"inputs": entries, "outputs": [{"name": f"y_{d}", "parameters": {"binary_data": binary_out}}
                                               for d in DTYPES]}
     header, out = decode(infer(models["identity"], request, *chunks if binary_in else ()))
@@ -914,3 +927,284 @@ def test_triton_errors(triton):
     with pytest.raises(InferenceServerException) as caught:
         client("affine").infer("affine", [data], outputs=[httpclient.InferRequestedOutput("Z")])
     assert caught.value.status() == "400" and "unknown output 'Z'" in caught.value.message()
+
+
+# -- BF16 ---------------------------------------------------------------------------------------
+
+def build_bfloat16(path):
+    """y = x (BF16), as_float = float(x), to_bf16 = bfloat16(f) (f: FP32)."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"]),
+         helper.make_node("Cast", ["x"], ["as_float"], to=TensorProto.FLOAT),
+         helper.make_node("Cast", ["f"], ["to_bf16"], to=TensorProto.BFLOAT16)],
+        "bfloat16",
+        [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["n"]),
+         helper.make_tensor_value_info("f", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, ["n"]),
+         helper.make_tensor_value_info("as_float", TensorProto.FLOAT, ["n"]),
+         helper.make_tensor_value_info("to_bf16", TensorProto.BFLOAT16, ["n"])])
+    return save(graph, path)
+
+
+BUILDERS["bf16"] = build_bfloat16
+
+
+def bf16_floats(bits):
+    return (np.asarray(bits, dtype=np.uint32) << 16).view(np.float32)
+
+
+def nearest_bf16(value):
+    """The bits of the bfloat16 nearest ``value`` (ties to even), by exact arithmetic."""
+    from fractions import Fraction
+
+    if math.isnan(value):
+        return 0xFFC0 if math.copysign(1, value) < 0 else 0x7FC0
+    sign = 0x8000 if math.copysign(1, value) < 0 else 0
+    if math.isinf(value):
+        return sign | 0x7F80
+
+    def magnitude(bits):  # 0x7F80: where rounding up past the largest finite value lands
+        return Fraction(2) ** 128 if bits == 0x7F80 else Fraction(float(bf16_floats([bits])[0]))
+
+    target = Fraction(abs(value))
+    low, high = 0, 0x7F80  # magnitudes grow with their bits: the last one not above target
+    while low < high:
+        middle = (low + high + 1) // 2
+        if magnitude(middle) <= target:
+            low = middle
+        else:
+            high = middle - 1
+    if low == 0x7F80:
+        return sign | 0x7F80
+    below, above = target - magnitude(low), magnitude(low + 1) - target
+    nearest = low if below < above or (below == above and low % 2 == 0) else low + 1
+    return sign | nearest
+
+
+def test_bf16_metadata(models):
+    meta = models["bf16"].metadata()
+    assert [(t["name"], t["datatype"]) for t in meta["inputs"]] == [("x", "BF16"), ("f", "FP32")]
+    assert [(t["name"], t["datatype"]) for t in meta["outputs"]] == \
+        [("y", "BF16"), ("as_float", "FP32"), ("to_bf16", "BF16")]
+
+
+@pytest.mark.parametrize("binary_out", [False, True])
+def test_bf16_json_input_is_rounded_to_nearest_even(models, binary_out):
+    values = [1.0, -2.5, 0.1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.3e38, 1e-40, -0.0, 65504.0]
+    request = {"inputs": [{"name": "x", "shape": [len(values)], "datatype": "BF16", "data": values},
+                          {"name": "f", "shape": [len(values)], "datatype": "FP32", "data": values}],
+               "parameters": {"binary_data_output": binary_out}}
+    header, _ = decode_bf16(infer(models["bf16"], request))
+    bits = [nearest_bf16(v) for v in values]
+    assert header["y"].tolist() == bits
+    np.testing.assert_array_equal(header["as_float"], bf16_floats(bits))
+
+
+def decode_bf16(answer):
+    """An answer of the bf16 model → ({output: uint16 bits or float32 values}, header)."""
+    status, ctype, body, extra = answer
+    assert status == 200, body
+    lines = dict(line.split(": ", 1) for line in extra.decode().split("\r\n") if line)
+    length = int(lines.get(v2.HEADER_LENGTH, len(body)))
+    header, binary = orjson.loads(body[:length]), body[length:]
+    out, offset = {}, 0
+    for entry in header["outputs"]:
+        size = (entry.get("parameters") or {}).get("binary_data_size")
+        if entry["datatype"] == "BF16":
+            if size is None:  # JSON: the values, which are exactly float32
+                bits = np.array(entry["data"], dtype=np.float32).view(np.uint32) >> 16
+                out[entry["name"]] = bits.astype(np.uint16)
+            else:
+                out[entry["name"]] = np.frombuffer(binary[offset:offset + size], dtype="<u2")
+        else:
+            raw = entry["data"] if size is None else np.frombuffer(binary[offset:offset + size], "<f4")
+            out[entry["name"]] = np.asarray(raw, dtype=np.float32)
+        offset += size or 0
+    return out, header
+
+
+@pytest.mark.parametrize("binary_out", [False, True])
+def test_bf16_binary_input_round_trips(models, binary_out):
+    bits = np.array([0x3F80, 0xC020, 0x0001, 0x8000, 0x7F7F, 0xFF7F, 0x4049], dtype=np.uint16)
+    floats = bf16_floats(bits)
+    raw, raw_f = bits.astype("<u2").tobytes(), floats.astype("<f4").tobytes()
+    request = {"inputs": [{"name": "x", "shape": [7], "datatype": "BF16",
+                           "parameters": {"binary_data_size": len(raw)}},
+                          {"name": "f", "shape": [7], "datatype": "FP32",
+                           "parameters": {"binary_data_size": len(raw_f)}}],
+               "outputs": [{"name": n, "parameters": {"binary_data": binary_out}}
+                           for n in ("y", "as_float", "to_bf16")]}
+    out, header = decode_bf16(infer(models["bf16"], request, raw, raw_f))
+    assert out["y"].tolist() == bits.tolist()
+    assert out["to_bf16"].tolist() == bits.tolist()  # exact bfloat16 values cast back unchanged
+    np.testing.assert_array_equal(out["as_float"], floats)
+    assert [e["datatype"] for e in header["outputs"]] == ["BF16", "FP32", "BF16"]
+
+
+def test_bf16_range_is_checked(models):
+    def request(value):
+        return {"inputs": [{"name": "x", "shape": [1], "datatype": "BF16", "data": [value]},
+                           {"name": "f", "shape": [1], "datatype": "FP32", "data": [0.0]}]}
+
+    for value in (1e39, -3.4e38, 3.3962e38):
+        message = error_of(infer(models["bf16"], request(value)))
+        assert "'x'" in message and "outside BF16" in message
+    assert infer(models["bf16"], request(3.3895e38))[0] == 200
+    assert "booleans" in error_of(infer(models["bf16"], request(True)))
+
+
+def test_bf16_simple_infer_answers_numbers(models):
+    result = models["bf16"].simple_infer({"inputs": {"x": [1.0, 0.1], "f": [2.0, 0.5]}})["outputs"]
+    assert result["y"].dtype == np.float32 and result["y"].tolist() == [1.0, float(bf16_floats([0x3DCD])[0])]
+    assert result["to_bf16"].tolist() == [2.0, 0.5]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.floats(allow_nan=True, allow_infinity=True)
+       | st.floats(min_value=3.38e38, max_value=3.41e38)
+       | st.floats(min_value=-1e-38, max_value=1e-38))
+def test_property_bf16_rounding_is_nearest_even(value):
+    assert int(v2._bfloat16_bits(np, np.array([value]))[0]) == nearest_bf16(value)
+
+
+# -- a real lite_serving process: JSON data checked, not coerced; every datatype ------------------
+
+@pytest.fixture(scope="module")
+def v2_process(tmp_path_factory):
+    """``python -m lite_serving DIR`` serving identity.onnx (every datatype) and bf16.onnx."""
+    import helpers_session
+
+    servers = {}
+    for name, build in (("identity", build_identity_all), ("bf16", build_bfloat16)):
+        directory = tmp_path_factory.mktemp(f"v2_process_{name}")
+        build(directory / f"{name}.onnx")
+        servers[name] = helpers_session.start(directory)
+    yield servers
+    for server in servers.values():
+        helpers_session.stop(server)
+
+
+def over_socket(server, request, *chunks, model="identity"):
+    """POST an infer request to a real server; the answer as ``v2.handle`` gives it."""
+    from http_client import Connection
+
+    header = orjson.dumps(request) if isinstance(request, dict) else request
+    headers = {"Host": "t", "Content-Type": "application/json"}
+    if chunks:
+        headers[v2.HEADER_LENGTH] = str(len(header))
+    with Connection("127.0.0.1", server.port, timeout=30) as conn:
+        conn.request("POST", f"/v2/models/{model}/infer", headers, header + b"".join(chunks))
+        resp = conn.read_response()
+    length = resp.header(v2.HEADER_LENGTH)
+    extra = b"" if length is None else f"{v2.HEADER_LENGTH}: {length}\r\n".encode()
+    return resp.status, resp.media_type().encode(), resp.body, extra
+
+
+def identity_request(datatype, data, shape=None):
+    """Every input of the identity model: ``data`` for ``datatype``, zeros for the others."""
+    entries = []
+    for d, (_, dtype) in DTYPES.items():
+        if d == datatype:
+            entries.append({"name": f"x_{d}", "shape": shape or [1, 2], "datatype": d, "data": data})
+        else:
+            value = [["a", "b"]] if d == "BYTES" else np.zeros((1, 2), dtype=dtype).tolist()
+            entries.append({"name": f"x_{d}", "shape": [1, 2], "datatype": d, "data": value})
+    return {"inputs": entries}
+
+
+@pytest.mark.parametrize("datatype, data, words", [
+    ("INT64", [1, True], "INT64 data must be integers, not booleans"),
+    ("INT32", [0, False], "INT32 data must be integers, not booleans"),
+    ("FP32", [0.5, True], "FP32 data must be numbers, not booleans"),
+    ("FP64", [False, 1.5], "FP64 data must be numbers, not booleans"),
+    ("FP16", [True, 1], "FP16 data must be numbers, not booleans"),
+    ("BOOL", [1, 0], "BOOL data must be true/false, not integers"),
+    ("BOOL", [True, None], "BOOL data must be true/false, not nulls"),
+    ("UINT8", [1, 2.0], "UINT8 data must be integers, not floating-point numbers"),
+    ("BYTES", ["a", 1], "BYTES data must be strings, not integers"),
+    ("FP32", [1e39, 0], "the value 1e+39 in data lies outside FP32"),
+    ("FP32", [0, -3.5e38], "the value -3.5e+38 in data lies outside FP32"),
+    ("FP16", [65520, 0], "the value 65520.0 in data lies outside FP16 [-65504.0, 65504.0]"),
+    ("UINT8", [1, 256], "the value 256 in data lies outside UINT8 [0, 255]"),
+    ("INT8", [-129, 0], "the value -129 in data lies outside INT8 [-128, 127]"),
+    ("UINT64", [-1, 0], "the value -1 in data lies outside UINT64"),
+])
+def test_json_data_is_checked_not_coerced(v2_process, datatype, data, words):
+    message = error_of(over_socket(v2_process["identity"], identity_request(datatype, data)))
+    assert message.startswith(f"input 'x_{datatype}': "), message
+    assert words in message
+
+
+def test_numbers_past_64_bits_are_400(v2_process):
+    """orjson reads an integer past 64 bits as a float; one past float64 leaves it to Python's json."""
+    body = json.dumps(identity_request("UINT64", [2 ** 64, 0])).encode()
+    message = error_of(over_socket(v2_process["identity"], body))
+    assert message == "input 'x_UINT64': UINT64 data must be integers, not floating-point numbers"
+    body = json.dumps(identity_request("FP64", [10 ** 400, 0])).encode()
+    message = error_of(over_socket(v2_process["identity"], body))
+    assert message.startswith("input 'x_FP64': an integer in data lies outside FP64 [")
+
+
+def test_json_data_at_the_limits_is_accepted(v2_process):
+    cases = {"FP16": [65504.0, 65519.0], "FP32": [3.4028234663852886e38, -1e-45],
+             "UINT64": [2 ** 64 - 1, 0], "INT64": [-2 ** 63, 2 ** 63 - 1], "BOOL": [True, False],
+             "FP64": [1.7976931348623157e308, 5e-324]}
+    for datatype, data in cases.items():
+        request = identity_request(datatype, data)
+        request["parameters"] = {"binary_data_output": True}
+        body = json.dumps(request).encode()
+        _, out = decode(over_socket(v2_process["identity"], body))
+        expected = np.array(data, dtype=DTYPES[datatype][1]).reshape(1, 2)
+        np.testing.assert_array_equal(out[f"y_{datatype}"], expected)
+    # FP16 65519 is nearer 65504 than infinity: rounded, not refused
+    assert np.array([65519.0], np.float16)[0] == 65504
+
+
+def test_nan_and_infinity_tokens_stay_accepted(v2_process):
+    body = json.dumps(identity_request("FP32", [math.nan, -math.inf])).encode()
+    header, _ = decode(over_socket(v2_process["identity"], body))
+    assert next(o for o in header["outputs"] if o["name"] == "y_FP32")["data"] == [None, None]
+
+
+@pytest.mark.parametrize("binary_in", [False, True])
+@pytest.mark.parametrize("binary_out", [False, True])
+def test_every_datatype_over_a_socket(v2_process, binary_in, binary_out):
+    """FP16, BYTES (empty, non-ASCII, long), every integer at its limits: in and out, JSON and binary."""
+    feeds, entries, chunks = every_datatype(11, [["", "héllo"], ["z" * 1000, "\u2603"], ["a", "b"]],
+                                            1000, binary_in)
+    request = {"inputs": entries, "parameters": {"binary_data_output": binary_out}}
+    header, out = decode(over_socket(v2_process["identity"], request, *(chunks if binary_in else ())))
+    for datatype in DTYPES:
+        np.testing.assert_array_equal(out[f"y_{datatype}"], feeds[f"x_{datatype}"])
+
+
+def test_bf16_over_a_socket(v2_process):
+    bits = np.array([0x3F80, 0xC020, 0x4049], dtype=np.uint16)
+    raw = bits.astype("<u2").tobytes()
+    request = {"inputs": [{"name": "x", "shape": [3], "datatype": "BF16",
+                           "parameters": {"binary_data_size": len(raw)}},
+                          {"name": "f", "shape": [3], "datatype": "FP32", "data": [0.1, 1e39, 2.0]}]}
+    message = error_of(over_socket(v2_process["bf16"], request, raw, model="bf16"))
+    assert message.startswith("input 'f': the value 1e+39 in data lies outside FP32")
+    request["inputs"][1]["data"] = [0.1, 1.0, 2.0]
+    out, _ = decode_bf16(over_socket(v2_process["bf16"], request, raw, model="bf16"))
+    assert out["y"].tolist() == bits.tolist()
+    np.testing.assert_array_equal(out["as_float"], bf16_floats(bits))
+
+
+def test_triton_bf16(triton):
+    """tritonclient sends and reads BF16 as ml_dtypes.bfloat16, in binary."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    httpclient, client = triton
+    x = np.array([1.0, -2.5, 0.1, 3e38], dtype=ml_dtypes.bfloat16)
+    f = np.array([0.5, 2.0, -1.0, 7.0], dtype=np.float32)
+    inputs = [httpclient.InferInput("x", [4], "BF16"), httpclient.InferInput("f", [4], "FP32")]
+    inputs[0].set_data_from_numpy(x, binary_data=True)
+    inputs[1].set_data_from_numpy(f, binary_data=False)
+    outputs = [httpclient.InferRequestedOutput("y", binary_data=True),
+               httpclient.InferRequestedOutput("as_float", binary_data=False),
+               httpclient.InferRequestedOutput("to_bf16", binary_data=True)]
+    result = client("bf16").infer("bf16", inputs, outputs=outputs)
+    assert result.as_numpy("y").view(np.uint16).tolist() == x.view(np.uint16).tolist()
+    np.testing.assert_array_equal(result.as_numpy("as_float"), x.astype(np.float32))
+    np.testing.assert_array_equal(result.as_numpy("to_bf16").astype(np.float32), f)

@@ -13,20 +13,22 @@ WORKERS_CONNECTIONS = 256
 WORKER_COUNTS = (1, 2)
 
 # Scenario names accepted by --scenarios, in the order they run.
-SCENARIOS = ("echo", "msgpack", "onnx", "facade", "coldstart", "workers")
+SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor", "coldstart", "workers")
 # Scenarios that are one app served by every server, load after load.
-APP_SCENARIOS = ("echo", "msgpack", "onnx", "facade")
+APP_SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor")
 FACADE_CONNECTIONS = 32
+TENSOR_CONNECTIONS = 1  # answers of 5-20 MB: one client asking in a loop, no queue at the reference
 
 
 @dataclass(frozen=True)
 class Load:
-    """One wrk run against an app: the cell it fills and the connection count."""
+    """One wrk run against an app: the cell it fills, the connection count, the Accept header."""
 
     cell: str
     app: str
     connections: int
     title: str
+    accept: str = None
 
 
 LOADS = {
@@ -41,6 +43,12 @@ LOADS = {
     "facade": (
         Load(f"facade-c{FACADE_CONNECTIONS}", "facade", FACADE_CONNECTIONS,
              f"echo via request.get_json(), {FACADE_CONNECTIONS} conn"),
+    ),
+    # a 1M-element float32 array answered: lite returns it as it is, the reference via tolist()
+    "tensor": (
+        Load("tensor-json", "tensor", TENSOR_CONNECTIONS, f"1M float32 answer, JSON, {TENSOR_CONNECTIONS} conn"),
+        Load("tensor-msgpack", "tensor", TENSOR_CONNECTIONS,
+             f"1M float32 answer, msgpack, {TENSOR_CONNECTIONS} conn", "application/msgpack"),
     ),
 }
 WORKERS_LOAD = Load(f"workers-c{WORKERS_CONNECTIONS}", "echo", WORKERS_CONNECTIONS, "echo JSON")
@@ -96,6 +104,10 @@ def _other_metrics():
     yield Metric(onnx.cell, "rps", f"{onnx.title}: throughput", "req/s", True, "ONNX predict (req/s)")
     yield Metric(onnx.cell, "p99_ms", f"{onnx.title}: p99 latency", "ms", False)
     yield Metric(facade.cell, "rps", f"{facade.title}: throughput", "req/s", True)
+    for load in LOADS["tensor"]:
+        yield Metric(load.cell, "rps", f"{load.title}: throughput", "req/s", True,
+                     "1M float32 answer (req/s)", load.cell.split("-")[1])
+        yield Metric(load.cell, "p50_ms", f"{load.title}: p50 latency", "ms", False)
     panel = "Cold start (ms)"
     yield Metric(COLDSTART_CELL, "ms", "cold start: spawn to GET / 200", "ms", False, panel, "GET / 200")
     yield Metric(

@@ -11,6 +11,7 @@ from .paths import TOOLS_DIR, WORK_DIR
 from .servers import ONNX_MODEL
 
 ECHO_DOC = {"inputs": [1, 2, 3, 4], "name": "echo"}
+TENSOR_SIZE = 1_000_000  # elements of the array servers/tensor_*/predictor.py answer
 MSGPACK_BODY_BYTES = 4 * 1024 * 1024
 # A msgpack map {"data": <bin 32>}: fixmap(1) + fixstr "data" + bin32 marker and length.
 _MSGPACK_HEAD = b"\x81\xa4data\xc6"
@@ -60,6 +61,11 @@ def _is_summary(payload):
     return payload == {"n": MSGPACK_DATA_BYTES}
 
 
+def _is_tensor(payload):
+    rows = payload.get("outputs") if isinstance(payload, dict) else None
+    return isinstance(rows, list) and len(rows) == TENSOR_SIZE and all(0 <= v < 1 for v in rows[:1000])
+
+
 def _is_onnx_output(payload):
     rows = payload.get("outputs") if isinstance(payload, dict) else None
     return bool(rows) and len(rows) == 1 and abs(sum(rows[0]) - 1.0) < 1e-3
@@ -88,4 +94,5 @@ APP_LOADS = {
     "msgpack": AppLoad("msgpack", _is_summary),
     "onnx": AppLoad("json", _is_onnx_output),
     "facade": AppLoad("json", _is_echo),
+    "tensor": AppLoad("json", _is_tensor),
 }

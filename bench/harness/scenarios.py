@@ -181,7 +181,8 @@ def measure_load(bench, server, load, column, rnd, client_cpus):
     body = BODIES[APP_LOADS[load.app].body]
     try:
         with ForeignCpu(server.pids()) as foreign:
-            r = run_wrk(server.url, body, load.connections, bench.settings.duration, client_cpus)
+            r = run_wrk(server.url, body, load.connections, bench.settings.duration, client_cpus,
+                        accept=load.accept)
     except (WrkError, subprocess.TimeoutExpired) as e:
         bench.fail([load.cell], column, rnd, f"{load.title}: {e}")
         return

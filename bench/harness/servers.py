@@ -42,7 +42,7 @@ class ServerSpec:
     key: str
     label: str
     env: str
-    apps: tuple = ("echo", "msgpack", "onnx", "facade")
+    apps: tuple = ("echo", "msgpack", "onnx", "facade", "tensor")
     extra_env: tuple = ()
     supports_workers: bool = False
     log_facts: tuple = ()  # regexes of start-up log lines worth reporting
@@ -56,7 +56,7 @@ class ReferenceServer(ServerSpec):
     """openbayes-serving runs the predictor file as a script: ``python predictor.py --port P``."""
 
     def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / ("reference" if app == "echo" else app)
+        directory = SERVERS_DIR / {"echo": "reference", "tensor": "tensor_reference"}.get(app, app)
         argv = ["predictor.py", "--host", HOST, "--port", str(port), *predictor_args(app)]
         return argv, directory
 
@@ -69,7 +69,7 @@ class LiteServer(ServerSpec):
     """
 
     def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / ("lite" if app == "echo" else app)
+        directory = SERVERS_DIR / {"echo": "lite", "tensor": "tensor_lite"}.get(app, app)
         argv = ["-m", "lite_serving", str(directory), "--host", HOST, "--port", str(port)]
         argv += predictor_args(app)
         if workers is not None:
@@ -94,7 +94,7 @@ SERVERS = {
         LiteServer("lite", "lite", "lite", supports_workers=True, log_facts=(r"parser: .+",)),
         LiteServer(
             "lite-pure",
-            "lite (pure parser)",
+            "lite (pure parser and codec)",
             "lite",
             extra_env=(("LITE_SERVING_PURE", "1"),),
             log_facts=(r"parser: .+",),

@@ -90,13 +90,19 @@ def _socket_errors(text):
     return dict(zip(("connect", "read", "write", "timeout"), map(int, found.groups()))) if found else {}
 
 
-def run_wrk(url, body, connections, duration_s, cpus, timeout_s=10):
-    """POST ``body`` (a fixtures.Body) to ``url`` for ``duration_s`` seconds, wrk pinned to ``cpus``."""
+def run_wrk(url, body, connections, duration_s, cpus, timeout_s=10, accept=None):
+    """POST ``body`` (a fixtures.Body) to ``url`` for ``duration_s`` seconds, wrk pinned to ``cpus``.
+
+    ``accept``: the Accept header to send (none by default).
+    """
     cmd = [
         "taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s",
         f"--timeout={timeout_s}s", "--latency", "-s", str(WRK_SCRIPT), url,
     ]  # fmt: skip
     env = {**os.environ, "BENCH_BODY_FILE": str(body.path), "BENCH_CONTENT_TYPE": body.content_type}
+    env.pop("BENCH_ACCEPT", None)
+    if accept:
+        env["BENCH_ACCEPT"] = accept
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + timeout_s + 30)
     if proc.returncode != 0:
         raise WrkError(f"wrk exited with {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
