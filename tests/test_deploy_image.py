@@ -105,19 +105,22 @@ class Podman:
 
 
 def install_tools():
-    """podman, runc and mmdebstrap from apt-get when missing; skips when they cannot be had."""
+    """podman, runc and mmdebstrap from apt-get when missing; skips when they cannot be had.
+    Returns what was done, for the report."""
     missing = [tool for tool in ("podman", "mmdebstrap") if not shutil.which(tool)]
     if not missing:
-        return
+        return "podman and mmdebstrap already installed"
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip(f"{' and '.join(missing)} not installed, and installing them needs root and "
                     "apt-get: the container images are not built")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    started = time.monotonic()
     for argv in (["apt-get", "update", "-q"],
                  ["apt-get", "install", "-y", "-q", "podman", "runc", "mmdebstrap"]):
         code, out, err = run(argv, env=env, timeout=900, check=False)
         if code != 0:
             pytest.skip(f"{' '.join(argv)} failed, so podman cannot run here: {(out + err)[-800:]}")
+    return f"podman, runc and mmdebstrap installed by apt-get in {time.monotonic() - started:.0f} s"
 
 
 def base_image(podman, workdir):
@@ -138,7 +141,7 @@ def base_image(podman, workdir):
 
 @pytest.fixture(scope="session")
 def podman(tmp_path_factory, request):
-    install_tools()
+    tools = install_tools()
     workdir = tmp_path_factory.mktemp("podman")
     conf = workdir / "containers.conf"
     # The default nofile/nproc ulimits cannot be set inside this machine's sandbox.
@@ -147,6 +150,7 @@ def podman(tmp_path_factory, request):
     code, out, err = tool("info", check=False, timeout=120)
     if code != 0:
         pytest.skip(f"podman cannot run here: {(out + err)[-800:]}")
+    tool.report.append(tools)
     tool.report.append(f"base image {BASE_IMAGE} ({BASE_PACKAGES}): {base_image(tool, workdir)}, "
                        f"{tool.size(BASE_IMAGE) / 1e6:.1f} MB")
     request.config.pluginmanager.register(SizeReport(tool), "lite-serving-image-report")
