@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import textwrap
 import time
 import uuid
@@ -26,6 +27,7 @@ from test_deploy_support import (DEPLOY, KSERVE, KUBERNETES, ROOT, fill_kserve_t
 BASE_IMAGE = "localhost/lite-serving-test-base:bookworm"
 BASE_PACKAGES = "python3,python3-venv,ca-certificates"
 IMAGE_PREFIX = "localhost/lite-serving-test-"
+CONTAINER_LABEL = "lite-serving-test"
 REFERENCE = "openbayes-serving==0.5.0"
 
 # The reference served the same way: a virtual environment without pip on the same base.
@@ -87,8 +89,9 @@ class Podman:
         name = f"lite-serving-test-{uuid.uuid4().hex[:10]}"
         self.containers.append(name)
         env_flags = [f for item in [f"LITE_SERVING_PORT={port}", *env] for f in ("-e", item)]
-        self("run", "-d", "--name", name, "--network", "host", "--read-only", "--cap-drop", "ALL",
-             "--security-opt", "no-new-privileges", *env_flags, *options, image, *args)
+        self("run", "-d", "--name", name, "--label", CONTAINER_LABEL, "--network", "host",
+             "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+             *env_flags, *options, image, *args)
         return name
 
     def running(self, name):
@@ -102,6 +105,12 @@ class Podman:
     def remove_all(self):
         for name in self.containers:
             self("rm", "--force", "--time", "0", name, check=False, timeout=60)
+
+    def remove_leftovers(self):
+        """Containers that an interrupted earlier run left behind, by their IDs."""
+        found = self("ps", "--all", "--quiet", "--filter", f"label={CONTAINER_LABEL}")[1].split()
+        for container in found:
+            self("rm", "--force", "--time", "0", container, check=False, timeout=60)
 
 
 def install_tools():
@@ -150,6 +159,7 @@ def podman(tmp_path_factory, request):
     code, out, err = tool("info", check=False, timeout=120)
     if code != 0:
         pytest.skip(f"podman cannot run here: {(out + err)[-800:]}")
+    tool.remove_leftovers()
     tool.report.append(tools)
     tool.report.append(f"base image {BASE_IMAGE} ({BASE_PACKAGES}): {base_image(tool, workdir)}, "
                        f"{tool.size(BASE_IMAGE) / 1e6:.1f} MB")
@@ -171,16 +181,25 @@ class SizeReport:
                 terminalreporter.write_line(line)
 
 
-def build(podman, model_dir, tag, **env):
+def build(podman, model_dir, tag):
     """deploy/build.sh for ``model_dir`` on the test base; returns the image name."""
     image = IMAGE_PREFIX + tag
     started = time.monotonic()
     run(["bash", str(DEPLOY / "build.sh"), str(ROOT / model_dir), image],
         env=dict(podman.env, ENGINE=" ".join(podman.command), BASE=BASE_IMAGE,
-                 BUILD_OPTS="--network host", **env), timeout=900)
+                 BUILD_OPTS="--network host"), timeout=900)
     podman.report.append(f"{image}: built in {time.monotonic() - started:.0f} s "
                          "(cached layers are reused between runs)")
     return image
+
+
+def build_options():
+    """``podman build`` options as deploy/build.sh gives them here: the test base, the host's
+    network, and the CA bundle pip is configured with as the ``pip-ca`` secret."""
+    ca = os.environ.get("PIP_CERT") or (run([sys.executable, "-m", "pip", "config", "get",
+                                             "global.cert"], check=False)[1].strip().strip("'"))
+    secret = ["--secret", f"id=pip-ca,src={ca}"] if ca and os.path.isfile(ca) else []
+    return ["--format", "docker", "--network", "host", *secret, "--build-arg", f"BASE={BASE_IMAGE}"]
 
 
 @pytest.fixture(scope="session")
@@ -310,12 +329,8 @@ def test_image_adds_a_fifth_of_what_the_reference_adds(podman, echo_image, iris_
     shutil.copytree(ROOT / "examples" / "echo", context / "model")
     (context / "Containerfile").write_text(REFERENCE_CONTAINERFILE)
     reference = IMAGE_PREFIX + "reference-echo"
-    ca = os.environ.get("PIP_CERT") or (run(["python3", "-m", "pip", "config", "get", "global.cert"],
-                                            check=False)[1].strip().strip("'"))
-    secret = ["--secret", f"id=pip-ca,src={ca}"] if ca and os.path.isfile(ca) else []
     started = time.monotonic()
-    podman("build", "--format", "docker", "--network", "host", *secret, "--build-arg",
-           f"BASE={BASE_IMAGE}", "-t", reference, str(context), timeout=900)
+    podman("build", *build_options(), "-t", reference, str(context), timeout=900)
     built_in = time.monotonic() - started
 
     # The reference image does serve the same predictor.
@@ -335,3 +350,26 @@ def test_image_adds_a_fifth_of_what_the_reference_adds(podman, echo_image, iris_
     podman.report.append(f"examples/iris (with numpy and onnxruntime): {iris / 1e6:.1f} MB, "
                          f"{(iris - base) / 1e6:.1f} MB over the base")
     assert 0 < lite * 5 < ref, (lite, ref)
+
+
+def test_build_script_refuses_what_it_cannot_build(tmp_path):
+    script = ["bash", str(DEPLOY / "build.sh")]
+    code, out, err = run([*script, str(ROOT / "examples" / "nowhere")], check=False)
+    assert code == 2 and "is not a directory" in err
+    code, out, err = run([*script, str(tmp_path)], check=False)
+    assert code == 2 and "must be a directory inside" in err and str(ROOT) in err
+    code, out, err = run([*script, str(ROOT)], check=False)
+    assert code == 2 and "must be a directory inside" in err
+    code, out, err = run([*script], check=False)
+    assert code == 2 and "usage: deploy/build.sh MODEL_DIR [IMAGE]" in err
+    code, out, err = run([*script, "--help"], check=False)
+    assert code == 0 and "BASE" in out + err
+    code, out, err = run([*script, str(ROOT / "examples" / "echo")], check=False,
+                         env=dict(os.environ, ENGINE="podman", PIP_CA=str(tmp_path / "none.pem")))
+    assert code == 2 and "the CA bundle" in err and "PIP_CA" in err
+
+
+def test_containerfile_asks_for_the_model_directory(podman, echo_image):
+    code, out, err = podman("build", *build_options(), "-f", str(DEPLOY / "container" / "Containerfile"),
+                            str(ROOT), check=False, timeout=900)
+    assert code != 0 and "--build-arg MODEL_DIR=" in out + err
