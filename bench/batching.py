@@ -11,7 +11,6 @@ minutes), then writes bench/results/batching.{md,json} and batching.png. See ben
 """
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -28,9 +27,9 @@ from harness.batch_fixtures import FixtureError, build_minilm, build_mlp, model_
 from harness.batch_scenario import BatchBench, BatchSettings, run_rounds  # noqa: E402
 from harness.envs import ENV_SPECS, EnvError, ensure_env, installed_versions  # noqa: E402
 from harness.machine import cpu_layout, machine_info  # noqa: E402
-from harness.paths import RESULTS_DIR, TOOLS_DIR  # noqa: E402
+from harness.paths import RESULTS_DIR  # noqa: E402
 from harness.wrk import ensure_wrk, wrk_version  # noqa: E402
-from run import csv_choice, log  # noqa: E402
+from run import csv_choice, log, write_outputs  # noqa: E402
 
 
 def parse_args(argv):
@@ -189,18 +188,6 @@ def results_document(bench, machine, failed, export, command):
     }
 
 
-def write_outputs(data, out_dir, tools_python):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path, png_path = (out_dir / f"batching.{ext}" for ext in ("json", "md", "png"))
-    json_path.write_text(json.dumps(data, indent=1) + "\n")
-    md_path.write_text(batch_report.render(data))
-    chart = subprocess.run([str(tools_python), str(TOOLS_DIR / "chart.py"), str(json_path), str(png_path)])
-    log(
-        f"[done] wrote {md_path}, {json_path}"
-        + (f", {png_path}" if chart.returncode == 0 else " (chart FAILED)")
-    )
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -231,7 +218,8 @@ def main(argv=None):
     run_rounds(bench)
     log(f"[done] measured in {time.monotonic() - started:.0f} s")
     data = results_document(bench, machine, failed, export, command)
-    write_outputs({**data, "setup_s": setup_s}, args.out, tools_python)
+    names = ("batching.json", "batching.md", "batching.png")
+    write_outputs({**data, "setup_s": setup_s}, args.out, tools_python, batch_report.render, names)
     return 0
 
 

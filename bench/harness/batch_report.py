@@ -221,7 +221,19 @@ def models_section(data):
             f"embedding moves by up to {export.get('int8_batched_vs_alone_max_abs', 0):.3f}); "
             f"{export.get('seconds', 0):.0f} s to build."
         )
+    versions = data["versions"]
+    servers = [
+        f"{name} {versions[env][dist]}"
+        for name, env, dist in (
+            ("lite_serving", "lite", "lite-serving"),
+            ("openbayes-serving", "reference", "openbayes-serving"),
+            ("LitServe", "litserve", "litserve"),
+            ("onnxruntime", "lite", "onnxruntime"),
+        )
+        if dist in versions.get(env, {})
+    ]
     lines += [
+        f"- Versions: {', '.join(servers)}.",
         f"- Every server: pinned to CPU {data['machine']['server_cpus']}, onnxruntime with "
         f"{s['threads']} intra-op thread(s) and 1 inter-op thread; batch size {s['batch_size']} for every "
         f"batched column; lite `--max-batch-delay {s['lite_delay_ms']:g}`; LitServe `batch_timeout` "
