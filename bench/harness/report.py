@@ -14,6 +14,8 @@ def fmt(value):
         return f"{value:,.0f}"
     if value >= 10:
         return f"{value:.1f}"
+    if value < 0.1:
+        return f"{value:.2g}"
     return f"{value:.2f}"
 
 
@@ -75,13 +77,14 @@ def ratio_section(summary, columns):
     return table(header, rows) + "\n"
 
 
-def absolute_section(summary, failed, columns, metrics):
+def absolute_section(summary, failed, columns, metrics, labels=None):
     rows = []
     for metric in metrics:
         row = [absolute(summary, failed, metric, c) for c in columns]
         if any(v != "–" for v in row):
             rows.append([_metric_name(metric)] + row)
-    return table(["metric"] + [column_label(c) for c in columns], rows) + "\n"
+    names = [(labels or {}).get(c) or column_label(c) for c in columns]
+    return table(["metric"] + names, rows) + "\n"
 
 
 def render(data):

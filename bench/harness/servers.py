@@ -23,6 +23,8 @@ CONTROLLED_ENV = (
     "PYTHONUNBUFFERED",
     "OPENBAYES_SERVING_PRODUCTION",
     "OPENBAYES_JOB_URL",
+    "BENCH_MODEL",
+    "BENCH_THREADS",
 )
 
 
@@ -50,6 +52,10 @@ class ServerSpec:
     def command(self, app, port, workers=None):
         """``(argv after the interpreter, working directory)`` to serve ``app`` on ``port``."""
         raise NotImplementedError
+
+    def app_env(self, app):
+        """Environment variables the server process gets for ``app`` (beyond the harness's own)."""
+        return dict(self.extra_env)
 
 
 class ReferenceServer(ServerSpec):
@@ -127,28 +133,32 @@ def answers_200(port, timeout=1.0):
     return len(parts) > 1 and parts[0].startswith(b"HTTP/") and parts[1] == b"200"
 
 
-def post(port, body, content_type, timeout=60.0):
-    """POST ``body`` to ``/``; return ``(status, response body)``."""
+def post(port, body, content_type, timeout=60.0, path="/"):
+    """POST ``body`` to ``path``; return ``(status, response body)``."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("POST", "/", body=body, headers={"Content-Type": content_type})
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
 
 
-def process_tree(pid):
-    """``pid`` and all its descendants (from /proc)."""
-    children = {}
+def _process_stats():
+    """``(pid, fields of /proc/PID/stat after the command name)`` of every process."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
+
+
+def process_tree(pid):
+    """``pid`` and all its descendants (from /proc)."""
+    children = {}
+    for child, fields in _process_stats():
+        children.setdefault(int(fields[1]), []).append(child)
     tree, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -210,23 +220,39 @@ class RunningServer:
         return len(self.pids())
 
     def stop(self, grace=10.0):
-        """SIGTERM the process group, then SIGKILL it if it is still there after ``grace``."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        """SIGTERM the process group, then SIGKILL what is left of it after ``grace``.
+
+        The whole group is waited for, not only the server's first process: workers
+        that outlive it (seen with LitServe's) would go on taking the server's CPU.
+        """
+        group = self.proc.pid
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while group_members(group) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if group_members(group):
             try:
-                os.killpg(self.proc.pid, sig)
+                os.killpg(group, signal.SIGKILL)
             except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+                pass
+        try:
+            self.proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            pass
 
 
-def server_env(spec):
+def group_members(pgid):
+    """Live (not zombie) processes of process group ``pgid``, from /proc."""
+    return [pid for pid, fields in _process_stats() if fields[0] != "Z" and int(fields[2]) == pgid]
+
+
+def server_env(spec, app=None):
     """The environment for a server process: ours minus CONTROLLED_ENV, plus the spec's."""
     env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
-    env.update(dict(spec.extra_env))
+    env.update(spec.app_env(app))
     return env
 
 
@@ -246,7 +272,7 @@ def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001
             proc = subprocess.Popen(
                 ["taskset", "-c", cpus, str(python), *argv],
                 cwd=cwd,
-                env=server_env(spec),
+                env=server_env(spec, app),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = ["#8c8c8c", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
+COLORS = ["#8c8c8c", "#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#ccb974"]
 
 
 def panels(data):
@@ -65,7 +65,9 @@ def draw_panel(ax, title, metrics, data, labels):
 
 def chart_title(data):
     """Date and CPU, plus a warning when other work took CPU during the wrk runs."""
-    text = f"lite_serving benchmark, {data['machine']['date']}, {data['machine']['cpu']}"
+    text = (
+        f"{data.get('title', 'lite_serving benchmark')}, {data['machine']['date']}, {data['machine']['cpu']}"
+    )
     shares = sorted(s["values"]["foreign_cpu"] for s in data["samples"] if "foreign_cpu" in s["values"])
     if shares and shares[len(shares) // 2] >= 0.05:
         text += (
@@ -76,7 +78,8 @@ def chart_title(data):
 
 def main(results_path, chart_path):
     data = json.loads(Path(results_path).read_text())
-    labels = {c: data["labels"].get(c, c) for c in data["columns"] + data["worker_columns"]}
+    shown = data["columns"] + data["worker_columns"] + data.get("extra_columns", [])
+    labels = {c: data["labels"].get(c, c) for c in shown}
     measured = {t: [m for m in ms if m["cell"] in data["summary"]] for t, ms in panels(data).items()}
     groups = {t: ms for t, ms in measured.items() if ms}
     cols = 2 if len(groups) > 1 else 1
