@@ -31,6 +31,7 @@ class InvalidResponse(ValueError):
 # RFC 9110 §5.1 field-name = token; §5.5 field-value: VCHAR, obs-text, SP and HTAB, no other CTL
 _FIELD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _good_values = {None}     # content types and header blocks already checked (bounded)
 _GOOD_VALUES_LIMIT = 512
 
@@ -128,10 +129,12 @@ FRAMING_FIELDS = frozenset(("content-length", "transfer-encoding", "connection",
 
 
 def header_lines(pairs):
-    """A predictor's ``[(name, value)]`` → header lines (checked where the head is built).
+    """A predictor's ``[(name, value)]`` → checked header lines.
 
-    Fields the server frames itself (``FRAMING_FIELDS``) are left out;
-    names and values that are not latin-1 text raise InvalidResponse.
+    Part of the wire gate: a name must be a token and a value may hold no CR,
+    LF, NUL or other control character (RFC 9110 §5.1, §5.5), else
+    InvalidResponse. Fields the server frames itself (``FRAMING_FIELDS``) are
+    left out.
     """
     out = []
     for name, value in pairs:
@@ -140,9 +143,15 @@ def header_lines(pairs):
             continue
         value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
         try:
-            out.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1").strip(b" \t")
         except UnicodeEncodeError:
             raise InvalidResponse(f"header {name!r}: {value!r} is not latin-1 text") from None
+        if _TOKEN.fullmatch(raw_name) is None:
+            raise InvalidResponse(f"invalid header name {name!r}: a name must be a token")
+        if _FIELD_VALUE.fullmatch(raw_value) is None:
+            raise InvalidResponse(f"invalid value of header {name!r}: {value!r} holds CR, LF, "
+                                  "NUL or another control character")
+        out.append(b"%s: %s\r\n" % (raw_name, raw_value))
     return b"".join(out)
 
 
