@@ -87,7 +87,8 @@ class PoolDispatch:
         self._done = collections.deque()
         self._lock = threading.Lock()
         self._workers = []
-        self._idle = 0
+        self._idle = 0         # threads waiting for work
+        self._waiting = 0      # requests queued and not yet taken by a thread
         self._collect_pending = False
         self.submitted = 0   # requests given to the pool and not yet collected (I/O thread)
 
@@ -106,7 +107,8 @@ class PoolDispatch:
     def submit(self, conn, view):
         self.submitted += 1
         with self._lock:
-            start = self._idle == 0 and len(self._workers) < self.threads
+            self._waiting += 1
+            start = self._waiting > self._idle and len(self._workers) < self.threads
             if start:
                 self._idle += 1  # the new thread counts as idle until it takes work
         if start:
@@ -124,6 +126,7 @@ class PoolDispatch:
                 return
             with lock:
                 self._idle -= 1
+                self._waiting -= 1
             conn, view = item
             try:
                 reply = handle(view)
