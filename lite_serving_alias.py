@@ -71,16 +71,11 @@ class AliasFinder:
                 return None
             head, _, tail = name[len(ALIAS) + 1:].partition(".")
             real = ".".join(filter(None, (TARGET, RENAMED.get(head, head), tail)))
-            import importlib.util
-            try:
-                if importlib.util.find_spec(real) is None:
-                    return None
-            except ImportError:
+            if not _exists(real):
                 return None
         else:
             return None
-        import importlib.util
-        return importlib.util.spec_from_loader(name, _AliasLoader(real))
+        return _alias_spec(name, real)
 
 
 class FallbackFinder:
@@ -90,8 +85,27 @@ class FallbackFinder:
         if name != ALIAS:
             return None
         _add_first(AliasFinder(forced=False))  # submodules must not be found under lite_serving's path
-        import importlib.util
-        return importlib.util.spec_from_loader(name, _AliasLoader(TARGET))
+        return _alias_spec(name, TARGET)
+
+
+def _alias_spec(name, real):
+    # importlib.machinery, not importlib.util: the latter costs an import at every start
+    import importlib.machinery
+    return importlib.machinery.ModuleSpec(name, _AliasLoader(real))
+
+
+def _exists(real):
+    """Whether the lite_serving module ``real`` can be imported (its parent is imported to look)."""
+    import importlib
+    import importlib.machinery
+    if real in sys.modules:
+        return True
+    parent, _, leaf = real.rpartition(".")
+    try:
+        package = importlib.import_module(parent)
+    except ImportError:
+        return False
+    return importlib.machinery.PathFinder.find_spec(real, getattr(package, "__path__", None)) is not None
 
 
 def _note_shadowed():

@@ -6,7 +6,6 @@
 - anything else → 500.
 """
 
-import base64
 import logging
 
 import orjson
@@ -34,6 +33,7 @@ class InvalidResult(Exception):
 
 def _json_default(obj):
     if isinstance(obj, (bytes, bytearray, memoryview)):
+        import base64  # not at start-up: few answers hold bytes
         return base64.b64encode(obj).decode("ascii")
     tolist = getattr(obj, "tolist", None)  # numpy arrays orjson cannot take natively, numpy scalars
     if tolist is not None:

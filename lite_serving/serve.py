@@ -43,11 +43,17 @@ RELOADER_ENV = "LITE_SERVING_RELOADER_PID"   # set for the child of a --reload p
 
 
 def setup_logging(config):
-    """One stderr handler for lite_serving's loggers (left alone if the application set one up)."""
+    """lite_serving's loggers at ``--log-level``, written where the application's logging says.
+
+    An application that configured logging before ``run()`` (handlers on the
+    ``lite_serving`` logger, or on the root logger as ``logging.basicConfig``
+    puts them) gets lite_serving's records through its own handlers and
+    format; otherwise one stderr handler of lite_serving's own writes them.
+    """
     level = getattr(logging, str(config.log_level).upper(), logging.INFO)
     logger = logging.getLogger("lite_serving")
     logger.setLevel(level)
-    if not logger.handlers:
+    if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
         logger.addHandler(handler)

@@ -207,6 +207,35 @@ def test_sigterm_while_building_stops_at_once(gated):
     assert "waiting up to" not in server.log and "listening on" not in server.log, server.log
 
 
+APP_LOGGING = """
+    import logging
+
+    import openbayes_serving as serv
+
+    logging.basicConfig(format="APP-LOG %(name)s %(levelname)s %(message)s")
+
+
+    class Predictor:
+        def predict(self, json):
+            return json
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_an_applications_logging_configuration_gets_the_start_up_lines(tmp_path):
+    directory = write_predictor(tmp_path / "m", APP_LOGGING)
+    server = ready(serve(directory))
+    try:
+        assert any(line.startswith("APP-LOG lite_serving INFO ready in ") for line in server.lines), server.log
+        assert any(line.startswith("APP-LOG lite_serving INFO building Predictor") for line in server.lines)
+        assert "lite_serving[" not in server.log  # lite_serving's own format is not used
+    finally:
+        stop(server)
+
+
 # -- 6. the port, decided as openbayes-serving decides it ------------------------------
 
 def test_production_port_wins_over_openbayes_serving_port(tmp_path):

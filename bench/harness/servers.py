@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .envs import ENV_SPECS
 from .paths import LOG_DIR, SERVERS_DIR, WORK_DIR
 
 HOST = "127.0.0.1"
@@ -46,6 +47,7 @@ class ServerSpec:
     extra_env: tuple = ()
     supports_workers: bool = False
     log_facts: tuple = ()  # regexes of start-up log lines worth reporting
+    cold_start_only: bool = False  # another way to start a server measured elsewhere: cold start only
 
     def command(self, app, port, workers=None):
         """``(argv after the interpreter, working directory)`` to serve ``app`` on ``port``."""
@@ -77,6 +79,25 @@ class LiteServer(ServerSpec):
         return argv, directory
 
 
+class LitePredictorScript(ServerSpec):
+    """lite_serving started as the reference is: ``python predictor.py --port P``."""
+
+    def command(self, app, port, workers=None):
+        directory = SERVERS_DIR / ("lite" if app == "echo" else app)
+        argv = ["predictor.py", "--host", HOST, "--port", str(port), *predictor_args(app)]
+        return argv, directory
+
+
+class LiteConsoleScript(ServerSpec):
+    """lite_serving's console script: ``lite-serving DIR --port P`` (no ``-m``, no runpy)."""
+
+    def command(self, app, port, workers=None):
+        directory = SERVERS_DIR / ("lite" if app == "echo" else app)
+        script = ENV_SPECS[self.env].path / "bin" / "lite-serving"
+        argv = [str(script), str(directory), "--host", HOST, "--port", str(port), *predictor_args(app)]
+        return argv, directory
+
+
 class UvicornServer(ServerSpec):
     """A raw ASGI app on uvicorn with httptools and uvloop, one worker, no access log."""
 
@@ -99,6 +120,10 @@ SERVERS = {
             extra_env=(("LITE_SERVING_PURE", "1"),),
             log_facts=(r"parser: .+",),
         ),
+        LitePredictorScript("lite-py", "lite (python predictor.py)", "lite", apps=("echo",),
+                            cold_start_only=True),
+        LiteConsoleScript("lite-cli", "lite (lite-serving DIR)", "lite", apps=("echo",),
+                          cold_start_only=True),
     )
 }
 
@@ -168,6 +193,21 @@ def vm_rss_kib(pid):
     return 0
 
 
+def task_cpu_seconds(pid):
+    """CPU time of all live threads of ``pid``, from the scheduler's nanosecond counters."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
 def log_tail(path, lines=12):
     """The last ``lines`` lines of a server log, for error messages."""
     try:
@@ -209,6 +249,10 @@ class RunningServer:
     def process_count(self):
         return len(self.pids())
 
+    def cpu_seconds(self):
+        """CPU time used so far by every thread of the server and of any process it forked."""
+        return sum(task_cpu_seconds(pid) for pid in self.pids())
+
     def stop(self, grace=10.0):
         """SIGTERM the process group, then SIGKILL it if it is still there after ``grace``."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
@@ -223,18 +267,22 @@ class RunningServer:
                 continue
 
 
-def server_env(spec):
-    """The environment for a server process: ours minus CONTROLLED_ENV, plus the spec's."""
+def server_env(spec, extra=None):
+    """The environment for a server process: ours minus CONTROLLED_ENV, plus the spec's and ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
     env.update(dict(spec.extra_env))
+    env.update(extra or {})
     return env
 
 
-def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001):
-    """Start ``spec`` serving ``app`` pinned to ``cpus``; return once ``GET /`` answers 200.
+REALTIME_PRIORITY = "50"  # SCHED_FIFO priority of a server under --realtime (the harness polls at 40)
 
-    The returned server's ``startup_s`` is the time from spawning the process to the
-    first 200 answer. Raises ServerStartError (with the log's tail) on failure.
+
+def spawn_server(spec, python, app, cpus, workers=None, extra_env=None, realtime=False):
+    """Start ``spec`` serving ``app`` pinned to ``cpus``, without waiting for it.
+
+    ``realtime``: under SCHED_FIFO (``chrt``), so that other work on the machine
+    cannot take the CPU from it while it starts.
     """
     port = free_port()
     argv, cwd = spec.command(app, port, workers)
@@ -243,10 +291,11 @@ def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         try:
+            prefix = ["chrt", "-f", REALTIME_PRIORITY] if realtime else []
             proc = subprocess.Popen(
-                ["taskset", "-c", cpus, str(python), *argv],
+                [*prefix, "taskset", "-c", cpus, str(python), *argv],
                 cwd=cwd,
-                env=server_env(spec),
+                env=server_env(spec, extra_env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -254,7 +303,17 @@ def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001
             )
         except OSError as e:
             raise ServerStartError(f"{spec.label} ({app}) could not be spawned: {e}") from e
-    server = RunningServer(spec, app, proc, port, log_path, started)
+    return RunningServer(spec, app, proc, port, log_path, started)
+
+
+def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001):
+    """Start ``spec`` serving ``app`` pinned to ``cpus``; return once ``GET /`` answers 200.
+
+    The returned server's ``startup_s`` is the time from spawning the process to the
+    first 200 answer. Raises ServerStartError (with the log's tail) on failure.
+    """
+    server = spawn_server(spec, python, app, cpus, workers)
+    proc, port, log_path, started = server.proc, server.port, server.log_path, server.started
     deadline = started + timeout
     while not answers_200(port):
         problem = None
