@@ -195,8 +195,10 @@ METHOD = """## How it was measured
   asked in a tight loop from the spawn on (a refused connection or a 503 means "not yet"),
   and the CPU time the server's threads had used by then (from `/proc/PID/task/*/schedstat`,
   less sensitive than wall time to other work on the machine). One discarded start per
-  server first. `lite (python predictor.py)` and `lite (lite-serving DIR)` are lite started
-  those ways (`lite` is `python -m lite_serving DIR`); they take part in the cold start only.
+  server first; the servers start in an order shuffled anew for every attempt. Then three
+  starts each with `-X importtime`. `lite (python predictor.py)` and `lite (lite-serving DIR)`
+  are lite started those ways (`lite` is `python -m lite_serving DIR`); they take part in the
+  cold start only.
 - The reference runs as its users start it: `python predictor.py`, in its default "local"
   mode, with its access log on (written to a file).
 - See `bench/README.md` for details.
