@@ -48,19 +48,22 @@ class ServerSpec:
     supports_workers: bool = False
     log_facts: tuple = ()  # regexes of start-up log lines worth reporting
     cold_start_only: bool = False  # another way to start a server measured elsewhere: cold start only
+    echo_dir: str = "lite"  # the directory under servers/ of its echo app (the other apps are shared)
 
     def command(self, app, port, workers=None):
         """``(argv after the interpreter, working directory)`` to serve ``app`` on ``port``."""
         raise NotImplementedError
 
+    def app_dir(self, app):
+        return SERVERS_DIR / (self.echo_dir if app == "echo" else app)
 
-class ReferenceServer(ServerSpec):
-    """openbayes-serving runs the predictor file as a script: ``python predictor.py --port P``."""
+
+class PredictorScript(ServerSpec):
+    """The predictor file run as a script, as openbayes-serving users do: ``python predictor.py --port P``."""
 
     def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / ("reference" if app == "echo" else app)
         argv = ["predictor.py", "--host", HOST, "--port", str(port), *predictor_args(app)]
-        return argv, directory
+        return argv, self.app_dir(app)
 
 
 class LiteServer(ServerSpec):
@@ -71,7 +74,7 @@ class LiteServer(ServerSpec):
     """
 
     def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / ("lite" if app == "echo" else app)
+        directory = self.app_dir(app)
         argv = ["-m", "lite_serving", str(directory), "--host", HOST, "--port", str(port)]
         argv += predictor_args(app)
         if workers is not None:
@@ -79,20 +82,11 @@ class LiteServer(ServerSpec):
         return argv, directory
 
 
-class LitePredictorScript(ServerSpec):
-    """lite_serving started as the reference is: ``python predictor.py --port P``."""
-
-    def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / ("lite" if app == "echo" else app)
-        argv = ["predictor.py", "--host", HOST, "--port", str(port), *predictor_args(app)]
-        return argv, directory
-
-
 class LiteConsoleScript(ServerSpec):
     """lite_serving's console script: ``lite-serving DIR --port P`` (no ``-m``, no runpy)."""
 
     def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / ("lite" if app == "echo" else app)
+        directory = self.app_dir(app)
         script = ENV_SPECS[self.env].path / "bin" / "lite-serving"
         argv = [str(script), str(directory), "--host", HOST, "--port", str(port), *predictor_args(app)]
         return argv, directory
@@ -110,7 +104,7 @@ class UvicornServer(ServerSpec):
 SERVERS = {
     spec.key: spec
     for spec in (
-        ReferenceServer("reference", "reference", "reference"),
+        PredictorScript("reference", "reference", "reference", echo_dir="reference"),
         UvicornServer("uvicorn", "uvicorn raw", "uvicorn", apps=("echo", "msgpack")),
         LiteServer("lite", "lite", "lite", supports_workers=True, log_facts=(r"parser: .+",)),
         LiteServer(
@@ -120,8 +114,8 @@ SERVERS = {
             extra_env=(("LITE_SERVING_PURE", "1"),),
             log_facts=(r"parser: .+",),
         ),
-        LitePredictorScript("lite-py", "lite (python predictor.py)", "lite", apps=("echo",),
-                            cold_start_only=True),
+        PredictorScript("lite-py", "lite (python predictor.py)", "lite", apps=("echo",),
+                        cold_start_only=True),
         LiteConsoleScript("lite-cli", "lite (lite-serving DIR)", "lite", apps=("echo",),
                           cold_start_only=True),
     )
