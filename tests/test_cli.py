@@ -572,10 +572,10 @@ def alias_pth_installed():
 
 @pytest.mark.skipif(not alias_pth_installed(), reason="lite_serving_alias.pth is not installed")
 @pytest.mark.skipif(real_openbayes_serving_installed(), reason="the real openbayes_serving is installed")
-def test_python_predictor_py_with_openbayes_serving_alias(tmp_path):
+@pytest.mark.parametrize("env", [{}, {"LITE_SERVING_ALIAS": "1"}], ids=["no-variable", "variable"])
+def test_python_predictor_py_with_openbayes_serving_alias(tmp_path, env):
     directory = write(tmp_path / "m", ALIAS_SOURCE)
-    srv = spawn(["predictor.py", *LOCAL, "--port", "0"], directory,
-                env={"LITE_SERVING_ALIAS": "1"})
+    srv = spawn(["predictor.py", *LOCAL, "--port", "0"], directory, env=env)
     try:
         ready(srv)
         assert post_json(srv, {}).json() == {"same": True, "common": True}
