@@ -41,11 +41,20 @@ class OptionalBuildExt(build_ext):
 
 
 class BuildPyWithPth(build_py):
-    """Ship lite_serving_alias.pth at the top of site-packages (see lite_serving/_alias.py)."""
+    """Ship lite_serving_alias.pth at the top of site-packages (see lite_serving_alias.py).
+
+    A wheel holds what ``build_lib`` holds; an editable wheel (``pip install
+    -e .``) holds what ``install`` writes to its ``install_lib``, and nothing
+    of ``build_lib``, so there the file goes to ``install_lib``.
+    """
 
     def run(self):
         super().run()
-        shutil.copy(os.path.join(HERE, PTH), os.path.join(self.build_lib, PTH))
+        target = self.build_lib
+        if getattr(self, "editable_mode", False):
+            target = self.get_finalized_command("install").install_lib
+        os.makedirs(target, exist_ok=True)
+        shutil.copy(os.path.join(HERE, PTH), os.path.join(target, PTH))
 
 
 def extensions():

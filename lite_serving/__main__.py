@@ -1,26 +1,30 @@
-"""``python -m lite_serving DIR [flags]``: serve the model directory DIR.
+"""``lite-serving DIR [flags]`` (``python -m lite_serving DIR [flags]``): serve the model directory DIR.
 
 - DIR/start.sh exists → it runs with bash in DIR instead (fully custom mode);
 - otherwise DIR becomes the working directory and the first entry of
   ``sys.path``, and DIR/predictor.py runs as ``__main__`` so its own
   ``serv.run(...)`` starts serving; a file that defines a predictor class but
   never calls ``run`` gets its one class with ``predict`` served.
+- ``lite-serving init [FILE]`` writes a commented predictor template.
 
-``import openbayes_serving`` resolves to lite_serving when the reference
-package is not installed.
+The program started is lite_serving, so ``import openbayes_serving`` gives
+lite_serving here even when the openbayes-serving package is installed.
 """
 
 import os
 import sys
 import types
 
-USAGE = """usage: python -m lite_serving DIR [--host H] [--port P] [--model-path PATH] [options]
 
-Serves DIR/predictor.py (or runs DIR/start.sh). Options: python -m lite_serving DIR --help"""
+def _prog():
+    name = os.path.basename(sys.argv[0] if sys.argv else "")
+    return "lite-serving" if name == "lite-serving" else "python -m lite_serving"
 
 
 def _fail(message):
-    sys.stderr.write(f"lite_serving: error: {message}\n")
+    prog = _prog()
+    sys.stderr.write(f"usage: {prog} DIR [flags]   ({prog} --help lists the flags)\n"
+                     f"{prog}: error: {message}\n")
     sys.exit(2)
 
 
@@ -47,16 +51,54 @@ def _predictor_classes(namespace):
             and callable(getattr(obj, "predict", None)) and not name.startswith("_")]
 
 
+def _takes_value(arg):
+    """Whether the flag ``arg`` takes the next argument as its value (abbreviations included)."""
+    from .config import SETTINGS
+    if not arg.startswith("--") or "=" in arg:
+        return False
+    name = arg[2:].replace("-", "_")
+    matches = [s for s in SETTINGS if s.name == name] or [s for s in SETTINGS if s.name.startswith(name)]
+    return len(matches) == 1 and matches[0].kind is not bool
+
+
+def split_target(argv):
+    """``(DIR or file, the flags)``: the target is the first argument that is not a flag or its value."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest = argv[i + 1:]
+            return (rest[0], argv[:i] + rest[1:]) if rest else (None, argv[:i])
+        if arg.startswith("-") and arg != "-":
+            i += 2 if _takes_value(arg) else 1
+            continue
+        return arg, argv[:i] + argv[i + 1:]
+    return None, list(argv)
+
+
+def _help():
+    from .config import build_argparser
+    build_argparser(_prog(), directory=True).print_help()
+    return 0
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
+    if argv and argv[0] == "init":
+        from .template import init_main
+        return init_main(argv[1:])
+    if not argv:
+        _fail("the model directory is missing: give the directory holding predictor.py")
+    if "-h" in argv or "--help" in argv:
+        return _help()
     if argv[0] in ("-V", "--version"):
         from . import __version__
         print(f"lite_serving {__version__}")
         return 0
-    target, rest = argv[0], argv[1:]
+    target, rest = split_target(argv)
+    if target is None:
+        _fail("the model directory is missing: give the directory holding predictor.py before "
+              f"or after the flags, e.g. {_prog()} . {' '.join(argv)}")
     if os.path.isfile(target) and target.endswith(".py"):
         directory, script = os.path.dirname(os.path.abspath(target)), os.path.basename(target)
     elif os.path.isdir(target):
@@ -71,26 +113,30 @@ def main(argv=None):
         os.chdir(directory)
         os.execvp("bash", ["bash", "start.sh", *rest])
 
+    from . import serve
+    serve.state["cwd"] = os.getcwd()
+    serve.state["argv"] = argv
+    if serve.reload_requested(rest):
+        return serve.reload_directory(directory, rest)
+
     path = os.path.join(directory, script)
     if not os.path.isfile(path):
         from .zero_code import OnnxModelPredictor, has_only_model
         if script == "predictor.py" and has_only_model(directory):
             os.chdir(directory)
             sys.argv = [os.path.join(directory, "(onnx model)"), *rest]
-            from .serve import run
-            run(OnnxModelPredictor)
+            serve.run(OnnxModelPredictor)
             return 0
-        _fail(f"no {script} in {directory}; write one with a Predictor class "
-              "(see the README), put a .onnx model there, or add a start.sh")
+        _fail(f"no {script} in {directory}; write one with `{_prog()} init {target}` (a commented "
+              "template), put a .onnx model there, or add a start.sh")
 
     os.chdir(directory)
     sys.path.insert(0, directory)
     sys.argv = [path, *rest]
     import lite_serving_alias
-    lite_serving_alias.install()
-    from .serve import run, state
+    lite_serving_alias.install(forced=True)
     namespace = run_as_main(path)
-    if state["served"]:
+    if serve.state["served"]:
         return 0
     classes = _predictor_classes(namespace)
     if len(classes) > 1:
@@ -101,7 +147,7 @@ def main(argv=None):
         classes = named
     if not classes:
         _fail(f"{script} never calls serv.run(...) and defines no class with a predict method")
-    run(classes[0])
+    serve.run(classes[0])
     return 0
 
 

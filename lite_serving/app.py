@@ -87,6 +87,7 @@ class Application:
         self.ready = False
         self.draining = False
         self.production = config.production
+        self.dev_page = config.dev_page
         self.v2_model = None     # a v2.V2Model when an ONNX model is served on /v2 too
         self.metrics = Metrics()
         self.probes = {
@@ -117,6 +118,8 @@ class Application:
                                   extra=b"Retry-After: 1\r\n")
             return None
         if method == "GET" or method == "HEAD":
+            if not self.ready or self.draining:  # 200 only when POST / would run predict
+                return self._unavailable(head)
             return bytes_reply(200, JSON_TYPE, ROOT_MESSAGE, head, send_body=method == "GET")
         if method == "OPTIONS":
             return self._options(head)
@@ -139,6 +142,12 @@ class Application:
     def _v2_infer(self, view):
         from . import v2
         return v2.handle(self.v2_model, "POST", view.head.path, view.body, view.headers.get)
+
+    def _unavailable(self, head):
+        body = b'{"error":"the server is shutting down"}' if self.draining else \
+            b'{"error":"the predictor is still loading"}'
+        return bytes_reply(503, JSON_TYPE, body, head, extra=b"Retry-After: 1\r\n",
+                           send_body=head.method == "GET")
 
     def _alive(self, head):
         return bytes_reply(200, JSON_TYPE, b'{"status":"alive"}', head, send_body=head.method == "GET")
@@ -191,6 +200,11 @@ class Application:
         except BaseException as exc:
             self.metrics.predict_errors += 1
             log.exception("predict raised %s for %s %s", type(exc).__name__, head.method, head.target)
+            if self.dev_page:
+                from .dev_page import render_failure
+                page = render_failure(exc, view)  # None unless the client is on this machine
+                if page is not None:
+                    return bytes_reply(500, page[0], page[1], head, extra=page[2])
             if self.production:
                 message = "predict failed; the server log has the traceback"
             else:
@@ -207,8 +221,11 @@ class Application:
                 raise InvalidResponse(f"ServingError with status {status}; "
                                       "use a final status from 200 to 599")
             return json_reply(status, exc.payload, head)
-        except Exception:
-            log.exception("ServingError could not be sent as given")
+        except Exception as bad:
+            if isinstance(bad, InvalidResponse):
+                log.error("answer to %s %s not sent: %s", head.method, head.target, bad)
+            else:
+                log.exception("ServingError could not be sent as given")
             try:
                 message = str(exc.message)
             except Exception:

@@ -1,110 +1,125 @@
 """Every setting of lite_serving in one place: its flag, environment variable and default.
 
-Precedence: command-line flag > environment variable > default. The port and
-model path follow the platform's conventions (see :func:`default_port`).
+Precedence: command-line flag > ``LITE_SERVING_<NAME>`` environment variable >
+the platform's conventions (:func:`default_port`, :func:`default_model_path`) >
+default. The command line is read by a small exact-match parser; argparse is
+imported only for ``--help``, errors and abbreviated flags, which it alone
+understands (it costs milliseconds of every start).
 """
 
-import argparse
 import os
-from dataclasses import dataclass, fields
 
 from .common import detect_env
 
 MIB = 1024 * 1024
 
 
-def default_port():
-    """``OPENBAYES_SERVING_PORT`` > 8080 in notebook containers > 80 in production > 25252."""
-    port = os.environ.get("OPENBAYES_SERVING_PORT")
-    if port:
-        return int(port)
-    env = detect_env()
-    if env == "gear":
-        return 8080
-    if env == "production":
-        return 80
-    return 25252
+class Setting:
+    """One setting: its name (``--name-with-dashes`` on the command line), default, type and help."""
+
+    __slots__ = ("name", "default", "kind", "help", "default_text")
+
+    def __init__(self, name, default, kind, help, default_text=None):
+        self.name = name
+        self.default = default
+        self.kind = kind
+        self.help = help
+        self.default_text = default_text
+
+    @property
+    def flag(self):
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self):
+        return env_name(self.name)
 
 
-def default_model_path():
-    return "/mnt/project" if detect_env() == "production" else os.getcwd()
+PORT_DEFAULT_TEXT = ("8080 when OPENBAYES_JOB_URL is set, else 80 when OPENBAYES_SERVING_PRODUCTION is "
+                     "set, else $OPENBAYES_SERVING_PORT, else 25252")
+
+# In the order --help shows them.
+SETTINGS = (
+    Setting("host", "0.0.0.0", str, "address to listen on; an IPv6 address binds IPv6"),
+    Setting("port", 25252, int, "port to listen on; 0 takes any free port (the log shows which)",
+            PORT_DEFAULT_TEXT),
+    Setting("model_path", ".", str, "the .onnx model file, or the directory holding it",
+            "the model directory; /mnt/project in production"),
+    Setting("model_name", "", str, "name of the ONNX model on the /v2 inference protocol routes",
+            "the model file's name without .onnx"),
+    Setting("threads", 10, int, "most threads running predict when it runs off the I/O thread, "
+            "started as requests wait for one; 0 means --dispatch inline"),
+    Setting("dispatch", "auto", str,
+            "auto: predict runs on the I/O thread, and a predict that takes over 20 ms hands the "
+            "sockets to another thread (after repeated slow predicts, predict moves to the "
+            "threads); threads: always on the predict threads; inline: always on the I/O thread"),
+    Setting("workers", 1, int, "worker processes sharing the port; a supervisor restarts any that dies"),
+    Setting("listen_early", False, bool,
+            "accept connections while the predictor is being built: /healthz and /readyz answer at "
+            "once, GET / and POST / answer 503 until it is ready (by default the port refuses "
+            "connections until then, as openbayes-serving's does)"),
+    Setting("dev", None, bool,
+            "a failing predict answers a traceback page (HTML for browsers, JSON otherwise) to "
+            "clients on this machine (loopback) only; never in production",
+            "on in local development, off in notebook containers and production"),
+    Setting("reload", False, bool,
+            "restart the server when predictor.py or a file beside it changes (for development)"),
+    Setting("log_level", "info", str, "debug, info, warning or error"),
+    Setting("access_log", True, bool, "log one line per request (peer, method, target, status, "
+            "duration)"),
+    Setting("max_body_size", 100 * MIB, int, "largest request body in bytes (413 above it)"),
+    Setting("spool_size", 1 * MIB, int, "multipart/form-data bodies larger than this are written to "
+            "a temporary file as they arrive instead of held in memory"),
+    Setting("max_form_parts", 1000, int, "most parts in a multipart/form-data body (413 above it)"),
+    Setting("max_form_field_size", 1 * MIB, int,
+            "largest non-file field of a form, in bytes (413 above it)"),
+    Setting("max_head_size", 64 * 1024, int, "largest request line + headers in bytes (431 above it)"),
+    Setting("max_headers", 100, int, "most header fields in a request (431 above it)"),
+    Setting("max_target", 8192, int, "longest request target in bytes (414 above it)"),
+    Setting("keep_alive_timeout", 5.0, float, "seconds an idle keep-alive connection stays open"),
+    Setting("head_timeout", 10.0, float, "seconds a client has to send a complete request head"),
+    Setting("body_timeout", 60.0, float, "seconds without progress while a request body is read"),
+    Setting("max_connections", 10000, int, "open connections; more are answered 503 and closed"),
+    Setting("max_memory", 1024 * MIB, int,
+            "bytes all connections together may hold in request bodies, input read ahead and "
+            "answers not yet sent; a body that does not fit is answered 503 before it is read"),
+    Setting("max_pending_input", 1 * MIB, int,
+            "bytes read ahead on a connection while its request is answered; above it the "
+            "connection is not read"),
+    Setting("max_pending_output", 1 * MIB, int,
+            "answer bytes waiting for a slow client above which its connection is not read and "
+            "no further request of it is handled"),
+    Setting("graceful_timeout", 30.0, float, "seconds in-flight requests get to finish on shutdown"),
+    Setting("intra_op_threads", 0, int, "onnxruntime intra-op threads (0: onnxruntime's choice)"),
+    Setting("inter_op_threads", 0, int, "onnxruntime inter-op threads (0: onnxruntime's choice)"),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+KIND_NAMES = {int: "an integer", float: "a number", str: "a text", bool: "a boolean"}
 
 
-@dataclass
 class Config:
-    """All settings; build one with :func:`parse_config`."""
+    """All settings, as attributes named like the flags; build one with :func:`parse_config`."""
 
-    host: str = "0.0.0.0"
-    port: int = 25252
-    model_path: str = "."
-    model_name: str = ""
-    threads: int = 10
-    dispatch: str = "auto"
-    workers: int = 1
-    log_level: str = "info"
-    access_log: bool = True
-    max_body_size: int = 100 * MIB
-    spool_size: int = 1 * MIB
-    max_form_parts: int = 1000
-    max_form_field_size: int = 1 * MIB
-    max_head_size: int = 64 * 1024
-    max_headers: int = 100
-    max_target: int = 8192
-    keep_alive_timeout: float = 5.0
-    head_timeout: float = 10.0
-    body_timeout: float = 60.0
-    max_connections: int = 10000
-    max_memory: int = 1024 * MIB
-    max_pending_input: int = 1 * MIB
-    max_pending_output: int = 1 * MIB
-    graceful_timeout: float = 30.0
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
+    def __init__(self, **values):
+        for s in SETTINGS:
+            setattr(self, s.name, values.pop(s.name, s.default))
+        if values:
+            raise TypeError(f"unknown settings: {', '.join(sorted(values))}")
+
+    def __repr__(self):
+        return "Config(" + ", ".join(f"{s.name}={getattr(self, s.name)!r}" for s in SETTINGS) + ")"
 
     @property
     def production(self):
         return detect_env() == "production"
 
-
-# (field, help text) in the order --help shows them
-_HELP = {
-    "host": "address to listen on; an IPv6 address binds IPv6 (default 0.0.0.0)",
-    "port": "port to listen on (default: $OPENBAYES_SERVING_PORT, else 8080 in notebook "
-            "containers, 80 in production, 25252 elsewhere)",
-    "model_path": "directory holding the .onnx model, or the model file (default: the model "
-                  "directory; /mnt/project in production)",
-    "model_name": "name of the ONNX model in the v2 inference protocol routes (default: the "
-                  "model file's name without .onnx)",
-    "threads": "most threads running predict when it runs off the I/O thread, started as the load "
-               "asks for them; 0 means --dispatch inline",
-    "dispatch": "auto: predict runs on the I/O thread, and a predict that takes over 20 ms hands the "
-                "sockets to another thread (after repeated slow predicts, predict moves to the "
-                "threads); threads: always on the predict threads; inline: always on the I/O thread",
-    "workers": "worker processes sharing the port",
-    "log_level": "debug, info, warning or error",
-    "access_log": "log one line per request (method, path, status, duration)",
-    "max_body_size": "largest request body in bytes (413 above it)",
-    "spool_size": "multipart/form-data bodies larger than this are written to a temporary file "
-                  "as they arrive instead of held in memory",
-    "max_form_parts": "most parts in a multipart/form-data body (413 above it)",
-    "max_form_field_size": "largest non-file field of a form, in bytes (413 above it)",
-    "max_head_size": "largest request line + headers in bytes (431 above it)",
-    "max_headers": "most header fields in a request (431 above it)",
-    "max_target": "longest request target in bytes (414 above it)",
-    "keep_alive_timeout": "seconds an idle keep-alive connection stays open",
-    "head_timeout": "seconds a client has to send a complete request head",
-    "body_timeout": "seconds without progress while a request body is read",
-    "max_connections": "open connections; more are answered 503 and closed",
-    "max_memory": "bytes all connections together may hold in request bodies, input read ahead and "
-                  "answers not yet sent; a body that does not fit is answered 503",
-    "max_pending_input": "bytes read ahead on a connection while its request is answered; above "
-                         "it the connection is not read",
-    "max_pending_output": "answer bytes waiting for a slow client above which its connection is "
-                          "not read and no further request of it is handled",
-    "graceful_timeout": "seconds in-flight requests get to finish on shutdown",
-    "intra_op_threads": "onnxruntime intra-op threads (0: onnxruntime's choice)",
-    "inter_op_threads": "onnxruntime inter-op threads (0: onnxruntime's choice)",
-}
+    @property
+    def dev_page(self):
+        """Whether a failed predict answers loopback clients with its traceback (never in production)."""
+        env = detect_env()
+        if env == "production":
+            return False
+        return env == "local" if self.dev is None else bool(self.dev)
 
 
 # The settings of the serving process, for code that runs far from the server (form parsing).
@@ -115,60 +130,181 @@ def env_name(field_name):
     return "LITE_SERVING_" + field_name.upper()
 
 
+class ConfigError(ValueError):
+    """A setting with a value lite_serving cannot use; the message says which and why."""
+
+
+def default_port():
+    """The platform's port, decided as openbayes-serving decides it.
+
+    8080 in notebook containers (``OPENBAYES_JOB_URL``, which wins over
+    production), else 80 in production, else ``OPENBAYES_SERVING_PORT``, else
+    25252: in production and notebook containers the platform's port wins over
+    ``OPENBAYES_SERVING_PORT``.
+    """
+    env = detect_env()
+    if env == "gear":
+        return 8080
+    if env == "production":
+        return 80
+    raw = os.environ.get("OPENBAYES_SERVING_PORT", "")
+    if raw.strip() == "":
+        return 25252
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"OPENBAYES_SERVING_PORT must be a port number, got {raw!r}") from None
+
+
+def default_model_path():
+    return "/mnt/project" if detect_env() == "production" else os.getcwd()
+
+
 def _bool(text):
-    return str(text).strip().lower() in ("1", "true", "yes", "on")
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(text)
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """A fixed width (or $COLUMNS): argparse's own lookup imports shutil at every start-up."""
-
-    def __init__(self, prog):
-        try:
-            width = int(os.environ.get("COLUMNS", "100"))
-        except ValueError:
-            width = 100
-        super().__init__(prog, width=width)
+def _convert(setting, raw):
+    return _bool(raw) if setting.kind is bool else setting.kind(raw)
 
 
-def build_argparser(prog="lite_serving"):
-    parser = argparse.ArgumentParser(prog=prog, description="Serve a predictor.py over HTTP.",
-                                     formatter_class=_HelpFormatter)
-    for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=None, help=_HELP[f.name])
+def _exact_flags(argv):
+    """``{name: value}`` when ``argv`` holds only flags spelled exactly; None to let argparse decide.
+
+    argparse alone handles ``--help``, abbreviations, bad values and unknown
+    flags, so that its messages and rules stay the ones users see.
+    """
+    values = {}
+    i, n = 0, len(argv)
+    while i < n:
+        arg = argv[i]
+        if not arg.startswith("--"):
+            return None
+        name, eq, value = arg[2:].partition("=")
+        key = name.replace("-", "_")
+        setting = BY_NAME.get(key)
+        if setting is None:
+            setting = BY_NAME.get(key[3:]) if key.startswith("no_") else None
+            if setting is None or setting.kind is not bool or eq:
+                return None
+            values[setting.name] = False
+        elif setting.kind is bool:
+            if eq:
+                return None
+            values[key] = True
         else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str)
-                                                               else f.type.__name__, str)
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=_HELP[f.name])
+            if not eq:
+                i += 1
+                if i == n or argv[i].startswith("-"):
+                    return None
+                value = argv[i]
+            try:
+                values[key] = setting.kind(value)
+            except ValueError:
+                return None
+        i += 1
+    return values
+
+
+def build_argparser(prog="lite_serving", directory=False):
+    """The argparse parser of every flag, for ``--help`` and error messages.
+
+    ``directory``: show the DIR argument of ``lite-serving DIR [flags]``.
+    """
+    import argparse
+
+    class HelpFormatter(argparse.HelpFormatter):
+        """A fixed width (or $COLUMNS): argparse's own lookup imports shutil."""
+
+        def __init__(self, prog):
+            try:
+                width = int(os.environ.get("COLUMNS", "100"))
+            except ValueError:
+                width = 100
+            super().__init__(prog, width=width, max_help_position=32)
+
+    parser = argparse.ArgumentParser(
+        prog=prog, formatter_class=HelpFormatter,
+        description="Serve a predictor.py over HTTP." + (
+            " DIR holds predictor.py (or a .onnx model, or a start.sh to run instead); "
+            "`lite-serving init [FILE]` writes a commented predictor template." if directory else ""),
+        epilog="Every flag can also be set by the environment variable named beside it; the flag "
+               "wins. The environment is local development unless OPENBAYES_JOB_URL (notebook "
+               "containers) or OPENBAYES_SERVING_PRODUCTION (production) is set.")
+    if directory:
+        parser.add_argument("directory", metavar="DIR", help="the model directory, or a predictor .py file")
+    for s in SETTINGS:
+        default = s.default_text or ("off" if s.default is False else repr(s.default)
+                                     if s.kind is str else str(s.default))
+        text = f"{s.help} (default: {default}; env {s.env})"
+        if s.kind is bool:
+            parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=text)
+        else:
+            parser.add_argument(s.flag, dest=s.name, type=s.kind, default=None, help=text,
+                                metavar=_metavar(s))
     return parser
+
+
+def _metavar(setting):
+    name = setting.name
+    if name in ("host", "port"):
+        return name.upper()
+    if setting.kind is float:
+        return "SECONDS"
+    if name.endswith(("_size", "target", "_memory", "_input", "_output")):
+        return "BYTES"
+    return {"model_path": "PATH", "model_name": "NAME", "dispatch": "MODE",
+            "log_level": "LEVEL"}.get(name, "N")
+
+
+def _fail(prog, message):
+    build_argparser(prog).error(message)
 
 
 def parse_config(argv=None, prog="lite_serving"):
     """Flags in ``argv`` (default ``sys.argv[1:]``) over environment variables over defaults."""
-    options = build_argparser(prog).parse_args(argv)
+    if argv is None:
+        import sys
+        argv = sys.argv[1:]
+    given = _exact_flags(argv)
+    if given is None:
+        options = build_argparser(prog).parse_args(argv)
+        given = {s.name: getattr(options, s.name) for s in SETTINGS
+                 if getattr(options, s.name) is not None}
     values = {}
-    for f in fields(Config):
-        given = getattr(options, f.name)
-        if given is None:
-            raw = os.environ.get(env_name(f.name))
-            if raw not in (None, ""):
-                kind = f.type if not isinstance(f.type, str) else {"int": int, "float": float,
-                                                                   "str": str, "bool": _bool}[f.type]
-                given = _bool(raw) if kind is bool else kind(raw)
-        if given is not None:
-            values[f.name] = given
-    values.setdefault("port", default_port())
+    environ = os.environ
+    for s in SETTINGS:
+        if s.name in given:
+            values[s.name] = given[s.name]
+            continue
+        raw = environ.get(s.env)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[s.name] = _convert(s, raw)
+        except ValueError:
+            _fail(prog, f"{s.env} must be {KIND_NAMES[s.kind]}, got {raw!r}")
+    try:
+        values.setdefault("port", default_port())
+    except ConfigError as exc:
+        _fail(prog, str(exc))
     values.setdefault("model_path", default_model_path())
     config = Config(**values)
     if config.threads < 0 or config.workers < 1:
-        build_argparser(prog).error("--threads must be >= 0 and --workers >= 1")
+        _fail(prog, "--threads must be >= 0 and --workers >= 1")
     if config.dispatch not in ("auto", "threads", "inline"):
-        build_argparser(prog).error("--dispatch must be auto, threads or inline")
+        _fail(prog, "--dispatch must be auto, threads or inline")
+    if not 0 <= config.port <= 65535:
+        _fail(prog, f"--port must be between 0 and 65535, got {config.port}")
     if config.max_memory < config.max_body_size:
-        build_argparser(prog).error(f"--max-memory ({config.max_memory}) must be at least "
-                                    f"--max-body-size ({config.max_body_size})")
+        _fail(prog, f"--max-memory ({config.max_memory}) must be at least --max-body-size "
+                    f"({config.max_body_size})")
     if config.max_pending_input < 1 or config.max_pending_output < 1:
-        build_argparser(prog).error("--max-pending-input and --max-pending-output must be positive")
+        _fail(prog, "--max-pending-input and --max-pending-output must be positive")
     return config

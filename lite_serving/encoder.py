@@ -11,7 +11,6 @@ they are not one), and the tensor codec (``codec``) to MessagePack, where
 decoding gives the values and types of ``tolist()``. Nothing here imports numpy.
 """
 
-import base64
 import logging
 import os
 
@@ -43,6 +42,7 @@ def _is_ndarray(obj):
 
 def _json_default(obj):
     if isinstance(obj, (bytes, bytearray, memoryview)):
+        import base64  # not at start-up: few answers hold bytes
         return base64.b64encode(obj).decode("ascii")
     if (_is_ndarray(obj) and obj.dtype.kind in "biuf" and obj.dtype.itemsize <= 8 and obj.ndim
             and not (obj.flags.c_contiguous and obj.dtype.isnative)):

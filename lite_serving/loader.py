@@ -7,7 +7,8 @@ import threading
 
 from .errors import StartupError
 from .onnx_model import find_model, load_session
-from .providers import PREDICT_PROVIDERS, PROVIDER_DESCRIPTIONS, build_caller, signature_plan
+from .providers import (PREDICT_PROVIDERS, PROVIDER_DESCRIPTIONS, build_caller, provider_key,
+                        signature_plan)
 
 log = logging.getLogger("lite_serving")
 
@@ -88,6 +89,25 @@ def describe_predict(plan):
                      else f"{name} as {key} ({PROVIDER_DESCRIPTIONS[key]})" for name, key, _ in plan)
 
 
+def _refuse_old_config(cls, name):
+    """``__init__(self, config)`` of older openbayes-serving versions: say what replaces it."""
+    try:
+        param = inspect.signature(cls).parameters.get("config")
+    except (TypeError, ValueError):
+        return
+    if param is None or param.default is not param.empty or param.kind in (param.VAR_POSITIONAL,
+                                                                            param.VAR_KEYWORD):
+        return
+    if provider_key(param, INIT_PROVIDERS) != "config":
+        return
+    raise StartupError(
+        f"{name}.__init__ asks for `config`, the settings object of older openbayes-serving "
+        "versions, which neither openbayes-serving 0.5 nor lite_serving provides: remove the "
+        "parameter and calls such as config.limit_concurrency(N), and set predict concurrency "
+        "with --threads N (or LITE_SERVING_THREADS) and other settings with the flags "
+        "(lite-serving --help)")
+
+
 def load_predictor(cls, config):
     """Build ``cls`` with the arguments its ``__init__`` asks for; map ``predict``'s arguments."""
     if not isinstance(cls, type) and not callable(cls):
@@ -95,6 +115,7 @@ def load_predictor(cls, config):
     name = class_name(cls)
     # Check predict first, so a bad signature fails before a large model loads.
     signature_plan(_unbound_predict(cls), PREDICT_PROVIDERS, f"{name}.predict")
+    _refuse_old_config(cls, name)
     init_plan = signature_plan(cls, INIT_PROVIDERS, f"{name}.__init__")
     kwargs = {pname: INIT_PROVIDERS[key](config) for pname, key, _ in init_plan}
     instance = cls(**kwargs)

@@ -1,8 +1,21 @@
 """``run(Predictor)``: the lifecycle of a serving process.
 
-Parse settings, bind the port (early, so probes can be answered while a large
-model loads), build the predictor on the main thread while the I/O loop
-already runs, then serve until SIGTERM/SIGINT and shut down gracefully.
+Start-up, in the order it happens and is logged:
+
+1. settings and logging;
+2. bind the port, so that a port already taken fails at once, before a model
+   loads; but do not listen yet: until the predictor is built the port
+   refuses connections, as openbayes-serving's does, so no TCP or ``GET /``
+   probe sends traffic to a process that cannot answer it (``--listen-early``
+   listens at once and answers 503 meanwhile);
+3. build the predictor on the main thread (SIGTERM/SIGINT stop it at once:
+   nothing is served yet);
+4. listen and start the I/O loop; log the ready line;
+5. serve until SIGTERM/SIGINT, then drain and exit 0.
+
+With ``--workers N`` a supervisor forks N processes that each do 2–5; with
+``--reload`` a parent process runs the whole command in a child and starts it
+again when a file changes.
 """
 
 import logging
@@ -19,20 +32,28 @@ from .config import parse_config
 from .errors import StartupError
 from .loader import class_name, describe_init, describe_predict, load_predictor, start_run_thread
 from .parser import PARSER_NAME
-from .server import Server
-from .supervisor import Supervisor
 
 log = logging.getLogger("lite_serving")
 
-state = {"served": False}
+# served: run() was called; cwd/argv: how __main__ was started (for --reload's child)
+state = {"served": False, "cwd": None, "argv": None}
+
+BACKLOG = 2048
+RELOADER_ENV = "LITE_SERVING_RELOADER_PID"   # set for the child of a --reload parent
 
 
 def setup_logging(config):
-    """One stderr handler for lite_serving's loggers (left alone if the application set one up)."""
+    """lite_serving's loggers at ``--log-level``, written where the application's logging says.
+
+    An application that configured logging before ``run()`` (handlers on the
+    ``lite_serving`` logger, or on the root logger as ``logging.basicConfig``
+    puts them) gets lite_serving's records through its own handlers and
+    format; otherwise one stderr handler of lite_serving's own writes them.
+    """
     level = getattr(logging, str(config.log_level).upper(), logging.INFO)
     logger = logging.getLogger("lite_serving")
     logger.setLevel(level)
-    if not logger.handlers:
+    if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
         handler.lite_serving_own = True  # the access log may write in this format itself
@@ -53,7 +74,11 @@ def raise_open_files_limit():
 
 
 def bind(host, port, listen=True):
-    """A listening socket with SO_REUSEADDR and SO_REUSEPORT; IPv6 for IPv6 addresses."""
+    """A socket bound with SO_REUSEADDR and SO_REUSEPORT (IPv6 for IPv6 addresses).
+
+    ``listen=False``: bound only. The port is then reserved (a second bind
+    without SO_REUSEPORT fails) but a connection to it is refused.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -66,7 +91,7 @@ def bind(host, port, listen=True):
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
                            "choose another address with --host/--port") from None
     if listen:
-        sock.listen(2048)
+        sock.listen(BACKLOG)
     return sock
 
 
@@ -89,76 +114,191 @@ def fail(message):
     sys.exit(1)
 
 
+class IOLoop:
+    """The server behind one seam: its I/O loop on a thread of its own, its predict pool.
+
+    The only place that knows the server's classes.
+    """
+
+    def __init__(self, app, config, listener):
+        from .server import Server
+        self.server = Server(app, config, [listener])
+        threading.Thread(target=self.server.serve_forever, name="lite_serving-io",
+                         daemon=True).start()
+
+    def describe_dispatch(self):
+        """How predict is run, in words, for the ready line."""
+        return self.server.describe_dispatch()
+
+    def install_signal_handlers(self):
+        """SIGTERM/SIGINT drain the server (graceful shutdown)."""
+        self.server.install_signal_handlers()
+
+    def wait(self):
+        """Until the loop has stopped and drained."""
+        while not self.server.finished.wait(0.5):
+            pass
+        self.server.close()
+
+
+class StopRequested(BaseException):
+    """SIGTERM/SIGINT while the predictor is built; a BaseException so ``except Exception`` lets it by."""
+
+
+_stop = {"asked": False}
+
+
+def _stop_while_building(signum, _frame):
+    _stop["asked"] = True
+    raise StopRequested(signum)
+
+
+def _catch_stop_signals():
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_while_building)
+
+
 def run(predictor_cls, argv=None):
     """Serve ``predictor_cls`` until SIGTERM/SIGINT; the entry point predictor.py files call."""
     state["served"] = True
-    config = parse_config(argv, prog=os.path.basename(sys.argv[0]) or "lite_serving")
+    prog = os.path.basename(sys.argv[0]) or "lite_serving"
+    config = parse_config(argv, prog=prog)
     setup_logging(config)
-    log.info("lite_serving %s on Python %s, pid %d", __version__, sys.version.split()[0], os.getpid())
-    log.info("parser: %s", PARSER_NAME)
+    log_start(config)
+    if is_reload_child():
+        from .supervisor import die_with_parent
+        die_with_parent()
+    elif config.reload:
+        sys.exit(_reload(config, os.path.dirname(os.path.abspath(sys.argv[0])), launch_command()))
     raise_open_files_limit()
     if config.workers == 1:
         return serve_one(predictor_cls, config)
     # Reserve the port (bound, not listening: it takes no connections) so that
-    # --port 0 gives every worker the same port.
+    # --port 0 gives every worker the same port, and a taken port fails here.
     try:
         reserve = bind(config.host, config.port, listen=False)
     except StartupError as exc:
         fail(str(exc))
     config.port = reserve.getsockname()[1]
+    from .supervisor import Supervisor
     status = Supervisor(config.workers, lambda: serve_one(predictor_cls, config),
                         config.graceful_timeout).run()
     reserve.close()
     sys.exit(status)
 
 
+def log_start(config):
+    """The first lines: version, parser, which package answers to openbayes_serving, warnings."""
+    log.info("lite_serving %s on Python %s, pid %d; parser: %s", __version__, sys.version.split()[0],
+             os.getpid(), PARSER_NAME)
+    alias = sys.modules.get("lite_serving_alias")
+    if alias is not None and alias.shadowed:
+        log.info("openbayes_serving is served by lite_serving; the installed openbayes-serving %s "
+                 "is not used", alias.shadowed)
+    if config.dev and config.production:
+        log.warning("--dev is ignored in production: failed requests answer without a traceback")
+
+
 def serve_one(predictor_cls, config):
-    """Bind, build the predictor while the loop already answers, serve until stopped."""
+    """Bind, build the predictor, listen, serve until stopped; returns the exit status."""
     config_module.active = config
     started = time.perf_counter()
     try:
-        listener = bind(config.host, config.port)
+        listener = bind(config.host, config.port, listen=False)
     except StartupError as exc:
         fail(str(exc))
     address = address_text(listener)
-    log.info("listening on %s", address)
-
+    name = class_name(predictor_cls)
     app = Application(config)
-    server = Server(app, config, [listener])
-    io_thread = threading.Thread(target=server.serve_forever, name="lite_serving-io", daemon=True)
-    io_thread.start()
-    server.install_signal_handlers()
+    loop = None
+    _catch_stop_signals()
+    try:
+        if config.listen_early:
+            listener.listen(BACKLOG)
+            loop = IOLoop(app, config, listener)
+            log.info("listening on %s while %s is built (--listen-early): /healthz and /readyz "
+                     "answer, GET / and POST / answer 503 until it is ready", address, name)
+        else:
+            log.info("building %s; %s is bound and takes connections once it is built", name,
+                     address[len("http://"):])
+        loaded = build(predictor_cls, config, name)
+        if _stop["asked"]:  # the predictor's own code swallowed StopRequested
+            raise StopRequested
+        if loaded.onnx_session is not None:
+            from .v2 import V2Model
+            served_as = model_name(config)
+            app.v2_model = V2Model(loaded.onnx_session, served_as)
+            log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",
+                     served_as, served_as)
+        app.caller = loaded.caller
+        app.ready = True
+        if loop is None:
+            listener.listen(BACKLOG)
+            loop = IOLoop(app, config, listener)
+            log.info("listening on %s", address)
+        loop.install_signal_handlers()
+    except StopRequested:
+        log.info("stopped before the predictor was ready")
+        return 0
+    start_run_thread(loaded.instance, config.production)
+    v2 = f" and /v2/models/{app.v2_model.name}/infer" if app.v2_model is not None else ""
+    log.info("ready in %.0f ms: %s answers POST %s/%s (%s)", (time.perf_counter() - started) * 1000,
+             name, address, v2, loop.describe_dispatch())
+    loop.wait()
+    log.info("stopped")
+    return 0
 
-    log.info("building %s", class_name(predictor_cls))
+
+def build(predictor_cls, config, name):
+    """The built predictor; a failure logs why and exits 1 at once (nothing is served yet)."""
     try:
         loaded = load_predictor(predictor_cls, config)
     except StartupError as exc:
-        server.request_stop()
         fail(str(exc))
     except Exception:
-        server.request_stop()
-        log.exception("%s could not be built", class_name(predictor_cls))
+        log.exception("%s could not be built", name)
         sys.exit(1)
-    if server.stopping:
-        log.info("stopped before the predictor was ready")
-        server.finished.wait(config.graceful_timeout + 5)
-        return 0
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
     log.info("predict gets: %s", describe_predict(loaded.predict_plan))
-    if loaded.onnx_session is not None:
-        from .v2 import V2Model
-        name = model_name(config)
-        app.v2_model = V2Model(loaded.onnx_session, name)
-        log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s", name, name)
-    app.caller = loaded.caller
-    app.ready = True
-    start_run_thread(loaded.instance, config.production)
-    mode = server.describe_dispatch()
-    log.info("ready in %.0f ms (%s): POST %s/ to predict", (time.perf_counter() - started) * 1000,
-             mode, address)
+    return loaded
 
-    while not server.finished.wait(0.5):
-        pass
-    server.close()
-    log.info("stopped")
-    return 0
+
+# -- --reload -----------------------------------------------------------------------
+
+def is_reload_child():
+    """True in the serving child of a ``--reload`` parent (which must not reload again)."""
+    return os.environ.get(RELOADER_ENV) == str(os.getppid())
+
+
+def reload_requested(flags):
+    """For ``__main__``: does this command ask for ``--reload`` (and is not the reloaded child)?"""
+    if is_reload_child():
+        return False
+    if not (os.environ.get(config_module.env_name("reload")) or any(a.startswith("--re") for a in flags)):
+        return False
+    return parse_config(flags, prog="lite-serving").reload
+
+
+def launch_command():
+    """The command that started this process, to run it again in a child."""
+    orig = getattr(sys, "orig_argv", None)
+    if orig:
+        return [sys.executable, *orig[1:]]
+    if state["argv"] is not None:
+        return [sys.executable, "-m", "lite_serving", *state["argv"]]
+    return [sys.executable, *sys.argv]
+
+
+def reload_directory(directory, flags):
+    """``lite-serving DIR --reload``: reload without importing the predictor in this process."""
+    config = parse_config(flags, prog="lite-serving")
+    setup_logging(config)
+    log_start(config)
+    return _reload(config, directory, launch_command())
+
+
+def _reload(config, directory, command):
+    from .reloader import Reloader
+    env = dict(os.environ, **{RELOADER_ENV: str(os.getpid())})
+    return Reloader(command, state["cwd"] or os.getcwd(), env, directory, config.graceful_timeout).run()

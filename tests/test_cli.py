@@ -1,6 +1,6 @@
 """Start-up: address and port, the onnx argument, run(), entry points, start-up errors, logs."""
 
-import importlib.util
+import importlib.machinery
 import os
 import re
 import site
@@ -50,13 +50,9 @@ def test_host_and_port_flags(tmp_path):
         kill(srv)
 
 
-@pytest.mark.parametrize("extra_env", [{}, {"OPENBAYES_JOB_URL": "http://job.example/"},
-                                       {"OPENBAYES_SERVING_PRODUCTION": "1"}],
-                         ids=["alone", "beats-job-url", "beats-production"])
-def test_port_from_environment(tmp_path, extra_env):
+def test_port_from_environment(tmp_path):
     port = free_port()
-    srv = launch(write(tmp_path / "m", ECHO), *LOCAL,
-                 env={"OPENBAYES_SERVING_PORT": str(port), **extra_env})
+    srv = launch(write(tmp_path / "m", ECHO), *LOCAL, env={"OPENBAYES_SERVING_PORT": str(port)})
     try:
         ready(srv)
         assert srv.port == port
@@ -83,8 +79,12 @@ def test_port_flag_beats_environment(tmp_path):
     ({"OPENBAYES_SERVING_PRODUCTION": "1"}, 80),
     ({"OPENBAYES_JOB_URL": "http://job.example/", "OPENBAYES_SERVING_PRODUCTION": "1"}, 8080),
     ({"OPENBAYES_SERVING_PORT": "4321"}, 4321),
-    ({"OPENBAYES_SERVING_PORT": "4321", "OPENBAYES_JOB_URL": "http://job.example/"}, 4321),
-    ({"OPENBAYES_SERVING_PORT": "4321", "OPENBAYES_SERVING_PRODUCTION": "1"}, 4321),
+    # openbayes-serving's order: the platform's port wins over OPENBAYES_SERVING_PORT
+    ({"OPENBAYES_SERVING_PORT": "4321", "OPENBAYES_JOB_URL": "http://job.example/"}, 8080),
+    ({"OPENBAYES_SERVING_PORT": "25470", "OPENBAYES_SERVING_PRODUCTION": "1"}, 80),
+    ({"OPENBAYES_SERVING_PORT": "4321", "OPENBAYES_JOB_URL": "http://job.example/",
+      "OPENBAYES_SERVING_PRODUCTION": "1"}, 8080),
+    ({"OPENBAYES_SERVING_PORT": ""}, 25252),
 ])
 def test_default_port_precedence(monkeypatch, env, port):
     from lite_serving import config
@@ -504,10 +504,8 @@ def test_start_sh_can_serve_http_itself(tmp_path):
 
 
 def real_openbayes_serving_installed():
-    try:
-        return importlib.util.find_spec("openbayes_serving") is not None
-    except (ImportError, ValueError):
-        return False
+    """The openbayes-serving package itself, not lite_serving's import alias for it."""
+    return importlib.machinery.PathFinder.find_spec("openbayes_serving") is not None
 
 
 ALIAS_SOURCE = """
@@ -574,10 +572,10 @@ def alias_pth_installed():
 
 @pytest.mark.skipif(not alias_pth_installed(), reason="lite_serving_alias.pth is not installed")
 @pytest.mark.skipif(real_openbayes_serving_installed(), reason="the real openbayes_serving is installed")
-def test_python_predictor_py_with_openbayes_serving_alias(tmp_path):
+@pytest.mark.parametrize("env", [{}, {"LITE_SERVING_ALIAS": "1"}], ids=["no-variable", "variable"])
+def test_python_predictor_py_with_openbayes_serving_alias(tmp_path, env):
     directory = write(tmp_path / "m", ALIAS_SOURCE)
-    srv = spawn(["predictor.py", *LOCAL, "--port", "0"], directory,
-                env={"LITE_SERVING_ALIAS": "1"})
+    srv = spawn(["predictor.py", *LOCAL, "--port", "0"], directory, env=env)
     try:
         ready(srv)
         assert post_json(srv, {}).json() == {"same": True, "common": True}

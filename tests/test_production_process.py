@@ -208,8 +208,9 @@ def test_sigterm_with_a_predict_longer_than_the_graceful_timeout_still_exits(ser
 
 # -- 3. probes ------------------------------------------------------------------
 
-def test_probes_while_loading_then_ready(serve):
-    server = serve(SOURCE, env=server_env({"TEST_INIT_GATE": "release-init"}), wait=False)
+def test_probes_while_loading_then_ready_with_listen_early(serve):
+    server = serve(SOURCE, "--listen-early", env=server_env({"TEST_INIT_GATE": "release-init"}),
+                   wait=False)
     m = server.wait_for(r"listening on http://([\d.]+):(\d+)")
     server.host, server.port = m.group(1), int(m.group(2))
     server.wait_for("INIT-WAITING")
@@ -221,6 +222,8 @@ def test_probes_while_loading_then_ready(serve):
     assert get(server, "/healthz").status == 200
     assert get(server, "/v2/health/live").status == 200
     assert get(server, "/readyz", head_only=True).status == 503
+    assert get(server, "/").status == 503  # GET / says 200 only when POST / would run predict
+    assert get(server, "/", head_only=True).status == 503
     early = fetch(server, post_json(b'{"tag": "early"}'))
     assert early.status == 503, early
     assert early.header("retry-after") is not None
@@ -232,6 +235,7 @@ def test_probes_while_loading_then_ready(serve):
         reply = get(server, path)
         assert reply.status == 200, (path, reply)
     assert b'"ready"' in get(server, "/readyz").body
+    assert get(server, "/").status == 200
     assert fetch(server, post_json(b'{"tag": "late"}')).status == 200
     for path in ("/readyz", "/healthz"):
         reply = fetch(server, build("POST", path, [("Content-Type", "application/json")], b"{}"))

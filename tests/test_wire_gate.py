@@ -4,6 +4,7 @@ checked where the answer head is built, whatever path built them; answers that c
 
 import pytest
 
+from helpers_server import wait_for_new
 from test_production_support import Client, build, post_json, split_one, start_server, stop_server
 
 SOURCE = """
@@ -95,8 +96,7 @@ def test_invalid_response_headers_answer_500_and_forge_nothing(server, obj):
     assert not first.header("set-cookie") and not first.header("injected")
     # the pipelined request behind it gets its own, genuine answer
     assert second.status == 200 and second.body == b'{"echo":{"case":"echo","n":2}}', second
-    server.wait_for(r"answer to POST / not sent: ", timeout=10)
-    assert any("not sent" in line for line in server.lines[mark:])
+    wait_for_new(server, mark, r"answer to POST / not sent: ")
 
 
 def test_flask_response_with_an_injected_header_is_refused(server):
@@ -141,8 +141,8 @@ def test_statuses_outside_200_to_599_answer_500(server, case, status):
     first, second = answers_then_next(server, {"case": case, "status": status})
     assert first.status == 500, first
     assert second.status == 200, second
-    server.wait_for(r"(not sent|could not be sent as given)", timeout=10)
-    assert any(str(status) in line for line in server.lines[mark:])
+    wait_for_new(server, mark, rf"(not sent|could not be sent as given).*\b{status}\b|"
+                               rf"\b{status}\b.*(not sent|could not be sent as given)")
 
 
 @pytest.mark.parametrize("status", [204, 304])

@@ -17,7 +17,8 @@ from pathlib import Path
 from .paths import REPO_ROOT, VENVS_DIR
 
 # Paths of the repository that make up the installed lite_serving package.
-PROJECT_SOURCES = ("lite_serving", "_speedups", "setup.py", "pyproject.toml", "setup.cfg")
+PROJECT_SOURCES = ("lite_serving", "_speedups", "setup.py", "pyproject.toml", "setup.cfg",
+                   "lite_serving_alias.py", "lite_serving_alias.pth")
 SKIPPED_PARTS = {"__pycache__", "build", ".git"}
 
 

@@ -4,7 +4,7 @@ from .catalog import METRICS, WORKER_COUNTS, WORKERS_LOAD, WORKERS_METRICS, work
 from .cpuwatch import NOISY_SHARE
 from .servers import SERVERS
 
-LITE_COLUMNS = ("lite", "lite-pure")
+LITE_COLUMNS = ("lite", "lite-pure", "lite-py", "lite-cli")
 BASELINE_COLUMNS = ("reference", "uvicorn")
 
 
@@ -113,8 +113,28 @@ def render(data):
             f"{machine['cores']} cores, so on 2 cores a second worker competes with wrk for CPU.\n",
             absolute_section(summary, failed, worker_columns, WORKERS_METRICS),
         ]
+    if data.get("importtime"):
+        out.append(importtime_section(data["importtime"], columns))
     out += [notes_section(data), machine_section(data), METHOD]
     return "\n".join(out)
+
+
+def importtime_section(profiles, columns):
+    """The slowest imports of one cold start of each server (``-X importtime``)."""
+    lines = [
+        "## Cold start: where import time goes (`-X importtime`, median of a few starts each)\n",
+        "Own time of each module (its imports excluded), the slowest first; *via* is the "
+        "top-level import that brought it in. `-X importtime` itself slows imports down: "
+        "compare the rows, not the totals with the timings above.\n",
+    ]
+    for column in [c for c in columns if c in profiles] + sorted(set(profiles) - set(columns)):
+        profile = profiles[column]
+        lines.append(f"### {column_label(column)}: {fmt(profile['total_ms'])} ms in "
+                     f"{profile['modules']} modules\n")
+        rows = [[f"`{e['module']}`", fmt(e["self_ms"]), fmt(e["cumulative_ms"]), f"`{e['via']}`"]
+                for e in profile["top"]]
+        lines.append(table(["module", "own ms", "cumulative ms", "via"], rows) + "\n")
+    return "\n".join(lines)
 
 
 def foreign_cpu_notes(samples, noisy=NOISY_SHARE):
@@ -174,10 +194,14 @@ METHOD = """## How it was measured
 - A wrk run with any non-2xx/3xx response or socket error counts as failed and is left out.
 - The 4 MiB MessagePack scenario uses wrk too (the body is read by the Lua script);
   MB/s = requests/s × body size.
-- Cold start: time from spawning the process to the first `GET /` answered with 200, polled
-  with a tight connect loop, and to the first correct answer to a predict POST (retried
-  while the server answers 503; lite answers `GET /` before its predictor is built).
-  One discarded start per server first.
+- Cold start: time from spawning the process to the first correct answer to a predict POST,
+  asked in a tight loop from the spawn on (a refused connection or a 503 means "not yet"),
+  and the CPU time the server's threads had used by then (from `/proc/PID/task/*/schedstat`,
+  less sensitive than wall time to other work on the machine). One discarded start per
+  server first; the servers start in an order shuffled anew for every attempt. Then three
+  starts each with `-X importtime`. `lite (python predictor.py)` and `lite (lite-serving DIR)`
+  are lite started those ways (`lite` is `python -m lite_serving DIR`); they take part in the
+  cold start only.
 - The reference runs as its users start it: `python predictor.py`, in its default "local"
   mode, with its access log on (written to a file).
 - See `bench/README.md` for details.

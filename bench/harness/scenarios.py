@@ -1,6 +1,9 @@
 """Running the scenarios: servers take turns (A B C A B C ...) so drift hits all alike."""
 
+import contextlib
 import http.client
+import os
+import random
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -16,12 +19,14 @@ from .catalog import (
 )
 from .cpuwatch import NOISY_SHARE, ForeignCpu
 from .fixtures import APP_LOADS, BODIES
+from .importtime import parse_importtime
 from .results import Results
-from .servers import SERVERS, ServerStartError, post, start_server
+from .servers import SERVERS, ServerStartError, post, spawn_server, start_server
 from .wrk import WrkError, run_wrk
 
 WARMUP_CONNECTIONS = 32
 READY_POLL_S = 0.001
+IMPORT_PROFILE_STARTS = 3  # -X importtime starts per server; the profile is their median
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Settings:
     servers: tuple = tuple(SERVERS)
     scenarios: tuple = ()
     start_timeout: float = 60.0
+    realtime: bool = False  # cold starts under SCHED_FIFO, sheltered from other work on the machine
 
 
 @dataclass
@@ -47,10 +53,19 @@ class Bench:
     results: Results = field(default_factory=Results)
     broken: dict = field(default_factory=dict)  # (column, app) -> why it is no longer tried
     log: object = print
+    importtime: dict = field(default_factory=dict)  # column -> -X importtime profile of a cold start
 
-    def servers_for(self, app):
-        """Selected, installed servers that can serve ``app``, in column order."""
-        return [SERVERS[k] for k in self.settings.servers if k in self.pythons and app in SERVERS[k].apps]
+    def servers_for(self, app, cold_start=False):
+        """Selected, installed servers that can serve ``app``, in column order.
+
+        Servers that are only another way of starting one (``cold_start_only``) are
+        included only for the cold start.
+        """
+        return [
+            SERVERS[k]
+            for k in self.settings.servers
+            if k in self.pythons and app in SERVERS[k].apps and (cold_start or not SERVERS[k].cold_start_only)
+        ]
 
     def fail(self, cells, column, rnd, reason, permanent=False):
         """Record a failed attempt for every cell in ``cells``."""
@@ -199,38 +214,123 @@ def measure_load(bench, server, load, column, rnd, client_cpus):
 
 
 def run_cold_starts(bench):
-    """Spawn-to-ready times of the echo app, servers taking turns; start 0 is discarded.
+    """Spawn-to-first-answer times of the echo app, servers taking turns; start 0 is discarded.
 
-    Two times per start: to the first ``GET /`` answered 200, and to the first
-    correct answer to a predict request (POST), retried while the server says 503.
-
-    The discarded first start of each server warms the .pyc files and the page cache,
-    so what is measured is a restart on a machine that has run the server before.
+    Each start is polled with the predict request itself (a refused connection or a
+    503 means "not yet"), so what is measured is what a first user waits for. Two
+    figures per start: wall time from the spawn to the first correct answer, and the
+    CPU time the server's threads had used by then (less sensitive to other work on
+    the machine). The discarded first start of each server warms the .pyc files and
+    the page cache, so what is measured is a restart on a machine that has run the
+    server before. Last, one more start of each with ``-X importtime`` lists where
+    its imports spend their time.
     """
-    specs = bench.servers_for("echo")
-    server_cpus = bench.cpus[0]
+    specs = bench.servers_for("echo", cold_start=True)
     bench.log(f"[cold start] {bench.settings.cold_starts} measured starts per server (+1 discarded)")
+    with _realtime(bench):
+        _cold_start_rounds(bench, specs)
+
+
+def _cold_start_rounds(bench, specs):
     for attempt in range(bench.settings.cold_starts + 1):
-        for spec in specs:
-            if (spec.key, "echo") in bench.broken:
+        # A start runs a few percent slower right after another server's start than right
+        # after its own (CPU caches): the order is shuffled anew for every attempt (seeded,
+        # so runs are repeatable), so that no server always follows the same one.
+        order = list(specs)
+        random.Random(attempt).shuffle(order)
+        for spec in order:
+            outcome = _cold_start(bench, spec, attempt)
+            if outcome is None or not attempt:
                 continue
-            try:
-                server = start_server(
-                    spec, bench.pythons[spec.key], "echo", server_cpus, None, bench.settings.start_timeout
-                )
-            except ServerStartError as e:
-                bench.broken[(spec.key, "echo")] = str(e).splitlines()[0]
-                bench.fail([COLDSTART_CELL], spec.key, attempt, str(e), permanent=True)
-                continue
-            problem = await_correct_answer(server, "echo", bench.settings.start_timeout)
-            predict_ms = (time.perf_counter() - server.started) * 1000
-            server.stop()
-            if attempt:
-                values = {"ms": server.startup_s * 1000, "predict_ms": predict_ms}
-                bench.results.add(COLDSTART_CELL, spec.key, attempt, values, problem)
-                bench.log(
-                    f"  {spec.key:<20} GET / 200 after {values['ms']:7.1f} ms, first predict after {predict_ms:7.1f} ms"
-                )
+            values, problem, _log = outcome
+            bench.results.add(COLDSTART_CELL, spec.key, attempt, values, problem)
+            bench.log(
+                f"  {spec.key:<20} first predict answered after {values['predict_ms']:7.1f} ms, "
+                f"{values['cpu_ms']:6.1f} ms of server CPU"
+            )
+    for spec in specs:
+        profile = _import_profile(bench, spec)
+        if profile:
+            bench.importtime[spec.key] = profile
+            bench.log(
+                f"  {spec.key:<20} imports: {profile['total_ms']:.1f} ms over {profile['modules']} modules "
+                f"(-X importtime, median of {profile['starts']} starts)"
+            )
+
+
+@contextlib.contextmanager
+def _realtime(bench):
+    """With ``--realtime``: the harness polls under SCHED_FIFO too (below the servers' priority)."""
+    if not bench.settings.realtime:
+        yield
+        return
+    try:
+        previous = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(40))
+    except (AttributeError, OSError) as e:
+        bench.settings.realtime = False
+        bench.results.note(f"--realtime was asked for but is not allowed here ({e}); cold starts ran "
+                           "under the normal scheduler")
+        yield
+        return
+    bench.results.note("cold starts ran under SCHED_FIFO (--realtime): servers at priority "
+                       "50, the harness at 40, so other work on the machine did not take their CPU")
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, previous[0], previous[1])
+
+
+def _cold_start(bench, spec, attempt, extra_env=None):
+    """One start: ``(values, problem, log path)``, or None when the server could not be started."""
+    if (spec.key, "echo") in bench.broken:
+        return None
+    try:
+        server = spawn_server(spec, bench.pythons[spec.key], "echo", bench.cpus[0], extra_env=extra_env,
+                              realtime=bench.settings.realtime)
+    except ServerStartError as e:
+        bench.broken[(spec.key, "echo")] = str(e).splitlines()[0]
+        bench.fail([COLDSTART_CELL], spec.key, attempt, str(e), permanent=True)
+        return None
+    try:
+        seconds, problem = await_first_answer(server, "echo", bench.settings.start_timeout)
+        cpu = server.cpu_seconds()
+    finally:
+        server.stop()
+    if seconds is None:
+        bench.broken[(spec.key, "echo")] = problem
+        bench.fail([COLDSTART_CELL], spec.key, attempt, problem, permanent=True)
+        return None
+    return {"predict_ms": seconds * 1000, "cpu_ms": cpu * 1000}, problem, server.log_path
+
+
+def await_first_answer(server, app, timeout):
+    """Ask the check request from the spawn on, until it is answered other than 503.
+
+    Returns ``(seconds from spawn, problem)``: ``problem`` is None for a correct
+    answer; ``seconds`` is None when the server exited or never answered.
+    """
+    while True:
+        status, problem = check_answer(server, app)
+        elapsed = time.perf_counter() - server.started
+        if status is not None and status != 503:
+            return elapsed, problem
+        if server.proc.poll() is not None:
+            return None, f"exited with code {server.proc.returncode} before answering"
+        if elapsed > timeout:
+            return None, f"no answer to predict within {timeout:.0f} s"
+        time.sleep(READY_POLL_S)
+
+
+def _import_profile(bench, spec, starts=IMPORT_PROFILE_STARTS):
+    """A few more starts with ``-X importtime`` (PYTHONPROFILEIMPORTTIME); their parsed profile."""
+    logs = []
+    for _ in range(starts):
+        outcome = _cold_start(bench, spec, 0, {"PYTHONPROFILEIMPORTTIME": "1"})
+        if outcome is None:
+            return None
+        logs.append(outcome[2].read_text(errors="replace"))
+    return parse_importtime(logs)
 
 
 def lite_accepts_workers(python, spec):

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .envs import ENV_SPECS
 from .paths import LOG_DIR, SERVERS_DIR, WORK_DIR
 
 HOST = "127.0.0.1"
@@ -48,6 +49,8 @@ class ServerSpec:
     extra_env: tuple = ()
     supports_workers: bool = False
     log_facts: tuple = ()  # regexes of start-up log lines worth reporting
+    cold_start_only: bool = False  # another way to start a server measured elsewhere: cold start only
+    echo_dir: str = "lite"  # the directory under servers/ of its echo app (the other apps are shared)
 
     def command(self, app, port, workers=None):
         """``(argv after the interpreter, working directory)`` to serve ``app`` on ``port``."""
@@ -57,14 +60,21 @@ class ServerSpec:
         """Environment variables the server process gets for ``app`` (beyond the harness's own)."""
         return dict(self.extra_env)
 
+    def app_dir(self, app):
+        """The directory under servers/ of ``app``: echo and tensor have one per kind of server."""
+        if app == "echo":
+            return SERVERS_DIR / self.echo_dir
+        if app == "tensor":
+            return SERVERS_DIR / ("tensor_reference" if self.echo_dir == "reference" else "tensor_lite")
+        return SERVERS_DIR / app
 
-class ReferenceServer(ServerSpec):
-    """openbayes-serving runs the predictor file as a script: ``python predictor.py --port P``."""
+
+class PredictorScript(ServerSpec):
+    """The predictor file run as a script, as openbayes-serving users do: ``python predictor.py --port P``."""
 
     def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / {"echo": "reference", "tensor": "tensor_reference"}.get(app, app)
         argv = ["predictor.py", "--host", HOST, "--port", str(port), *predictor_args(app)]
-        return argv, directory
+        return argv, self.app_dir(app)
 
 
 class LiteServer(ServerSpec):
@@ -75,11 +85,21 @@ class LiteServer(ServerSpec):
     """
 
     def command(self, app, port, workers=None):
-        directory = SERVERS_DIR / {"echo": "lite", "tensor": "tensor_lite"}.get(app, app)
+        directory = self.app_dir(app)
         argv = ["-m", "lite_serving", str(directory), "--host", HOST, "--port", str(port)]
         argv += predictor_args(app)
         if workers is not None:
             argv += ["--workers", str(workers)]
+        return argv, directory
+
+
+class LiteConsoleScript(ServerSpec):
+    """lite_serving's console script: ``lite-serving DIR --port P`` (no ``-m``, no runpy)."""
+
+    def command(self, app, port, workers=None):
+        directory = self.app_dir(app)
+        script = ENV_SPECS[self.env].path / "bin" / "lite-serving"
+        argv = [str(script), str(directory), "--host", HOST, "--port", str(port), *predictor_args(app)]
         return argv, directory
 
 
@@ -95,7 +115,7 @@ class UvicornServer(ServerSpec):
 SERVERS = {
     spec.key: spec
     for spec in (
-        ReferenceServer("reference", "reference", "reference"),
+        PredictorScript("reference", "reference", "reference", echo_dir="reference"),
         UvicornServer("uvicorn", "uvicorn raw", "uvicorn", apps=("echo", "msgpack")),
         LiteServer("lite", "lite", "lite", supports_workers=True, log_facts=(r"parser: .+",)),
         LiteServer(
@@ -105,6 +125,10 @@ SERVERS = {
             extra_env=(("LITE_SERVING_PURE", "1"),),
             log_facts=(r"parser: .+",),
         ),
+        PredictorScript("lite-py", "lite (python predictor.py)", "lite", apps=("echo",),
+                        cold_start_only=True),
+        LiteConsoleScript("lite-cli", "lite (lite-serving DIR)", "lite", apps=("echo",),
+                          cold_start_only=True),
     )
 }
 
@@ -178,6 +202,21 @@ def vm_rss_kib(pid):
     return 0
 
 
+def task_cpu_seconds(pid):
+    """CPU time of all live threads of ``pid``, from the scheduler's nanosecond counters."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
 def log_tail(path, lines=12):
     """The last ``lines`` lines of a server log, for error messages."""
     try:
@@ -219,6 +258,10 @@ class RunningServer:
     def process_count(self):
         return len(self.pids())
 
+    def cpu_seconds(self):
+        """CPU time used so far by every thread of the server and of any process it forked."""
+        return sum(task_cpu_seconds(pid) for pid in self.pids())
+
     def stop(self, grace=10.0):
         """SIGTERM the process group, then SIGKILL what is left of it after ``grace``.
 
@@ -249,18 +292,22 @@ def group_members(pgid):
     return [pid for pid, fields in _process_stats() if fields[0] != "Z" and int(fields[2]) == pgid]
 
 
-def server_env(spec, app=None):
-    """The environment for a server process: ours minus CONTROLLED_ENV, plus the spec's."""
+def server_env(spec, app=None, extra=None):
+    """The environment for a server process: ours minus CONTROLLED_ENV, plus the spec's and ``extra``."""
     env = {k: v for k, v in os.environ.items() if k not in CONTROLLED_ENV}
     env.update(spec.app_env(app))
+    env.update(extra or {})
     return env
 
 
-def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001):
-    """Start ``spec`` serving ``app`` pinned to ``cpus``; return once ``GET /`` answers 200.
+REALTIME_PRIORITY = "50"  # SCHED_FIFO priority of a server under --realtime (the harness polls at 40)
 
-    The returned server's ``startup_s`` is the time from spawning the process to the
-    first 200 answer. Raises ServerStartError (with the log's tail) on failure.
+
+def spawn_server(spec, python, app, cpus, workers=None, extra_env=None, realtime=False):
+    """Start ``spec`` serving ``app`` pinned to ``cpus``, without waiting for it.
+
+    ``realtime``: under SCHED_FIFO (``chrt``), so that other work on the machine
+    cannot take the CPU from it while it starts.
     """
     port = free_port()
     argv, cwd = spec.command(app, port, workers)
@@ -269,10 +316,11 @@ def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         try:
+            prefix = ["chrt", "-f", REALTIME_PRIORITY] if realtime else []
             proc = subprocess.Popen(
-                ["taskset", "-c", cpus, str(python), *argv],
+                [*prefix, "taskset", "-c", cpus, str(python), *argv],
                 cwd=cwd,
-                env=server_env(spec, app),
+                env=server_env(spec, app, extra_env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -280,7 +328,17 @@ def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001
             )
         except OSError as e:
             raise ServerStartError(f"{spec.label} ({app}) could not be spawned: {e}") from e
-    server = RunningServer(spec, app, proc, port, log_path, started)
+    return RunningServer(spec, app, proc, port, log_path, started)
+
+
+def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001):
+    """Start ``spec`` serving ``app`` pinned to ``cpus``; return once ``GET /`` answers 200.
+
+    The returned server's ``startup_s`` is the time from spawning the process to the
+    first 200 answer. Raises ServerStartError (with the log's tail) on failure.
+    """
+    server = spawn_server(spec, python, app, cpus, workers)
+    proc, port, log_path, started = server.proc, server.port, server.log_path, server.started
     deadline = started + timeout
     while not answers_200(port):
         problem = None
