@@ -32,7 +32,7 @@ SOURCE = """
 
         def predict(self, json):
             tag = json.get("tag")
-            os.write(2, b"PREDICT-START %s\n" % str(tag).encode())  # one write: threads do not mix
+            os.write(2, b"PREDICT-START %s\\n" % str(tag).encode())  # one write: threads do not mix
             if json.get("gate"):
                 while not os.path.exists(json["gate"]):
                     time.sleep(0.01)
