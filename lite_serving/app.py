@@ -89,6 +89,8 @@ class Application:
         self.production = config.production
         self.dev_page = config.dev_page
         self.v2_model = None     # a v2.V2Model when an ONNX model is served on /v2 too
+        self.batch_caller = None  # a providers.BatchCaller: POST / goes to predict_batch in batches
+        self.v2_batching = False  # /v2 inference requests are run in batches
         self.metrics = Metrics()
         self.probes = {
             "/healthz": self._alive, "/v2/health/live": self._alive,
@@ -184,35 +186,128 @@ class Application:
         try:
             if head.path != "/":
                 status, ctype, body, extra = self._v2_infer(view)
-            else:
-                result = self.caller(view)
-                status, ctype, body, extra = encode_result(result, head.accept)
-            if type(body) is StreamBody:
-                body.context = contextvars.copy_context()
-                return stream_reply(status, ctype, body, head, extra)
-            return bytes_reply(status, ctype, body, head, extra=extra)
-        except ServingError as exc:
+                return bytes_reply(status, ctype, body, head, extra=extra)
+            return self._encode(self.caller(view), head)
+        except BaseException as exc:
+            return self._failure(exc, view)
+        finally:
+            current_request.reset(token)
+            self.metrics.predict_seconds.observe(time.perf_counter() - began)
+
+    def _encode(self, result, head):
+        """What predict returned → the reply to ``head``'s request (exceptions escape)."""
+        status, ctype, body, extra = encode_result(result, head.accept)
+        if type(body) is StreamBody:
+            body.context = contextvars.copy_context()  # holds current_request: see handle_predict
+            return stream_reply(status, ctype, body, head, extra)
+        return bytes_reply(status, ctype, body, head, extra=extra)
+
+    def _failure(self, exc, view, logged=False):
+        """The reply to a request whose predict (or the encoding of its result) raised ``exc``.
+
+        ``logged``: the failure was logged already (once for a whole batch).
+        """
+        head = view.head
+        if isinstance(exc, ServingError):
             return self._serving_error(exc, head)
-        except InvalidResponse as exc:
-            self.metrics.predict_errors += 1
+        self.metrics.predict_errors += 1
+        if isinstance(exc, InvalidResponse):
             log.error("answer to %s %s not sent: %s", head.method, head.target, exc)
             return json_reply(500, {"error": "predict returned a value that cannot be sent"}, head)
-        except BaseException as exc:
-            self.metrics.predict_errors += 1
+        if not logged:
             log.exception("predict raised %s for %s %s", type(exc).__name__, head.method, head.target)
             if self.dev_page:
                 from .dev_page import render_failure
                 page = render_failure(exc, view)  # None unless the client is on this machine
                 if page is not None:
                     return bytes_reply(500, page[0], page[1], head, extra=page[2])
-            if self.production:
-                message = "predict failed; the server log has the traceback"
+        if self.production:
+            message = "predict failed; the server log has the traceback"
+        else:
+            message = "predict failed: " + describe_exception(exc)
+        return json_reply(500, {"error": message}, head)
+
+    # -- batches (the batch thread) -----------------------------------------------------------
+
+    def batchable(self, view):
+        """Whether ``view`` (a request for predict) is answered in batches."""
+        if view.head.path == "/":
+            return self.batch_caller is not None
+        return self.v2_batching
+
+    def answer_batch(self, views):
+        """The replies to a batch of requests of one kind (all ``POST /`` or all /v2 inference),
+        in order. Never raises."""
+        if views[0].head.path != "/":
+            return self._v2_batch(views)
+        replies = [None] * len(views)
+        rows, kept = [], []
+        caller = self.batch_caller
+        for index, view in enumerate(views):
+            try:
+                rows.append(caller.arguments(view))  # a body that cannot be decoded: 400 here
+                kept.append(index)
+            except BaseException as exc:
+                replies[index] = self._failure(exc, view)
+        if kept:
+            self.metrics.batch_size.observe(len(kept))
+            began = time.perf_counter()
+            try:
+                results = caller.call(rows)
+                count = _result_count(results)
+                if count != len(kept):
+                    raise BatchLengthError(f"predict_batch returned {count} results for a batch of "
+                                           f"{len(kept)} requests; it must return one per request")
+            except BaseException as exc:
+                if isinstance(exc, BatchLengthError):
+                    log.error("%s", exc)
+                elif not isinstance(exc, ServingError):
+                    log.exception("predict_batch raised %s for a batch of %d requests",
+                                  type(exc).__name__, len(kept))
+                for index in kept:
+                    replies[index] = self._failure(exc, views[index], logged=True)
             else:
-                message = "predict failed: " + describe_exception(exc)
-            return json_reply(500, {"error": message}, head)
+                for position, index in enumerate(kept):
+                    replies[index] = self._answer_item(results[position], views[index])
+            finally:
+                self.metrics.predict_seconds.observe(time.perf_counter() - began)
+        return replies
+
+    def _answer_item(self, result, view):
+        """One request's reply from its item of predict_batch's results."""
+        head = view.head
+        token = current_request.set(head)  # a streamed item's thread knows its request
+        try:
+            if isinstance(result, ServingError):
+                return self._serving_error(result, head)
+            return self._encode(result, head)
+        except BaseException as exc:
+            return self._failure(exc, view)
         finally:
             current_request.reset(token)
+
+    def _v2_batch(self, views):
+        """/v2 inference requests: checked one by one, run together where their shapes agree."""
+        from . import v2
+        model = self.v2_model
+        replies = [None] * len(views)
+        jobs, kept = [], []
+        for index, view in enumerate(views):
+            out = v2.handle(model, "POST", view.head.path, view.body, view.headers.get, run=False)
+            if isinstance(out, v2.InferJob):
+                jobs.append(out)
+                kept.append(index)
+            else:
+                replies[index] = bytes_reply(out[0], out[1], out[2], view.head, extra=out[3])
+        if jobs:
+            self.metrics.batch_size.observe(len(jobs))
+            began = time.perf_counter()
+            results = model.run_batch(jobs)
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
+            for index, job, result in zip(kept, jobs, results):
+                status, ctype, body, extra = v2.infer_reply(model, job, result)
+                replies[index] = bytes_reply(status, ctype, body, views[index].head, extra=extra)
+        return replies
 
     def _serving_error(self, exc, head):
         try:
@@ -231,3 +326,18 @@ class Application:
             except Exception:
                 message = "predict raised a ServingError that cannot be sent"
             return json_reply(500, {"error": message}, head)
+
+
+class BatchLengthError(Exception):
+    """predict_batch returned a number of results other than the batch's."""
+
+
+def _result_count(results):
+    """How many results predict_batch returned: a list, a tuple, or an array along axis 0."""
+    if isinstance(results, (list, tuple)):
+        return len(results)
+    shape = getattr(results, "shape", None)
+    if shape:  # numpy and friends: one result per row
+        return shape[0]
+    raise BatchLengthError(f"predict_batch returned {type(results).__name__}; it must return a "
+                           "list, a tuple or an array with one result per request")

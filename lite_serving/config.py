@@ -49,6 +49,13 @@ SETTINGS = (
             "the model file's name without .onnx"),
     Setting("threads", 10, int, "most threads running predict when it runs off the I/O thread, "
             "started as requests wait for one; 0 means --dispatch inline"),
+    Setting("max_batch_size", 32, int,
+            "most requests one predict_batch call (or one run of a batchable ONNX model) is given; "
+            "1 turns batching off (predict is used when the class has it)"),
+    Setting("max_batch_delay", 0.0, float,
+            "milliseconds a batch may wait for more requests after its first; 0: a batch is what "
+            "waits when the model becomes free, with no added latency",
+            "0"),
     Setting("dispatch", "auto", str,
             "auto: predict runs on the I/O thread, and a predict that takes over 20 ms hands the "
             "sockets to another thread (after repeated slow predicts, predict moves to the "
@@ -302,6 +309,8 @@ def parse_config(argv=None, prog="lite_serving"):
         _fail(prog, "--dispatch must be auto, threads or inline")
     if not 0 <= config.port <= 65535:
         _fail(prog, f"--port must be between 0 and 65535, got {config.port}")
+    if config.max_batch_size < 1 or config.max_batch_delay < 0:
+        _fail(prog, "--max-batch-size must be >= 1 and --max-batch-delay >= 0")
     if config.max_memory < config.max_body_size:
         _fail(prog, f"--max-memory ({config.max_memory}) must be at least --max-body-size "
                     f"({config.max_body_size})")

@@ -109,6 +109,11 @@ class HTTPConnection:
     def __repr__(self):
         return f"<HTTPConnection {self.peer} {STATE_NAMES[self.state]}>"
 
+    @property
+    def gone(self):
+        """The connection is closed (read by the batch thread: a request it need not run)."""
+        return self.state == CLOSED
+
     # -- transitions: the one place states change and deadlines are chosen ----------
 
     def _enter(self, state):

@@ -234,10 +234,133 @@ class AutoDispatch(PoolDispatch):
                      "from now on", RESCUE_AFTER * 1000, len(times), SLOW_WINDOW, self.threads)
 
 
-def make_dispatch(config, handle, loop):
-    """The dispatch ``config`` asks for (``--dispatch``, ``--threads``)."""
+_DROPPED = (0, b"", True)  # the "answer" to a request whose client left before its batch ran
+
+
+class BatchDispatch:
+    """Requests the application answers in batches go to one batch thread; the rest to ``inner``.
+
+    The batch thread takes what waits when the model becomes free, up to
+    ``max_size`` requests (after waiting up to ``delay`` seconds from the
+    first one for a fuller batch, when ``delay`` is positive): a lone request
+    runs at once, and batches grow by themselves under load. A request whose
+    client has left is dropped from its batch. The answers come back on the
+    I/O thread, one ``on_answer`` per request.
+    """
+
+    def __init__(self, inner, app, loop, max_size, delay):
+        self.inner = inner
+        self.app = app
+        self.loop = loop
+        self.max_size = max_size
+        self.delay = delay
+        self.metrics = app.metrics
+        self._cond = threading.Condition()
+        self._queue = collections.deque()
+        self._waiting = 0              # submitted and not yet answered (I/O thread)
+        self._stopped = False
+        self._thread = None
+
+    def describe(self):
+        what = []
+        if self.app.batch_caller is not None:
+            what.append("predict_batch")
+        if self.app.v2_batching:
+            what.append("the ONNX model (/v2 inference requests whose shapes agree)")
+        wait = (f"waiting up to {self.delay * 1000:g} ms for a fuller batch" if self.delay else
+                "those waiting when the model becomes free, with no added wait")
+        return (f"{' and '.join(what)} gets up to {self.max_size} requests a call, {wait}, on a "
+                f"thread of its own; other requests: {self.inner.describe()}")
+
+    def submit(self, conn, view):
+        if not self.app.batchable(view):
+            self.inner.submit(conn, view)
+            return
+        self._waiting += 1
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="lite_serving-batch",
+                                                daemon=True)
+                self._thread.start()
+            self._queue.append((conn, view))
+            self._cond.notify()
+
+    def pending(self):
+        return self.inner.pending()
+
+    def in_flight(self):
+        return self._waiting + self.inner.in_flight()
+
+    def after_turn(self, token):
+        return self.inner.after_turn(token)
+
+    def stop(self):
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self.inner.stop()
+
+    def _next_batch(self):
+        """Wait for requests; take up to max_size of them (None once stopped)."""
+        queue, cond = self._queue, self._cond
+        with cond:
+            while not queue and not self._stopped:
+                cond.wait()
+            if self._stopped:
+                return None
+            if self.delay and len(queue) < self.max_size:
+                deadline = queue[0][1].started + self.delay
+                while len(queue) < self.max_size and not self._stopped:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    cond.wait(left)
+            return [queue.popleft() for _ in range(min(len(queue), self.max_size))]
+
+    def _work(self):
+        app, post = self.app, self.loop.call_soon_threadsafe
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            answers = []
+            live = []
+            for conn, view in batch:
+                (answers if conn.gone else live).append((conn, view))
+            answers = [(conn, view, _DROPPED) for conn, view in answers]
+            now = time.monotonic()
+            # one kind of request per model call: POST / (predict_batch) apart from /v2 inference
+            for kind in (True, False):
+                group = [(conn, view) for conn, view in live if (view.head.path == "/") is kind]
+                if not group:
+                    continue
+                views = [view for _, view in group]
+                for view in views:
+                    self.metrics.batch_wait_seconds.observe(now - view.started)
+                try:
+                    replies = app.answer_batch(views)
+                except BaseException:  # answer_batch never raises: this is a bug in lite_serving
+                    replies = [_failed(view) for view in views]
+                answers += [(conn, view, reply) for (conn, view), reply in zip(group, replies)]
+            post(self._deliver, answers)
+
+    def _deliver(self, answers):
+        for conn, view, reply in answers:
+            self._waiting -= 1
+            conn.on_answer(view, reply)
+
+
+def make_dispatch(config, app, loop):
+    """The dispatch ``config`` asks for (``--dispatch``, ``--threads``), batching when the
+    application answers some requests in batches (``predict_batch``, a batchable ONNX model)."""
+    handle = app.handle_predict
     if config.dispatch == "inline" or config.threads == 0:
-        return InlineDispatch(handle, loop)
-    if config.dispatch == "threads":
-        return PoolDispatch(handle, loop, config.threads)
-    return AutoDispatch(handle, loop, config.threads)
+        inner = InlineDispatch(handle, loop)
+    elif config.dispatch == "threads":
+        inner = PoolDispatch(handle, loop, config.threads)
+    else:
+        inner = AutoDispatch(handle, loop, config.threads)
+    if app.batch_caller is None and not app.v2_batching:
+        return inner
+    app.metrics.batching = True
+    return BatchDispatch(inner, app, loop, config.max_batch_size, config.max_batch_delay / 1000.0)

@@ -7,8 +7,8 @@ import threading
 
 from .errors import StartupError
 from .onnx_model import find_model, load_session
-from .providers import (PREDICT_PROVIDERS, PROVIDER_DESCRIPTIONS, build_caller, provider_key,
-                        signature_plan)
+from .providers import (PREDICT_PROVIDERS, PROVIDER_DESCRIPTIONS, BatchCaller, build_caller,
+                        provider_key, signature_plan)
 
 log = logging.getLogger("lite_serving")
 
@@ -21,14 +21,22 @@ INIT_PROVIDERS = {"onnx": provide_onnx}
 
 
 class LoadedPredictor:
-    """The built predictor object and the function that calls its ``predict`` for a request."""
+    """The built predictor object and the functions that call its ``predict``/``predict_batch``.
 
-    def __init__(self, instance, caller, init_plan, predict_plan, onnx_session=None):
+    ``caller(view)`` runs ``predict`` for one request (None when the class has
+    only ``predict_batch``); ``batch_caller`` (a
+    :class:`~lite_serving.providers.BatchCaller`, or None) runs ``predict_batch``
+    for a list of requests.
+    """
+
+    def __init__(self, instance, caller, init_plan, predict_plan, onnx_session=None,
+                 batch_caller=None):
         self.instance = instance
         self.caller = caller
         self.init_plan = init_plan
         self.predict_plan = predict_plan
         self.onnx_session = onnx_session   # the session given to __init__, served on /v2 too
+        self.batch_caller = batch_caller
 
 
 def class_name(cls):
@@ -44,15 +52,22 @@ def class_name(cls):
     return f"{getattr(cls, '__module__', '?')}.{name}"
 
 
-def _unbound_predict(cls):
-    """``predict`` as the class defines it, without ``self``, to check it before building."""
-    attr = inspect.getattr_static(cls, "predict", None)
-    if attr is None or not callable(getattr(cls, "predict", None)):
-        raise StartupError(f"{class_name(cls)} has no `predict` method; a predictor class needs "
-                           "`def predict(self, json)` (or other supported arguments)")
+def defines(cls, method):
+    """Whether ``cls`` has a callable ``method`` (``predict`` or ``predict_batch``).
+
+    An instance may set the attribute to None to do without it (the zero-code
+    ONNX predictor does so for models that cannot be batched).
+    """
+    return (inspect.getattr_static(cls, method, None) is not None
+            and callable(getattr(cls, method, None)))
+
+
+def _unbound(cls, method):
+    """``method`` as the class defines it, without ``self``, to check it before building."""
+    attr = inspect.getattr_static(cls, method, None)
     if isinstance(attr, staticmethod):
         return attr.__func__
-    func = getattr(cls, "predict")
+    func = getattr(cls, method)
     if isinstance(attr, classmethod) or inspect.ismethod(func):
         return func
     try:
@@ -61,10 +76,10 @@ def _unbound_predict(cls):
         return func
     params = list(sig.parameters.values())[1:]
 
-    def predict_without_self(*args, **kwargs):
+    def without_self(*args, **kwargs):
         pass
-    predict_without_self.__signature__ = sig.replace(parameters=params)
-    return predict_without_self
+    without_self.__signature__ = sig.replace(parameters=params)
+    return without_self
 
 
 def describe_init(plan, config):
@@ -113,19 +128,31 @@ def load_predictor(cls, config):
     if not isinstance(cls, type) and not callable(cls):
         raise StartupError(f"run() needs a predictor class, got {cls!r}")
     name = class_name(cls)
-    # Check predict first, so a bad signature fails before a large model loads.
-    signature_plan(_unbound_predict(cls), PREDICT_PROVIDERS, f"{name}.predict")
+    methods = [m for m in ("predict", "predict_batch") if defines(cls, m)]
+    if not methods:
+        raise StartupError(f"{name} has no `predict` method; a predictor class needs "
+                           "`def predict(self, json)` (or other supported arguments), or "
+                           "`def predict_batch(self, json)` to be given requests in batches")
+    # Check the signatures first, so a bad one fails before a large model loads.
+    for method in methods:
+        signature_plan(_unbound(cls, method), PREDICT_PROVIDERS, f"{name}.{method}")
     _refuse_old_config(cls, name)
     init_plan = signature_plan(cls, INIT_PROVIDERS, f"{name}.__init__")
     kwargs = {pname: INIT_PROVIDERS[key](config) for pname, key, _ in init_plan}
     instance = cls(**kwargs)
-    predict = getattr(instance, "predict", None)
-    if not callable(predict):
-        raise StartupError(f"{name} has no `predict` method")
-    predict_plan = signature_plan(predict, PREDICT_PROVIDERS, f"{name}.predict")
+    plans = {}
+    for method in methods:
+        bound = getattr(instance, method, None)
+        if bound is None and len(methods) > 1:
+            continue  # set to None by the instance: the other method serves
+        if not callable(bound):
+            raise StartupError(f"{name} has no `{method}` method")
+        plans[method] = (bound, signature_plan(bound, PREDICT_PROVIDERS, f"{name}.{method}"))
+    caller = build_caller(*plans["predict"]) if "predict" in plans else None
+    batch_caller = BatchCaller(*plans["predict_batch"]) if "predict_batch" in plans else None
     session = next((kwargs[pname] for pname, key, _ in init_plan if key == "onnx"), None)
-    return LoadedPredictor(instance, build_caller(predict, predict_plan), init_plan, predict_plan,
-                           session)
+    plan = plans["predict" if "predict" in plans else "predict_batch"][1]
+    return LoadedPredictor(instance, caller, init_plan, plan, session, batch_caller)
 
 
 def start_run_thread(instance, production):

@@ -14,27 +14,31 @@ import os
 
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0, 30.0)
+WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Histogram:
-    """Cumulative-bucket histogram (seconds)."""
+    """Cumulative-bucket histogram (seconds by default)."""
 
-    __slots__ = ("counts", "total", "count")
+    __slots__ = ("bounds", "counts", "total", "count")
 
-    def __init__(self):
-        self.counts = [0] * (len(DURATION_BUCKETS) + 1)
+    def __init__(self, bounds=DURATION_BUCKETS):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
         self.count = 0
 
-    def observe(self, seconds):
-        self.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-        self.total += seconds
+    def observe(self, value):
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
         self.count += 1
 
     def lines(self, name, labels):
         out = []
         running = 0
-        for bound, n in zip(DURATION_BUCKETS, self.counts):
+        for bound, n in zip(self.bounds, self.counts):
             running += n
             out.append(f'{name}_bucket{{{labels},le="{bound}"}} {running}')
         out.append(f'{name}_bucket{{{labels},le="+Inf"}} {self.count}')
@@ -50,6 +54,9 @@ class Metrics:
         self.by_class = [0] * 6          # index: status // 100
         self.request_seconds = Histogram()
         self.predict_seconds = Histogram()
+        self.batching = False                              # batch histograms shown when batching
+        self.batch_size = Histogram(BATCH_BUCKETS)         # requests per predict_batch / model call
+        self.batch_wait_seconds = Histogram(WAIT_BUCKETS)  # from a request's arrival to its batch
         self.predict_errors = 0
         self.bytes_in = 0
         self.bytes_out = 0
@@ -70,6 +77,14 @@ class Metrics:
         lines += ["# HELP lite_serving_predict_duration_seconds Time spent in predict and encoding.",
                   "# TYPE lite_serving_predict_duration_seconds histogram"]
         lines += self.predict_seconds.lines("lite_serving_predict_duration_seconds", labels)
+        if self.batching:
+            lines += ["# HELP lite_serving_batch_size Requests answered by one batched model call.",
+                      "# TYPE lite_serving_batch_size histogram"]
+            lines += self.batch_size.lines("lite_serving_batch_size", labels)
+            lines += ["# HELP lite_serving_batch_wait_seconds From a request's arrival to the start "
+                      "of its batch.",
+                      "# TYPE lite_serving_batch_wait_seconds histogram"]
+            lines += self.batch_wait_seconds.lines("lite_serving_batch_wait_seconds", labels)
         for name, kind, value, text in (
             ("predict_errors_total", "counter", self.predict_errors, "predict calls that raised (ServingError excluded)."),
             ("received_bytes_total", "counter", self.bytes_in, "Bytes read from clients."),

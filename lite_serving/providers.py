@@ -108,3 +108,30 @@ def build_caller(predict, plan):
         return lambda view: predict(*[f(view) for f in positional])
     return lambda view: predict(*[f(view) for f in positional],
                                 **{name: f(view) for name, f in keyword})
+
+
+class BatchCaller:
+    """Calls ``predict_batch`` for a batch of requests, each planned argument as a list.
+
+    The same providers as ``predict``'s give one value per request
+    (:meth:`arguments`, where a body that cannot be decoded raises its
+    ``ServingError``); :meth:`call` hands ``predict_batch`` the columns.
+    """
+
+    def __init__(self, predict_batch, plan):
+        self.function = predict_batch
+        self.plan = plan
+        ordered = [entry for entry in plan if not entry[2]] + [entry for entry in plan if entry[2]]
+        self.providers = [PREDICT_PROVIDERS[key] for _, key, _ in ordered]
+        self.positional = sum(1 for entry in plan if not entry[2])
+        self.keywords = [name for name, _, kw_only in ordered if kw_only]
+
+    def arguments(self, view):
+        """This request's values of the planned arguments, in call order."""
+        return [provide(view) for provide in self.providers]
+
+    def call(self, rows):
+        """``predict_batch`` with, for each argument, the list of the rows' values."""
+        columns = [list(column) for column in zip(*rows)] if self.providers else []
+        n = self.positional
+        return self.function(*columns[:n], **dict(zip(self.keywords, columns[n:])))

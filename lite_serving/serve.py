@@ -232,11 +232,14 @@ def serve_one(predictor_cls, config):
             log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",
                      served_as, served_as)
         app.caller = loaded.caller
+        configure_batching(app, loaded, config)
         app.ready = True
         if loop is None:
             listener.listen(BACKLOG)
             loop = IOLoop(app, config, listener)
             log.info("listening on %s", address)
+        else:
+            loop.server.predictor_ready()
         loop.install_signal_handlers()
     except StopRequested:
         log.info("stopped before the predictor was ready")
@@ -250,6 +253,21 @@ def serve_one(predictor_cls, config):
     return 0
 
 
+def configure_batching(app, loaded, config):
+    """Which requests are answered in batches: POST / when the class has ``predict_batch``
+    (unless ``--max-batch-size 1`` and it has ``predict`` too), /v2 inference when the ONNX
+    model's first dimension is dynamic (unless ``--max-batch-size 1``)."""
+    size = config.max_batch_size
+    if loaded.batch_caller is not None and (size > 1 or loaded.caller is None):
+        app.batch_caller = loaded.batch_caller
+    model = app.v2_model
+    if model is not None and size > 1:
+        if model.batchable:
+            app.v2_batching = True
+        else:
+            log.info("/v2 inference requests run one by one: the model's first dimension is fixed")
+
+
 def build(predictor_cls, config, name):
     """The built predictor; a failure logs why and exits 1 at once (nothing is served yet)."""
     try:
@@ -260,7 +278,11 @@ def build(predictor_cls, config, name):
         log.exception("%s could not be built", name)
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
-    log.info("predict gets: %s", describe_predict(loaded.predict_plan))
+    if loaded.caller is not None:
+        log.info("predict gets: %s", describe_predict(loaded.predict_plan))
+    if loaded.batch_caller is not None:
+        log.info("predict_batch gets, as lists with one entry per request: %s",
+                 describe_predict(loaded.batch_caller.plan))
     return loaded
 
 

@@ -33,7 +33,7 @@ class Server:
         self.listeners = listeners
         self.metrics = app.metrics
         self.loop = loop = EventLoop()
-        self.dispatch = make_dispatch(config, app.handle_predict, loop)
+        self.dispatch = make_dispatch(config, app, loop)
         self.budget = MemoryBudget(config.max_memory)
         self.access_log = AccessLog()
         self.ctx = ConnectionContext(app, config, self.dispatch, self.budget, BodyBuffers(),
@@ -42,7 +42,7 @@ class Server:
         self._drain_deadline = None
         loop.on_accept = self._accept
         loop.after_turn = self._after_turn
-        loop.pending_work = self.dispatch.pending
+        loop.pending_work = self._pending_work
         loop.on_tick = self._tick
         loop.on_close = self._close_all
         self.finished = loop.finished
@@ -80,6 +80,17 @@ class Server:
     def close(self):
         """Stop the dispatch's threads (after the loop has finished)."""
         self.dispatch.stop()
+
+    def predictor_ready(self):
+        """The predictor was built while the loop already ran (``--listen-early``): batch now
+        if the application answers some requests in batches."""
+        dispatch = make_dispatch(self.config, self.app, self.loop)
+        if type(dispatch) is not type(self.dispatch):
+            dispatch.inner = self.dispatch  # what the old dispatch holds still comes back
+            self.dispatch = self.ctx.dispatch = dispatch
+
+    def _pending_work(self):
+        return self.dispatch.pending()
 
     def _after_turn(self, token):
         if not self.dispatch.after_turn(token):

@@ -198,6 +198,11 @@ class V2Model:
 
     def infer(self, request, binary=None):
         """A decoded v2 request (and its binary part) → (response object, binary output chunks)."""
+        job = self.prepare(request, binary)
+        return self.respond(job, self._run(job.names, job.feeds))
+
+    def prepare(self, request, binary=None):
+        """A decoded v2 request, checked and converted: an :class:`InferJob` ready to run."""
         if not isinstance(request, dict):
             raise ServingError("the inference request must be a JSON object with \"inputs\"")
         entries = request.get("inputs")
@@ -225,11 +230,14 @@ class V2Model:
             raise ServingError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
 
         wanted = self._requested_outputs(request.get("outputs"), parameters.get("binary_data_output"))
-        results = self._run([name for name, _ in wanted], feeds)
+        return InferJob(feeds, wanted, request)
 
+    def respond(self, job, results):
+        """The model's ``results`` for ``job`` → (response object, binary output chunks)."""
+        request = job.request
         outputs = []
         parts = []
-        for (name, as_binary), value in zip(wanted, results):
+        for (name, as_binary), value in zip(job.wanted, results):
             array = _output_array(name, value)
             datatype = "BF16" if self._outputs[name].datatype == "BF16" else _datatype_of(array, name)
             entry = {"name": name, "datatype": datatype, "shape": list(array.shape)}
@@ -248,6 +256,11 @@ class V2Model:
 
     def simple_infer(self, obj):
         """``{"inputs": {name: nested list}}`` → ``{"outputs": {name: numpy array}}`` (every output)."""
+        job = self.prepare_simple(obj)
+        return self.respond_simple(job, self._run(job.names, job.feeds))
+
+    def prepare_simple(self, obj):
+        """A ``POST /`` body, checked and converted: an :class:`InferJob` for every output."""
         usage = 'POST / takes {"inputs": {"<input name>": <nested list>, ...}}'
         if not isinstance(obj, dict) or not isinstance(obj.get("inputs"), dict):
             raise ServingError(f"{usage}; the model's inputs are: {self._input_list()}")
@@ -263,12 +276,73 @@ class V2Model:
         missing = [t.summary() for t in self.inputs if t.name not in feeds]
         if missing:
             raise ServingError(f"missing input{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
-        names = [t.name for t in self.outputs]
-        results = self._run(names, feeds)  # sequences and maps too: the JSON encoder takes them
+        return InferJob(feeds, [(t.name, False) for t in self.outputs], None)
+
+    def respond_simple(self, job, results):
+        """``{"outputs": {name: value}}``: sequences and maps too (the JSON encoder takes them)."""
+        results = list(results)
         for index, spec in enumerate(self.outputs):
             if spec.datatype == "BF16":
                 results[index] = _bfloat16_values(results[index])
-        return {"outputs": dict(zip(names, results))}
+        return {"outputs": dict(zip(job.names, results))}
+
+    # -- batches -----------------------------------------------------------------------------
+
+    @property
+    def batchable(self):
+        """True when every input's first dimension is dynamic (and no tensor is BF16): requests
+        may then be run together, their rows concatenated along axis 0."""
+        return (bool(self.inputs) and not self._bfloat16
+                and all(t.shape and t.shape[0] == -1 for t in self.inputs)
+                and all(t.datatype is not None for t in self.outputs))
+
+    def run_batch(self, jobs):
+        """Run ``jobs`` with as few model calls as their shapes allow; their results, in order.
+
+        Jobs whose inputs agree on every dimension but the first, on datatypes
+        and on the outputs asked for are concatenated along axis 0 and run
+        once; each gets its own rows of every output. A job's entry is its
+        list of output arrays, or the ServingError its run raised.
+        """
+        import numpy as np
+        out = [None] * len(jobs)
+        groups = {}
+        for index, job in enumerate(jobs):
+            key = job.batch_key()
+            groups.setdefault(key, []).append(index)
+        for key, members in groups.items():
+            if key is None or len(members) == 1:
+                for index in members:
+                    out[index] = self._run_one(jobs[index])
+                continue
+            group = [jobs[i] for i in members]
+            names = group[0].names
+            feeds = {name: np.concatenate([job.feeds[name] for job in group], axis=0)
+                     for name in group[0].feeds}
+            total = sum(job.rows for job in group)
+            try:
+                results = self._run(names, feeds)
+            except ServingError as exc:
+                for index in members:
+                    out[index] = exc
+                continue
+            if not all(isinstance(r, np.ndarray) and r.ndim and r.shape[0] == total for r in results):
+                # outputs not laid out by rows (the model mixes requests): run each on its own
+                for index in members:
+                    out[index] = self._run_one(jobs[index])
+                continue
+            start = 0
+            for index, job in zip(members, group):
+                stop = start + job.rows
+                out[index] = [r[start:stop] for r in results]
+                start = stop
+        return out
+
+    def _run_one(self, job):
+        try:
+            return self._run(job.names, job.feeds)
+        except ServingError as exc:
+            return exc
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -389,6 +463,35 @@ class V2Model:
             else:
                 results.append(value.numpy())
         return results
+
+
+class InferJob:
+    """One checked inference request: its input arrays and the outputs it asks for."""
+
+    __slots__ = ("feeds", "wanted", "request", "names")
+
+    def __init__(self, feeds, wanted, request):
+        self.feeds = feeds        # {input name: numpy array}
+        self.wanted = wanted      # [(output name, as binary)]
+        self.request = request    # the decoded v2 request (None for POST /)
+        self.names = [name for name, _ in wanted]
+
+    @property
+    def rows(self):
+        return next(iter(self.feeds.values())).shape[0]
+
+    def batch_key(self):
+        """What jobs must share to be run together, or None when this one must run alone
+        (inputs without a common first dimension)."""
+        rows = None
+        key = []
+        for name in sorted(self.feeds):
+            array = self.feeds[name]
+            if array.ndim == 0 or (rows is not None and array.shape[0] != rows):
+                return None
+            rows = array.shape[0]
+            key.append((name, array.dtype.str, array.shape[1:]))
+        return tuple(key), tuple(self.names)
 
 
 # -- validation and conversion -------------------------------------------------------------------
@@ -692,22 +795,46 @@ def is_infer(path):
     return route is not None and route[2] == "infer"
 
 
-def handle(model, method, path, body, header_get):
-    """One request → ``(status, content_type, body, extra_header_lines)``, or None outside /v2."""
+def handle(model, method, path, body, header_get, run=True):
+    """One request → ``(status, content_type, body, extra_header_lines)``, or None outside /v2.
+
+    ``run=False`` (for batches): an inference request that is valid comes back
+    as its :class:`InferJob` instead, to be run with others (:meth:`V2Model.run_batch`)
+    and answered by :func:`infer_reply`.
+    """
     parts = _segments(path)
     if parts is None:
         return None
     try:
-        return _route(model, method, path, parts, body, header_get)
+        return _route(model, method, path, parts, body, header_get, run)
     except ServingError as exc:
-        status = exc.status_code if isinstance(exc.status_code, int) else 500
-        return _reply(status, exc.payload)
+        return _serving_error_reply(exc)
     except Exception as exc:
         log.exception("v2 %s %s failed", method, path)
         return _error(500, f"{type(exc).__name__}: {exc}")
 
 
-def _route(model, method, path, parts, body, header_get):
+def infer_reply(model, job, results):
+    """The answer to ``job`` from its ``results`` (output arrays, or the ServingError of its run)."""
+    try:
+        if isinstance(results, ServingError):
+            raise results
+        response, outputs = model.respond(job, results)
+        content_type, data, extra = encode_infer_response(response, outputs)
+        return 200, content_type, data, extra
+    except ServingError as exc:
+        return _serving_error_reply(exc)
+    except Exception as exc:
+        log.exception("v2 inference answer failed")
+        return _error(500, f"{type(exc).__name__}: {exc}")
+
+
+def _serving_error_reply(exc):
+    status = exc.status_code if isinstance(exc.status_code, int) else 500
+    return _reply(status, exc.payload)
+
+
+def _route(model, method, path, parts, body, header_get, run=True):
     is_get = method == "GET" or method == "HEAD"
     if not parts or parts in (["health", "live"], ["health", "ready"]):
         if not is_get:
@@ -728,7 +855,7 @@ def _route(model, method, path, parts, body, header_get):
     if action == "infer":
         if method != "POST":
             return _error(405, _NOT_ALLOWED.format(method=method, path=path), b"Allow: POST\r\n")
-        return _infer(model, body, header_get)
+        return _infer(model, body, header_get, run)
     if not is_get:
         return _error(405, _NOT_ALLOWED.format(method=method, path=path), b"Allow: GET, HEAD\r\n")
     if action == "ready":
@@ -736,7 +863,7 @@ def _route(model, method, path, parts, body, header_get):
     return 200, JSON_TYPE, model.metadata_json, b""
 
 
-def _infer(model, body, header_get):
+def _infer(model, body, header_get, run=True):
     encoding = header_get("Content-Encoding")
     if encoding is not None and encoding.strip().lower() not in ("", "identity"):
         return _error(415, f"Content-Encoding {encoding.strip()} is not supported; send the body "
@@ -754,7 +881,10 @@ def _infer(model, body, header_get):
             return _error(400, f"{HEADER_LENGTH} is {length} but the body has only {len(view)} bytes")
         header, binary = view[:length], view[length:]
     request = _decode_header(header)
-    response, outputs = model.infer(request, binary)
+    job = model.prepare(request, binary)
+    if not run:
+        return job
+    response, outputs = model.respond(job, model._run(job.names, job.feeds))
     content_type, data, extra = encode_infer_response(response, outputs)
     return 200, content_type, data, extra
 

@@ -670,7 +670,7 @@ def test_onnxruntime_failure_is_500(models):
 
 def test_unexpected_errors_are_500(sessions):
     class Broken(v2.V2Model):
-        def infer(self, request, binary=None):
+        def prepare(self, request, binary=None):
             raise KeyError("boom")
 
     m = Broken(sessions["affine"], "affine")
