@@ -1,5 +1,6 @@
 """Fuzz the server's byte-level entry point: random and mutated request bytes through a
-real ``lite_serving.server.Server`` loop, without the network.
+real ``lite_serving.server.Server`` loop, without the network; and the answers a
+predictor returns (statuses, header names and values, bodies, streams), fuzzed too.
 
 The harness builds a :class:`~lite_serving.app.Application` around a small predictor
 (through ``load_predictor``, as ``serve_one`` does) and runs ``Server.serve_forever`` on
@@ -13,8 +14,13 @@ Per input it checks:
 - no exception escapes the loop (the loop thread is still alive) and nothing in
   lite_serving logs an error other than the predictor's own intentional failures;
 - the connection ends: answered and closed, or closed, within a few seconds;
-- what came back is a sequence of well-formed HTTP/1.1 answers with nothing after them;
-- the server forgets the connection and its requests-in-flight gauge returns to 0.
+- what came back is a sequence of well-formed HTTP/1.1 answers with nothing after them:
+  final statuses 200-599 (interim answers only ``100 Continue``), header names that are
+  tokens and values without control characters, no body after 204/304 — whatever the
+  fuzzed predictor returned (``POST /?resp=1`` turns the body's bytes into a status,
+  headers, a media type and a body or stream);
+- the server forgets the connection, its requests-in-flight gauge returns to 0 and its
+  memory budget holds nothing.
 
 Engines: ``atheris`` (coverage-guided, if ``import atheris`` works) or ``random`` (a
 seed corpus and a structure-aware mutator). Usage::
@@ -73,6 +79,16 @@ SEEDS = [
     b"POST /v2/models/m/infer HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\n"
     b"Content-Length: 2\r\n\r\n{}",
     b"DELETE / HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n",
+    # fuzzed answers (see fuzzed_answer): status, header count, (name length, name, value
+    # length, value) for each, then the kind and the body
+    *(b"POST /?resp=1 HTTP/1.1\r\n" + H + b"Content-Type: application/octet-stream\r\n"
+      b"Content-Length: %d\r\n\r\n%s" % (len(spec), spec) for spec in (
+          b"\x00\xc8\x02\x05X-One\x03a\r\n\x04X-Tw\x05b\x00c\r\n\x00body-bytes!",
+          b"\x00\xcc\x01\x0eContent-Length\x012\x00ignored",
+          b"\x00\x64\x00\x04streamed",
+          b"\x01\x30\x00\x02text/html\r\nX: 1\x00",
+          b"\x01\x2f\x01\x02A \x01v\x03refused",
+          b"\x00\xcd\x00\x01image/png")),
 ]
 
 TOKENS = [
@@ -166,6 +182,8 @@ class FuzzPredictor:
     def predict(self, payload, params, headers):
         import lite_serving
 
+        if "resp" in params:
+            return fuzzed_answer(bytes(payload) if isinstance(payload, (bytes, bytearray)) else b"")
         if "raise" in params:
             raise RuntimeError("intentional failure")
         if "refuse" in params:
@@ -182,10 +200,44 @@ class FuzzPredictor:
         }
 
 
+def fuzzed_answer(raw):
+    """Bytes → what a predictor may return: a Response (headers, mimetype or content type), a
+    streamed Response, a ServingError, with any status and any header bytes."""
+    import lite_serving
+
+    status = int.from_bytes(raw[0:2].ljust(2, b"\0"), "big") % 1000
+    count = raw[2] % 4 if len(raw) > 2 else 0
+    pos, headers = 3, []
+    for _ in range(count):
+        if pos >= len(raw):
+            break
+        n = raw[pos] % 24
+        name = raw[pos + 1:pos + 1 + n].decode("latin-1")
+        pos += 1 + n
+        m = raw[pos] % 32 if pos < len(raw) else 0
+        value = raw[pos + 1:pos + 1 + m].decode("latin-1")
+        pos += 1 + m
+        headers.append((name, value))
+    rest = raw[pos:]
+    kind = rest[0] % 5 if rest else 0
+    body = rest[1:]
+    if kind == 0:
+        return lite_serving.Response(body, status=status, headers=headers)
+    if kind == 1:
+        return lite_serving.Response(body, status=status, mimetype=body[:16].decode("latin-1") or None)
+    if kind == 2:
+        return lite_serving.Response(body, status=status, content_type=body[:24].decode("latin-1"))
+    if kind == 3:
+        raise lite_serving.ServingError(body[:32].decode("latin-1"), status_code=status)
+    return lite_serving.Response((body[i:i + 3] for i in range(0, len(body), 3)), status=status,
+                                 headers=headers)
+
+
 class ErrorCounter(logging.Handler):
     """Errors lite_serving logs, except the predictor's intentional failures."""
 
-    EXPECTED = ("predict raised RuntimeError",)
+    # the predictor's own failures, and answers the wire gate refused (the fuzzed predictor's)
+    EXPECTED = re.compile(r"predict raised RuntimeError|answer to \S+ \S+ not sent: ")
 
     def __init__(self):
         super().__init__(logging.ERROR)
@@ -193,7 +245,7 @@ class ErrorCounter(logging.Handler):
 
     def emit(self, record):
         message = record.getMessage()
-        if not message.startswith(self.EXPECTED):
+        if not self.EXPECTED.match(message):
             text = message
             if record.exc_info:
                 text += "\n" + "".join(traceback.format_exception(*record.exc_info))
@@ -204,7 +256,6 @@ class Harness:
     def __init__(self, threads):
         from lite_serving.app import Application
         from lite_serving.config import Config
-        from lite_serving.executor import PredictPool
         from lite_serving.loader import load_predictor
         from lite_serving.server import Server
 
@@ -220,13 +271,13 @@ class Harness:
             head_timeout=2,
             body_timeout=2,
             keep_alive_timeout=2,
+            access_log=False,
         )
         self.app = Application(self.config)
         self.app.caller = load_predictor(FuzzPredictor, self.config).caller
         self.app.ready = True
         self.listener = PairListener()
         self.server = Server(self.app, self.config, [self.listener])
-        self.pool = PredictPool(self.app.handle_predict, threads, self.server.wake)
         self.escaped = []
         self.in_flight_base = 0
         self.thread = threading.Thread(target=self._loop, name="fuzz-io", daemon=True)
@@ -234,7 +285,7 @@ class Harness:
 
     def _loop(self):
         try:
-            self.server.serve_forever(self.pool)
+            self.server.serve_forever()
         except BaseException as exc:  # what must never happen
             self.escaped.append("".join(traceback.format_exception(exc)))
 
@@ -244,11 +295,13 @@ class Harness:
     def stop(self):
         self.server.request_stop()
         self.thread.join(10)
-        self.pool.stop()
+        self.server.close()
         logging.getLogger("lite_serving").removeHandler(self.errors)
 
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) [^\r\n]*")
+FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 
 def frame_answers(data):
@@ -270,13 +323,23 @@ def frame_answers(data):
         fields = {}
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or b"\n" in line or b"\r" in line:
+            if not sep or FIELD_NAME.fullmatch(name) is None or FIELD_VALUE.fullmatch(value) is None:
                 return statuses, f"bad header line {line[:80]!r}"
+            if name.lower() in fields and name.lower() in (b"content-length", b"transfer-encoding"):
+                return statuses, f"repeated framing field {name!r}"
             fields[name.lower()] = value.strip()
         status = int(m.group(1))
         statuses.append(status)
         pos = end + 4
-        if status < 200 or status in (204, 304):
+        if status < 200:
+            if data[end - len(lines[0]):end + 4] != b"HTTP/1.1 100 Continue\r\n\r\n":
+                return statuses, f"interim answer other than 100 Continue: {data[pos - 80:pos]!r}"
+            continue
+        if status > 599:
+            return statuses, f"final status {status} outside 200-599"
+        if status in (204, 304):
+            if b"content-length" in fields and status == 204:
+                return statuses, "Content-Length on a 204"
             continue
         if fields.get(b"transfer-encoding") == b"chunked":
             while True:
@@ -310,7 +373,6 @@ class Finding(Exception):
 def run_one(h, data, cuts, mode):
     """Feed one input; raise Finding on a broken invariant."""
     client, server_end = socket.socketpair()
-    fd = server_end.fileno()
     client.settimeout(5)
     h.listener.offer(server_end)
     h.server.wake()
@@ -370,13 +432,13 @@ def run_one(h, data, cuts, mode):
         if problem:
             raise Finding(f"malformed answer stream ({problem}); statuses {statuses}; got {received[:300]!r}")
     deadline = time.monotonic() + 5
-    while fd in h.server.conns and h.server.conns[fd].sock is server_end:
+    while True:
+        held = [conn for conn in list(h.server.connections.values())
+                if conn.transport is not None and conn.transport.sock is server_end]
+        if not held:
+            break
         if time.monotonic() > deadline:
-            conn = h.server.conns.get(fd)
-            raise Finding(
-                f"the server still holds the connection 5 s after the client left "
-                f"(state {getattr(conn, 'state', '?')}, busy {getattr(conn, 'busy', '?')})"
-            )
+            raise Finding(f"the server still holds the connection 5 s after the client left ({held[0]!r})")
         time.sleep(0.001)
     deadline = time.monotonic() + 2
     while h.app.metrics.in_flight != h.in_flight_base:
@@ -384,6 +446,12 @@ def run_one(h, data, cuts, mode):
             leaked = h.app.metrics.in_flight - h.in_flight_base
             h.in_flight_base = h.app.metrics.in_flight  # report each leak once
             raise Finding(f"requests_in_flight off by {leaked} once the client is gone")
+        time.sleep(0.001)
+    deadline = time.monotonic() + 2
+    while h.server.budget.held != 0:
+        if time.monotonic() > deadline:
+            held, h.server.budget.held = h.server.budget.held, 0  # report each leak once
+            raise Finding(f"the memory budget still counts {held} bytes once the client is gone")
         time.sleep(0.001)
     if h.errors.records:
         records, h.errors.records[:] = list(h.errors.records), []
@@ -579,7 +647,8 @@ def main():
                 parser.error("atheris is not installed (pip install atheris)")
     if atheris is not None:
         with atheris.instrument_imports(include=["lite_serving"]):
-            for name in ("server", "app", "parser", "parser_py", "multipart", "request_view",
+            for name in ("server", "loop", "transport", "connection", "dispatch", "request_body",
+                         "app", "parser", "parser_py", "multipart", "request_view",
                          "body_decoder", "encoder", "response", "stream"):
                 importlib.import_module("lite_serving." + name)
     import lite_serving.parser as chosen

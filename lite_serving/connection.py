@@ -91,6 +91,7 @@ class HTTPConnection:
         self.ctx = ctx
         self.transport = transport
         self.peer = transport.peer
+        self.state = IDLE
         self.buf = _EMPTY          # bytes received and not yet framed, from ``pos`` on
         self.pos = 0
         self.counted = 0           # of ``buf``, bytes counted in the memory budget
@@ -117,6 +118,8 @@ class HTTPConnection:
     # -- transitions: the one place states change and deadlines are chosen ----------
 
     def _enter(self, state):
+        if self.state == CLOSED:
+            return  # a write on the way here found the client gone: nothing more happens
         self.state = state
         ctx = self.ctx
         transport = self.transport
@@ -320,6 +323,8 @@ class HTTPConnection:
         self._enter(BODY)
         if head.expect_continue and self.pos == len(self.buf):
             self.transport.write(CONTINUE)
+            if self.state == CLOSED:
+                return
         self._chunked_data()
 
     def _chunked_data(self):
@@ -477,6 +482,11 @@ class HTTPConnection:
             ctx.access_log.record(self.peer, view.head, status, monotonic() - view.started)
         stream.handed = len(stream.head)
         self.transport.write(stream.head)
+        if self.state == CLOSED:  # the client left: the stream is never started
+            self.stream = None
+            stream.close()
+            self._finish(view)
+            return
         post = ctx.loop.call_soon_threadsafe
         streams.start(stream, lambda data: post(self._stream_post, stream, data))
 
@@ -540,6 +550,8 @@ class HTTPConnection:
 
     def _close_after(self):
         """Graceful close: once the last answer is written, half-close and linger, then close."""
+        if self.state == CLOSED:
+            return
         self._enter(CLOSING)
         if not self.transport.unsent:
             self._linger()

@@ -18,6 +18,15 @@ log = logging.getLogger("lite_serving")
 _WAKE = object()
 
 
+class _Listening:
+    """Selector data of a listening socket (anything with ``accept``)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock):
+        self.sock = sock
+
+
 class EventLoop:
     """Selector, listening sockets, wake-up socket and the ownership token of the running thread."""
 
@@ -65,7 +74,7 @@ class EventLoop:
 
     def add_listener(self, sock):
         sock.setblocking(False)
-        self.sel.register(sock, selectors.EVENT_READ, sock)
+        self.sel.register(sock, selectors.EVENT_READ, _Listening(sock))
 
     def remove_listener(self, sock):
         try:
@@ -114,9 +123,14 @@ class EventLoop:
                     target = key.data
                     if target is _WAKE:
                         self._on_wake()
-                    elif type(target) is socket.socket:
-                        self.on_accept(target)
+                    elif type(target) is _Listening:
+                        try:
+                            self.on_accept(target.sock)
+                        except Exception:
+                            log.exception("internal error while accepting connections")
                     else:
+                        if target.closed:  # closed earlier in this turn
+                            continue
                         try:
                             if mask & selectors.EVENT_READ:
                                 target.on_readable()
