@@ -20,13 +20,12 @@ from conftest import ServerProcess, write_predictor
 from helpers_server import clean_env, ready
 from http_client import Connection
 
-trustme = pytest.importorskip("trustme")
-
 
 class Pki:
     """A CA with a server and a client certificate, as files in ``directory``."""
 
     def __init__(self, directory, name="pki"):
+        trustme = pytest.importorskip("trustme")
         self.directory = directory
         self.ca = trustme.CA(organization_name=f"lite_serving test CA {name}")
         self.ca_file = self._write("ca.pem", self.ca.cert_pem)

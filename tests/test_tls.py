@@ -21,8 +21,10 @@ import warnings
 import pytest
 
 from helpers_server import serve_to_exit, wait_for_new
-from helpers_tls import Pki, TLSConnection, start, stop, tls_request, trustme, wait_for_exit
+from helpers_tls import Pki, TLSConnection, start, stop, tls_request, wait_for_exit
 from http_client import Connection, ConnectionClosed, build_request
+
+trustme = pytest.importorskip("trustme")
 
 SOURCE = r'''
 import hashlib
