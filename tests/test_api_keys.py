@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from helpers_server import serve_to_exit, wait_for_new
-from helpers_tls import Pki, TLSConnection, start, stop
+from conftest import write_predictor
+from helpers_server import ready, serve_to_exit, wait_for_new
+from helpers_tls import Pki, TLSConnection, start, stop, wait_for_exit
 from http_client import Connection, build_request
 
 np = pytest.importorskip("numpy")
@@ -246,14 +247,56 @@ def test_protect_metrics(tmp_path):
         stop(running)
 
 
+def assert_both_keys_open(running):
+    """``running`` refuses a request without a key and answers one with KEY or SECOND."""
+    assert ask(running, "GET", "/").status == 401
+    assert ask(running, "GET", "/", {"X-API-Key": KEY}).status == 200
+    assert ask(running, "GET", "/", {"X-API-Key": SECOND}).status == 200
+
+
 def test_keys_from_the_environment(tmp_path):
     running = serve_with_keys(tmp_path / "model", env={"LITE_SERVING_API_KEYS": f"{KEY}, {SECOND}"})
     try:
-        assert ask(running, "GET", "/").status == 401
-        assert ask(running, "GET", "/", {"X-API-Key": KEY}).status == 200
-        assert ask(running, "GET", "/", {"X-API-Key": SECOND}).status == 200
+        assert_both_keys_open(running)
     finally:
         stop(running)
+
+
+def test_keys_given_before_the_directory(tmp_path):
+    """``lite-serving --api-key KEY DIR``: the key is the flag's value, not the directory."""
+    from helpers_migration import start as start_process
+    directory = tmp_path / "model"
+    directory.mkdir()
+    build_double(directory / "double.onnx")
+    write_predictor(directory, SOURCE)
+    running = start_process(["-m", "lite_serving", "--api-key", KEY, f"--api-key={SECOND}",
+                             "--api-key-f", str(tmp_path / "no-such-file"), str(directory),
+                             "--host", "127.0.0.1", "--port", "0"], directory)
+    try:
+        code = wait_for_exit(running)  # the abbreviated --api-key-file names a missing file
+        assert code == 1 and "cannot read --api-key-file" in running.log, running.log
+    finally:
+        stop(running)
+    running = start_process(["-m", "lite_serving", "--api-key", KEY, f"--api-key={SECOND}",
+                             str(directory), "--host", "127.0.0.1", "--port", "0"], directory)
+    try:
+        assert_both_keys_open(ready(running))
+    finally:
+        stop(running)
+
+
+def test_repeated_and_listed_keys_in_the_settings(monkeypatch):
+    from lite_serving.config import parse_config
+    monkeypatch.delenv("LITE_SERVING_API_KEYS", raising=False)
+    # spelled exactly (the fast parser) and abbreviated (argparse): the same keys, in order
+    for argv in (["--api-key", KEY, f"--api-key={SECOND}"],
+                 ["--api-key", KEY, f"--api-key={SECOND}", "--protect-m"]):
+        config = parse_config(argv)
+        assert config.api_keys == (KEY, SECOND)
+        assert KEY not in repr(config) and SECOND not in repr(config)
+    monkeypatch.setenv("LITE_SERVING_API_KEYS", f" {KEY}, ,{SECOND},")
+    assert parse_config([]).api_keys == (KEY, SECOND)
+    assert parse_config(["--api-key", "flag-key"]).api_keys == ("flag-key",)  # the flag wins
 
 
 def test_key_file_is_reloaded_on_sighup(tmp_path):

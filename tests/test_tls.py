@@ -20,7 +20,8 @@ import warnings
 
 import pytest
 
-from helpers_server import serve_to_exit, wait_for_new
+from conftest import LISTENING, write_predictor
+from helpers_server import ready, serve_to_exit, wait_for_new
 from helpers_tls import Pki, TLSConnection, start, stop, tls_request, wait_for_exit
 from http_client import Connection, ConnectionClosed, build_request
 
@@ -434,6 +435,78 @@ def test_sighup_reaches_every_worker(servers, pki, tmp_path):
     assert tls_request(running, pki.client_context(), "GET", "/").status == 200
 
 
+def renew(pki, cert_file, key_file):
+    """A new certificate from the same CA written over ``cert_file``/``key_file``; its DER."""
+    renewed = pki.ca.issue_cert("127.0.0.1", "localhost")
+    renewed.cert_chain_pems[0].write_to_path(str(cert_file))
+    renewed.private_key_pem.write_to_path(str(key_file))
+    return ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+
+
+def gated_tls(pki, directory, *flags):
+    """A TLS server whose predictor's ``__init__`` waits for ``directory/release-init``, with
+    copies of the certificate files to renew; ``(server, gate, cert_file, key_file)``."""
+    from test_migration_startup import GATED
+    write_predictor(directory, GATED)
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    shutil.copy(pki.cert_file, cert_file)
+    shutil.copy(pki.key_file, key_file)
+    gate = directory / "release-init"
+    server = start(directory, None, "--ssl-certfile", str(cert_file), "--ssl-keyfile",
+                   str(key_file), *flags, env={"TEST_INIT_GATE": str(gate)}, wait=False)
+    return server, gate, cert_file, key_file
+
+
+def test_https_listens_after_the_build_and_sighup_during_it_reloads(pki, tmp_path):
+    from test_migration_startup import BOUND, connection_refused
+    server, gate, cert_file, key_file = gated_tls(pki, tmp_path / "m")
+    try:
+        port = int(server.wait_for(BOUND).group(3))
+        server.wait_for("INIT-START")
+        assert connection_refused(port)  # a TLS port too refuses connections until it can answer
+        renewed_der = renew(pki, cert_file, key_file)
+        mark = len(server.lines)
+        server.proc.send_signal(signal.SIGHUP)  # e.g. a renewal job while a large model loads
+        wait_for_new(server, mark, "TLS certificates reloaded")
+        assert server.proc.poll() is None, server.log
+        assert not any(LISTENING.search(line) for line in server.lines), server.log
+        gate.write_text("")
+        ready(server)
+        assert server.port == port
+        lines = server.lines
+        listening = next(i for i, line in enumerate(lines) if LISTENING.search(line))
+        assert f"listening on https://127.0.0.1:{port}" in lines[listening]
+        built = next(i for i, line in enumerate(lines) if "predict gets:" in line)
+        assert built < listening, server.log
+        assert any(f"POST https://127.0.0.1:{port}/" in line for line in lines if "ready in" in line)
+        with TLSConnection(server.host, server.port, pki.client_context()) as conn:
+            assert conn.sock.getpeercert(binary_form=True) == renewed_der
+            conn.request("POST", "/", JSON, b'{"x": 1}')
+            assert conn.read_response().json()["echo"] == {"x": 1}
+    finally:
+        stop(server)
+
+
+def test_sighup_reaches_workers_still_building(pki, tmp_path):
+    from test_production_support import wait_until
+    server, gate, cert_file, key_file = gated_tls(pki, tmp_path / "m", "--workers", "2")
+    try:
+        wait_until(lambda: server.log.count("INIT-START") == 2, 30, what="both workers building")
+        renewed_der = renew(pki, cert_file, key_file)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: server.log.count("TLS certificates reloaded") == 2,
+                   what="both workers reloading")
+        gate.write_text("")
+        ready(server)
+        wait_until(lambda: server.log.count("ready in") == 2, what="both workers ready")
+        assert "died" not in server.log, server.log  # no worker ended on the signal
+        for _ in range(6):  # whichever worker answers, it shows the renewed certificate
+            with TLSConnection(server.host, server.port, pki.client_context()) as conn:
+                assert conn.sock.getpeercert(binary_form=True) == renewed_der
+    finally:
+        stop(server)
+
+
 # -- start-up errors ------------------------------------------------------------------------------
 
 def encrypted_key(pki, path, password):
@@ -490,6 +563,18 @@ def test_start_up_errors_name_the_file_at_fault(tmp_path, pki):
         errors = error_lines(output)
         assert len(errors) == 1 and expected in errors[0], (flags, output)
         assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("flags", [(), ("--workers", "2")], ids=["one", "workers"])
+def test_a_bad_certificate_fails_before_the_predictor_is_built(tmp_path, pki, flags):
+    from test_migration_startup import GATED
+    missing = str(tmp_path / "missing.pem")
+    code, output = serve_to_exit(tmp_path / "m", GATED, "--ssl-certfile", missing,
+                                 "--ssl-keyfile", pki.key_file, *flags,
+                                 env={"TEST_INIT_GATE": str(tmp_path / "never")}, timeout=60)
+    assert code == 1, output
+    assert f"cannot read --ssl-certfile {missing}" in output, output
+    assert "INIT-START" not in output and "building" not in output, output
 
 
 def test_an_encrypted_key_with_its_password(servers, pki, tmp_path):
