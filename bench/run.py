@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import report  # noqa: E402
 from harness.catalog import METRICS, SCENARIOS, WORKER_COUNTS, WORKERS_METRICS, workers_column  # noqa: E402
 from harness.envs import ENV_SPECS, EnvError, ensure_env, installed_versions  # noqa: E402
-from harness.fixtures import build_onnx_model, write_bodies  # noqa: E402
+from harness.fixtures import build_onnx_model, write_bodies, write_tls_certificate  # noqa: E402
 from harness.machine import cpu_layout, machine_info  # noqa: E402
 from harness.paths import RESULTS_DIR, TOOLS_DIR  # noqa: E402
 from harness.scenarios import Bench, Settings, run_app_scenarios, run_cold_starts, run_workers  # noqa: E402
@@ -181,6 +181,8 @@ def main(argv=None):
     write_bodies()
     if "onnx" in settings.scenarios:
         build_onnx_model(tools_python)
+    if "tls" in settings.scenarios:
+        write_tls_certificate()
     bench = Bench(settings, pythons, cpus, log=log)
     machine = {**machine_info(wrk_version()), "server_cpus": cpus[0], "client_cpus": cpus[1]}
     busy = machine["busy_at_start"] or 0

@@ -53,11 +53,12 @@ def _predictor_classes(namespace):
 
 def _takes_value(arg):
     """Whether the flag ``arg`` takes the next argument as its value (abbreviations included)."""
-    from .config import SETTINGS
+    from .config import BY_FLAG
     if not arg.startswith("--") or "=" in arg:
         return False
-    name = arg[2:].replace("-", "_")
-    matches = [s for s in SETTINGS if s.name == name] or [s for s in SETTINGS if s.name.startswith(name)]
+    key = arg[2:].replace("-", "_")
+    exact = BY_FLAG.get(key)
+    matches = [exact] if exact else [s for flag, s in BY_FLAG.items() if flag.startswith(key)]
     return len(matches) == 1 and matches[0].kind is not bool
 
 

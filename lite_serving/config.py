@@ -15,20 +15,22 @@ MIB = 1024 * 1024
 
 
 class Setting:
-    """One setting: its name (``--name-with-dashes`` on the command line), default, type and help."""
+    """One setting: its name, flag (``--name-with-dashes`` unless given), default, type and help.
 
-    __slots__ = ("name", "default", "kind", "help", "default_text")
+    ``many``: the flag may be given several times and the variable holds the
+    values separated by commas; the setting is then a tuple of them.
+    """
 
-    def __init__(self, name, default, kind, help, default_text=None):
+    __slots__ = ("name", "default", "kind", "help", "default_text", "flag", "many")
+
+    def __init__(self, name, default, kind, help, default_text=None, flag=None, many=False):
         self.name = name
         self.default = default
         self.kind = kind
         self.help = help
         self.default_text = default_text
-
-    @property
-    def flag(self):
-        return "--" + self.name.replace("_", "-")
+        self.flag = flag or "--" + name.replace("_", "-")
+        self.many = many
 
     @property
     def env(self):
@@ -99,8 +101,29 @@ SETTINGS = (
     Setting("graceful_timeout", 30.0, float, "seconds in-flight requests get to finish on shutdown"),
     Setting("intra_op_threads", 0, int, "onnxruntime intra-op threads (0: onnxruntime's choice)"),
     Setting("inter_op_threads", 0, int, "onnxruntime inter-op threads (0: onnxruntime's choice)"),
+    Setting("ssl_certfile", "", str, "PEM certificate (chain) to serve HTTPS with; the port then "
+            "speaks TLS only (reloaded on SIGHUP)", "none: plain HTTP"),
+    Setting("ssl_keyfile", "", str, "PEM private key of --ssl-certfile",
+            "the key inside --ssl-certfile"),
+    Setting("ssl_keyfile_password", "", str, "password of an encrypted --ssl-keyfile", "none"),
+    Setting("ssl_ca_certs", "", str, "PEM bundle of the CAs whose client certificates are accepted",
+            "none"),
+    Setting("ssl_cert_reqs", "none", str,
+            "client certificates: none, optional (checked when sent) or required"),
+    Setting("ssl_ciphers", "", str,
+            "OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults)", "OpenSSL's"),
+    Setting("api_keys", (), str, "API key a request must carry (Authorization: Bearer KEY or "
+            "X-API-Key: KEY); repeat the flag for several keys, the variable separates them with "
+            "commas", "none: no key is asked for", flag="--api-key", many=True),
+    Setting("api_key_file", "", str,
+            "file of API keys, one a line (# starts a comment), reloaded on SIGHUP", "none"),
+    Setting("protect_metrics", False, bool,
+            "require an API key for /metrics too (the probes never need one)"),
 )
-BY_NAME = {s.name: s for s in SETTINGS}
+# by flag, dashes read as underscores: --model_path is --model-path
+BY_FLAG = {s.flag[2:].replace("-", "_"): s for s in SETTINGS}
+SECRETS = frozenset(("ssl_keyfile_password", "api_keys"))   # never shown by repr(Config)
+CERT_REQS = ("none", "optional", "required")
 KIND_NAMES = {int: "an integer", float: "a number", str: "a text", bool: "a boolean"}
 
 
@@ -114,7 +137,11 @@ class Config:
             raise TypeError(f"unknown settings: {', '.join(sorted(values))}")
 
     def __repr__(self):
-        return "Config(" + ", ".join(f"{s.name}={getattr(self, s.name)!r}" for s in SETTINGS) + ")"
+        return "Config(" + ", ".join(f"{s.name}={self._shown(s.name)}" for s in SETTINGS) + ")"
+
+    def _shown(self, name):
+        value = getattr(self, name)
+        return "'***'" if name in SECRETS and value else repr(value)
 
     @property
     def production(self):
@@ -177,6 +204,8 @@ def _bool(text):
 
 
 def _convert(setting, raw):
+    if setting.many:
+        return tuple(setting.kind(item.strip()) for item in raw.split(",") if item.strip())
     return _bool(raw) if setting.kind is bool else setting.kind(raw)
 
 
@@ -194,16 +223,16 @@ def _exact_flags(argv):
             return None
         name, eq, value = arg[2:].partition("=")
         key = name.replace("-", "_")
-        setting = BY_NAME.get(key)
+        setting = BY_FLAG.get(key)
         if setting is None:
-            setting = BY_NAME.get(key[3:]) if key.startswith("no_") else None
+            setting = BY_FLAG.get(key[3:]) if key.startswith("no_") else None
             if setting is None or setting.kind is not bool or eq:
                 return None
             values[setting.name] = False
         elif setting.kind is bool:
             if eq:
                 return None
-            values[key] = True
+            values[setting.name] = True
         else:
             if not eq:
                 i += 1
@@ -211,9 +240,13 @@ def _exact_flags(argv):
                     return None
                 value = argv[i]
             try:
-                values[key] = setting.kind(value)
+                value = setting.kind(value)
             except ValueError:
                 return None
+            if setting.many:
+                values[setting.name] = values.get(setting.name, ()) + (value,)
+            else:
+                values[setting.name] = value
         i += 1
     return values
 
@@ -252,6 +285,9 @@ def build_argparser(prog="lite_serving", directory=False):
         if s.kind is bool:
             parser.add_argument(s.flag, dest=s.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=text)
+        elif s.many:
+            parser.add_argument(s.flag, dest=s.name, action="append", type=s.kind, default=None,
+                                help=text, metavar=_metavar(s))
         else:
             parser.add_argument(s.flag, dest=s.name, type=s.kind, default=None, help=text,
                                 metavar=_metavar(s))
@@ -266,8 +302,11 @@ def _metavar(setting):
         return "SECONDS"
     if name.endswith(("_size", "target", "_memory", "_input", "_output")):
         return "BYTES"
-    return {"model_path": "PATH", "model_name": "NAME", "dispatch": "MODE",
-            "log_level": "LEVEL"}.get(name, "N")
+    if name.endswith(("file", "_certs")):
+        return "FILE"
+    return {"model_path": "PATH", "model_name": "NAME", "dispatch": "MODE", "log_level": "LEVEL",
+            "ssl_keyfile_password": "PASSWORD", "ssl_cert_reqs": "MODE", "ssl_ciphers": "CIPHERS",
+            "api_keys": "KEY"}.get(name, "N")
 
 
 def _fail(prog, message):
@@ -282,8 +321,8 @@ def parse_config(argv=None, prog="lite_serving"):
     given = _exact_flags(argv)
     if given is None:
         options = build_argparser(prog).parse_args(argv)
-        given = {s.name: getattr(options, s.name) for s in SETTINGS
-                 if getattr(options, s.name) is not None}
+        given = {s.name: tuple(value) if s.many else value for s in SETTINGS
+                 if (value := getattr(options, s.name)) is not None}
     values = {}
     environ = os.environ
     for s in SETTINGS:
@@ -316,4 +355,23 @@ def parse_config(argv=None, prog="lite_serving"):
                     f"({config.max_body_size})")
     if config.max_pending_input < 1 or config.max_pending_output < 1:
         _fail(prog, "--max-pending-input and --max-pending-output must be positive")
+    _check_tls(config, prog)
     return config
+
+
+def _check_tls(config, prog):
+    """The TLS settings that only make sense together."""
+    if config.ssl_cert_reqs not in CERT_REQS:
+        _fail(prog, f"--ssl-cert-reqs must be one of {', '.join(CERT_REQS)}")
+    if not config.ssl_certfile:
+        given = [flag for flag, value in (("--ssl-keyfile", config.ssl_keyfile),
+                                          ("--ssl-ca-certs", config.ssl_ca_certs),
+                                          ("--ssl-ciphers", config.ssl_ciphers)) if value]
+        if config.ssl_cert_reqs != "none":
+            given.append("--ssl-cert-reqs")
+        if given:
+            _fail(prog, f"{', '.join(given)} need --ssl-certfile: TLS is on only with a "
+                        "certificate")
+    elif config.ssl_cert_reqs != "none" and not config.ssl_ca_certs:
+        _fail(prog, f"--ssl-cert-reqs {config.ssl_cert_reqs} needs --ssl-ca-certs, the CAs that "
+                    "sign the client certificates")

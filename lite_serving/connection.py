@@ -77,6 +77,7 @@ class ConnectionContext:
         self.head_timeout = config.head_timeout
         self.body_timeout = config.body_timeout
         self.draining = False
+        self.admit = None       # callable(head) → a refusal reply or None, before any body is read
         self.scratch = bytearray(256 * 1024)   # receive area for spooled bodies (one thread reads)
         self.connections = {}                  # id(connection) → connection
 
@@ -246,6 +247,11 @@ class HTTPConnection:
                 self.pos = pos = head.end
                 if ctx.draining:
                     head.keep_alive = False  # shutting down: this connection ends after its answer
+                if ctx.admit is not None:
+                    refusal = ctx.admit(head)
+                    if refusal is not None:
+                        self._refuse_head(head, refusal)
+                        continue
                 if head.chunked:
                     self._start_chunked(head)
                     continue
@@ -461,6 +467,18 @@ class HTTPConnection:
         self.ctx.metrics.by_class[status // 100] += 1
         self.transport.write(error_reply(status, message, head)[1])
         self._close_after()
+
+    def _refuse_head(self, head, reply):
+        """A request refused on its head alone (``ctx.admit``): answered in turn, its body never
+        read. With a body to follow, the connection closes after the answer: that body would
+        otherwise be taken for the next request."""
+        ctx = self.ctx
+        view = self.view = RequestView(head, _EMPTY, self.peer, ctx.budget, 0, ctx.loop.now)
+        view.done = False
+        ctx.metrics.in_flight += 1
+        if head.chunked or head.content_length > 0:
+            self.close_after = True
+        self._answer(view, reply)
 
     def _refuse_busy(self, head):
         self._refuse(503, "the server holds too many request bodies to take this one now; "

@@ -3,7 +3,8 @@
 Start-up, in the order it happens and is logged:
 
 1. settings and logging;
-2. bind the port, so that a port already taken fails at once, before a model
+2. load the TLS certificates and API keys, and bind the port, so that a file
+   that cannot be used or a port already taken fails at once, before a model
    loads; but do not listen yet: until the predictor is built the port
    refuses connections, as openbayes-serving's does, so no TCP or ``GET /``
    probe sends traffic to a process that cannot answer it (``--listen-early``
@@ -15,7 +16,8 @@ Start-up, in the order it happens and is logged:
 
 With ``--workers N`` a supervisor forks N processes that each do 2–5; with
 ``--reload`` a parent process runs the whole command in a child and starts it
-again when a file changes.
+again when a file changes. SIGHUP reloads the certificates and the API key
+file, from step 2 on; open connections stay.
 """
 
 import logging
@@ -95,9 +97,50 @@ def bind(host, port, listen=True):
     return sock
 
 
-def address_text(sock):
+def address_text(sock, scheme="http"):
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def load_security(config):
+    """``(Certificates or None, APIKeys or None)`` from the settings; StartupError naming a bad file.
+
+    ``ssl`` and ``hmac`` are imported only when asked for: they would add milliseconds to
+    every start-up.
+    """
+    certificates = keys = None
+    if config.ssl_certfile:
+        from .tls import Certificates
+        certificates = Certificates(config)
+    if config.api_keys or config.api_key_file:
+        from .auth import APIKeys
+        keys = APIKeys(config.api_keys, config.api_key_file, config.protect_metrics)
+    return certificates, keys
+
+
+def reloads(config):
+    """Whether SIGHUP has something to reload: certificates or an API key file."""
+    return bool(config.ssl_certfile or config.api_key_file)
+
+
+def install_reload(parts, current_loop):
+    """SIGHUP reloads certificates and key files: on the I/O thread once it runs (``current_loop()``
+    is then the IOLoop; connections stay open), at once while the predictor is built."""
+    import signal
+
+    def reload():
+        for part in parts:
+            if part is not None:
+                part.reload()
+
+    def on_hangup(_signum, _frame):
+        loop = current_loop()
+        if loop is None:
+            reload()
+        else:
+            loop.call_soon(reload)
+
+    signal.signal(signal.SIGHUP, on_hangup)
 
 
 def model_name(config):
@@ -120,11 +163,20 @@ class IOLoop:
     The only place that knows the server's classes.
     """
 
-    def __init__(self, app, config, listener):
+    def __init__(self, app, config, listener, certificates=None, keys=None):
         from .server import Server
         self.server = Server(app, config, [listener])
+        if certificates is not None:
+            from .tls import TLSAcceptor
+            self.server.tls = TLSAcceptor(self.server, certificates)
+        if keys is not None:
+            self.server.ctx.admit = keys.check
         threading.Thread(target=self.server.serve_forever, name="lite_serving-io",
                          daemon=True).start()
+
+    def call_soon(self, fn):
+        """Run ``fn()`` on the I/O thread at its next turn (from any thread or signal handler)."""
+        self.server.loop.call_soon_threadsafe(fn)
 
     def describe_dispatch(self):
         """How predict is run, in words, for the ready line."""
@@ -174,6 +226,10 @@ def run(predictor_cls, argv=None):
     raise_open_files_limit()
     if config.workers == 1:
         return serve_one(predictor_cls, config)
+    try:
+        load_security(config)  # once here: a bad file is one error, not a worker crash loop
+    except StartupError as exc:
+        fail(str(exc))
     # Reserve the port (bound, not listening: it takes no connections) so that
     # --port 0 gives every worker the same port, and a taken port fails here.
     try:
@@ -183,7 +239,7 @@ def run(predictor_cls, argv=None):
     config.port = reserve.getsockname()[1]
     from .supervisor import Supervisor
     status = Supervisor(config.workers, lambda: serve_one(predictor_cls, config),
-                        config.graceful_timeout).run()
+                        config.graceful_timeout, forward_reload=reloads(config)).run()
     reserve.close()
     sys.exit(status)
 
@@ -205,23 +261,29 @@ def serve_one(predictor_cls, config):
     config_module.active = config
     started = time.perf_counter()
     try:
+        certificates, keys = load_security(config)
         listener = bind(config.host, config.port, listen=False)
     except StartupError as exc:
         fail(str(exc))
-    address = address_text(listener)
+    address = address_text(listener, "https" if certificates is not None else "http")
+    if keys is not None:
+        log.info("API keys required on every route but the probes%s",
+                 "" if config.protect_metrics else " and /metrics")
     name = class_name(predictor_cls)
     app = Application(config)
     loop = None
     _catch_stop_signals()
+    if reloads(config):
+        install_reload((certificates, keys), lambda: loop)
     try:
         if config.listen_early:
             listener.listen(BACKLOG)
-            loop = IOLoop(app, config, listener)
+            loop = IOLoop(app, config, listener, certificates, keys)
             log.info("listening on %s while %s is built (--listen-early): /healthz and /readyz "
                      "answer, GET / and POST / answer 503 until it is ready", address, name)
         else:
             log.info("building %s; %s is bound and takes connections once it is built", name,
-                     address[len("http://"):])
+                     address.partition("://")[2])
         loaded = build(predictor_cls, config, name)
         if _stop["asked"]:  # the predictor's own code swallowed StopRequested
             raise StopRequested
@@ -236,7 +298,7 @@ def serve_one(predictor_cls, config):
         app.ready = True
         if loop is None:
             listener.listen(BACKLOG)
-            loop = IOLoop(app, config, listener)
+            loop = IOLoop(app, config, listener, certificates, keys)
             log.info("listening on %s", address)
         else:
             loop.server.predictor_ready()

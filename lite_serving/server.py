@@ -39,6 +39,7 @@ class Server:
         self.ctx = ConnectionContext(app, config, self.dispatch, self.budget, BodyBuffers(),
                                      self.metrics, self.access_log, loop)
         self.stopping = False
+        self.tls = None   # a tls.TLSAcceptor when the port speaks HTTPS
         self._drain_deadline = None
         loop.on_accept = self._accept
         loop.after_turn = self._after_turn
@@ -147,6 +148,9 @@ class Server:
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                self.tls.accept(sock, peer)
+                continue
             transport = Transport(loop, sock, peer, self.budget, self.metrics,
                                   config.max_pending_output, config.max_pending_output // 4)
             conn = HTTPConnection(ctx, transport)

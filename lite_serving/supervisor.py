@@ -6,6 +6,8 @@ it is built. A worker that dies is restarted, with a growing pause if it keeps
 dying at once. SIGTERM/SIGINT are passed on to the workers; a worker still
 running ``--graceful-timeout`` + 5 s later is killed, whatever it is doing
 (building its predictor included), and the supervisor exits after them.
+SIGHUP (reload certificates and key files) is passed on when there is
+something to reload.
 
 The supervisor waits on its own workers only: the predictor module runs in
 this process before the fork, and any process it starts is its own to reap.
@@ -75,8 +77,9 @@ class Worker:
 class Supervisor:
     """Forks ``count`` processes running ``work()`` (which returns an exit status) and keeps them up."""
 
-    def __init__(self, count, work, graceful_timeout):
+    def __init__(self, count, work, graceful_timeout, forward_reload=False):
         self.count = count
+        self.forward_reload = forward_reload   # SIGHUP is passed on to the workers
         self.work = work
         self.graceful_timeout = graceful_timeout
         self.workers = {}       # pid -> Worker
@@ -89,22 +92,25 @@ class Supervisor:
     # -- processes -------------------------------------------------------
 
     def _spawn(self, slot):
-        # blocked across the fork, so that the child never runs the supervisor's handler
-        stop_signals = {signal.SIGTERM, signal.SIGINT}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        # blocked across the fork, so that the child never runs the supervisor's handlers
+        handled = {signal.SIGTERM, signal.SIGINT}
+        if self.forward_reload:
+            handled.add(signal.SIGHUP)
+        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
         pid = os.fork()
         if pid == 0:
-            self._become_worker(slot, stop_signals)
+            self._become_worker(slot, handled)
         self.workers[pid] = Worker(slot, pid)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
         log.info("worker %d started (pid %d)", slot, pid)
 
-    def _become_worker(self, slot, stop_signals):
+    def _become_worker(self, slot, handled):
         """In the forked child: drop the supervisor's signal plumbing, run ``work()``, exit."""
         signal.set_wakeup_fd(-1)
-        for sig in stop_signals:
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        for sig in handled:
+            # SIGHUP ignored until the worker installs its own reload: a reload, not an end
+            signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
         os.close(self._wake_r)
         os.close(self._wake_w)
         for worker in self.workers.values():
@@ -127,9 +133,15 @@ class Supervisor:
         self.stopping = True
         self.kill_at = time.monotonic() + self.graceful_timeout + KILL_MARGIN
         self.restart_at.clear()
+        self._signal_workers(signal.SIGTERM)
+
+    def _on_reload(self, signum, _frame):
+        self._signal_workers(signum)
+
+    def _signal_workers(self, signum):
         for pid in list(self.workers):
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
@@ -152,6 +164,8 @@ class Supervisor:
         previous_wakeup = signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        if self.forward_reload:
+            signal.signal(signal.SIGHUP, self._on_reload)
         log.info("supervisor pid %d: starting %d workers", os.getpid(), self.count)
         try:
             for slot in range(self.count):

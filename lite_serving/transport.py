@@ -92,20 +92,32 @@ class Transport:
             except OSError:
                 self.abort()
                 return
-            self.progress_at = self.loop.now
-            self.metrics.bytes_out += sent
-            self.unsent -= sent
-            self.budget.give(sent)
-            if sent < len(out[0]):
-                out[0] = memoryview(out[0])[sent:]
+            if not self._took(sent):
                 break
-            out.popleft()
+        self._output_moved()
+
+    def _took(self, sent):
+        """The socket took ``sent`` bytes from the head of the output; False when only part of it."""
+        self.progress_at = self.loop.now
+        self.metrics.bytes_out += sent
+        self.unsent -= sent
+        self.budget.give(sent)
+        out = self.out
+        if sent < len(out[0]):
+            out[0] = memoryview(out[0])[sent:]
+            return False
+        out.popleft()
+        return True
+
+    def _output_moved(self):
+        """Queued output went out: resume the protocol below the low water mark, and tell it
+        once everything is out."""
         if self.write_paused and self.unsent <= self.low:
             self.write_paused = False
             self.protocol.resume_writing()
             if self.closed:
                 return
-        if not out:
+        if not self.out:
             self._watch()
             self.protocol.write_drained()
 

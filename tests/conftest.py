@@ -18,7 +18,7 @@ import time
 import pytest
 
 READY = re.compile(r"ready in \d+ ms")
-LISTENING = re.compile(r"listening on http://(?:\[([^\]]+)\]|([^/:\s\[]+)):(\d+)")
+LISTENING = re.compile(r"listening on https?://(?:\[([^\]]+)\]|([^/:\s\[]+)):(\d+)")
 
 
 class ServerProcess:

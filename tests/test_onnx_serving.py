@@ -12,15 +12,7 @@ np = pytest.importorskip("numpy")
 ort = pytest.importorskip("onnxruntime")
 
 from conftest import LISTENING, READY, launch  # noqa: E402
-
-IRIS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "iris")
-SAMPLES = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], dtype=np.float32)
-
-
-def expected():
-    session = ort.InferenceSession(os.path.join(IRIS, "model.onnx"))
-    labels, probabilities = session.run(None, {"features": SAMPLES})
-    return labels, probabilities
+from helpers_iris import IRIS, SAMPLES, check_with_tritonclient, expected  # noqa: E402
 
 
 def start(directory, *flags):
@@ -99,20 +91,8 @@ def test_v2_unknown_model_is_404(bare_model):
 
 def test_tritonclient_json_and_binary_against_lite_serving(bare_model):
     httpclient = pytest.importorskip("tritonclient.http")
-    labels, probabilities = expected()
     client = httpclient.InferenceServerClient(f"127.0.0.1:{bare_model.port}")
-    assert client.is_server_live()
-    assert client.is_model_ready("iris")
-    meta = client.get_model_metadata("iris")
-    assert meta["inputs"][0]["name"] == "features"
-    for binary in (False, True):
-        inp = httpclient.InferInput("features", list(SAMPLES.shape), "FP32")
-        inp.set_data_from_numpy(SAMPLES, binary_data=binary)
-        outputs = [httpclient.InferRequestedOutput("label", binary_data=binary),
-                   httpclient.InferRequestedOutput("probabilities", binary_data=binary)]
-        result = client.infer("iris", [inp], outputs=outputs)
-        np.testing.assert_array_equal(result.as_numpy("label"), labels)
-        np.testing.assert_allclose(result.as_numpy("probabilities"), probabilities, rtol=1e-6)
+    check_with_tritonclient(client, httpclient)
 
 
 def test_predictor_asking_for_onnx_also_serves_v2(tmp_path):

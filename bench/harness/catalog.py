@@ -13,9 +13,10 @@ WORKERS_CONNECTIONS = 256
 WORKER_COUNTS = (1, 2)
 
 # Scenario names accepted by --scenarios, in the order they run.
-SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor", "coldstart", "workers")
+SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor", "tls", "coldstart", "workers")
 # Scenarios that are one app served by every server, load after load.
-APP_SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor")
+APP_SCENARIOS = ("echo", "msgpack", "onnx", "facade", "tensor", "tls")
+TLS_CONNECTIONS = 32
 FACADE_CONNECTIONS = 32
 TENSOR_CONNECTIONS = 1  # answers of 5-20 MB: one client asking in a loop, no queue at the reference
 
@@ -29,6 +30,7 @@ class Load:
     connections: int
     title: str
     accept: str = None
+    new_connection: bool = False  # Connection: close on every request (a handshake per request)
 
 
 LOADS = {
@@ -49,6 +51,14 @@ LOADS = {
         Load("tensor-json", "tensor", TENSOR_CONNECTIONS, f"1M float32 answer, JSON, {TENSOR_CONNECTIONS} conn"),
         Load("tensor-msgpack", "tensor", TENSOR_CONNECTIONS,
              f"1M float32 answer, msgpack, {TENSOR_CONNECTIONS} conn", "application/msgpack"),
+    ),
+    # the echo over HTTPS: keep-alive, then a new connection (a full TLS handshake) per request
+    "tls": (
+        Load(f"tls-echo-c{TLS_CONNECTIONS}", "tls", TLS_CONNECTIONS,
+             f"echo JSON over TLS, keep-alive, {TLS_CONNECTIONS} conn"),
+        Load(f"tls-handshake-c{TLS_CONNECTIONS}", "tls", TLS_CONNECTIONS,
+             f"echo JSON over TLS, new connection per request, {TLS_CONNECTIONS} conn",
+             new_connection=True),
     ),
 }
 WORKERS_LOAD = Load(f"workers-c{WORKERS_CONNECTIONS}", "echo", WORKERS_CONNECTIONS, "echo JSON")
@@ -108,6 +118,12 @@ def _other_metrics():
         yield Metric(load.cell, "rps", f"{load.title}: throughput", "req/s", True,
                      "1M float32 answer (req/s)", load.cell.split("-")[1])
         yield Metric(load.cell, "p50_ms", f"{load.title}: p50 latency", "ms", False)
+    panel = "Echo JSON over TLS (req/s)"
+    for load in LOADS["tls"]:
+        tick = "new connection per request" if load.new_connection else "keep-alive"
+        yield Metric(load.cell, "rps", f"{load.title}: throughput", "req/s", True, panel, tick)
+        if not load.new_connection:  # wrk's latency leaves out the connect and the handshake
+            yield Metric(load.cell, "p99_ms", f"{load.title}: p99 latency", "ms", False)
     panel = "Cold start (ms)"
     yield Metric(
         COLDSTART_CELL,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import TOOLS_DIR, WORK_DIR
-from .servers import ONNX_MODEL
+from .servers import ONNX_MODEL, TLS_CERT, TLS_KEY
 
 ECHO_DOC = {"inputs": [1, 2, 3, 4], "name": "echo"}
 TENSOR_SIZE = 1_000_000  # elements of the array servers/tensor_*/predictor.py answer
@@ -53,6 +53,17 @@ def build_onnx_model(tools_python):
     subprocess.run([str(tools_python), str(TOOLS_DIR / "make_onnx_model.py"), str(ONNX_MODEL)], check=True)
 
 
+def write_tls_certificate():
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (what both TLS servers present)."""
+    TLS_CERT.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "30", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(TLS_KEY), "-out", str(TLS_CERT)],
+        check=True, capture_output=True,
+    )
+
+
 def _is_echo(payload):
     return payload == ECHO_DOC
 
@@ -95,4 +106,5 @@ APP_LOADS = {
     "onnx": AppLoad("json", _is_onnx_output),
     "facade": AppLoad("json", _is_echo),
     "tensor": AppLoad("json", _is_tensor),
+    "tls": AppLoad("json", _is_echo),
 }

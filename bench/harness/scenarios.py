@@ -140,7 +140,7 @@ def check_answer(server, app):
     load_spec = APP_LOADS[app]
     body = BODIES[load_spec.body]
     try:
-        status, response = post(server.port, body.read(), body.content_type)
+        status, response = post(server.port, body.read(), body.content_type, tls=server.tls)
     except (OSError, http.client.HTTPException) as e:
         return None, f"request failed: {e!r}"
     return status, load_spec.check(status, response)
@@ -197,7 +197,7 @@ def measure_load(bench, server, load, column, rnd, client_cpus):
     try:
         with ForeignCpu(server.pids()) as foreign:
             r = run_wrk(server.url, body, load.connections, bench.settings.duration, client_cpus,
-                        accept=load.accept)
+                        accept=load.accept, close=load.new_connection)
     except (WrkError, subprocess.TimeoutExpired) as e:
         bench.fail([load.cell], column, rnd, f"{load.title}: {e}")
         return

@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ from .paths import LOG_DIR, SERVERS_DIR, WORK_DIR
 
 HOST = "127.0.0.1"
 ONNX_MODEL = WORK_DIR / "onnx" / "model.onnx"
+TLS_APPS = ("tls",)  # apps served over HTTPS, with this certificate
+TLS_CERT = WORK_DIR / "tls" / "cert.pem"
+TLS_KEY = WORK_DIR / "tls" / "key.pem"
 # Variables that would change how a server under test behaves; each server gets
 # only the ones its spec sets, whatever the harness was started with.
 CONTROLLED_ENV = (
@@ -35,7 +39,17 @@ class ServerStartError(RuntimeError):
 
 def predictor_args(app):
     """Extra command-line arguments a predictor-file server needs for ``app``."""
+    if app in TLS_APPS:
+        return ["--ssl-certfile", str(TLS_CERT), "--ssl-keyfile", str(TLS_KEY)]
     return ["--model-path", str(ONNX_MODEL)] if app == "onnx" else []
+
+
+def client_context():
+    """The harness's own TLS client: the bench certificate is self-signed, it is not checked."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 @dataclass(frozen=True)
@@ -45,7 +59,7 @@ class ServerSpec:
     key: str
     label: str
     env: str
-    apps: tuple = ("echo", "msgpack", "onnx", "facade", "tensor")
+    apps: tuple = ("echo", "msgpack", "onnx", "facade", "tensor", "tls")
     extra_env: tuple = ()
     supports_workers: bool = False
     log_facts: tuple = ()  # regexes of start-up log lines worth reporting
@@ -62,7 +76,7 @@ class ServerSpec:
 
     def app_dir(self, app):
         """The directory under servers/ of ``app``: echo and tensor have one per kind of server."""
-        if app == "echo":
+        if app in ("echo", "tls"):  # tls: the echo, over HTTPS
             return SERVERS_DIR / self.echo_dir
         if app == "tensor":
             return SERVERS_DIR / ("tensor_reference" if self.echo_dir == "reference" else "tensor_lite")
@@ -109,14 +123,16 @@ class UvicornServer(ServerSpec):
     def command(self, app, port, workers=None):
         argv = ["-m", "uvicorn", "app:app", "--http", "httptools", "--loop", "uvloop"]
         argv += ["--no-access-log", "--log-level", "warning", "--host", HOST, "--port", str(port)]
+        argv += predictor_args(app) if app in TLS_APPS else []  # the same --ssl-* flags
         return argv, SERVERS_DIR / "uvicorn_raw"
 
 
 SERVERS = {
     spec.key: spec
     for spec in (
-        PredictorScript("reference", "reference", "reference", echo_dir="reference"),
-        UvicornServer("uvicorn", "uvicorn raw", "uvicorn", apps=("echo", "msgpack")),
+        PredictorScript("reference", "reference", "reference", echo_dir="reference",
+                        apps=("echo", "msgpack", "onnx", "facade", "tensor")),  # no TLS of its own
+        UvicornServer("uvicorn", "uvicorn raw", "uvicorn", apps=("echo", "msgpack", "tls")),
         LiteServer("lite", "lite", "lite", supports_workers=True, log_facts=(r"parser: .+",)),
         LiteServer(
             "lite-pure",
@@ -140,10 +156,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def answers_200(port, timeout=1.0):
-    """True when ``GET /`` on ``port`` answers with status 200."""
+def answers_200(port, timeout=1.0, tls=False):
+    """True when ``GET /`` on ``port`` (over TLS when ``tls``) answers with status 200."""
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as s:
+        with socket.create_connection((HOST, port), timeout=timeout) as raw:
+            s = client_context().wrap_socket(raw) if tls else raw
             s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             head = b""
             while b"\r\n" not in head:
@@ -157,9 +174,12 @@ def answers_200(port, timeout=1.0):
     return len(parts) > 1 and parts[0].startswith(b"HTTP/") and parts[1] == b"200"
 
 
-def post(port, body, content_type, timeout=60.0, path="/"):
-    """POST ``body`` to ``path``; return ``(status, response body)``."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+def post(port, body, content_type, timeout=60.0, path="/", tls=False):
+    """POST ``body`` to ``path`` (over TLS when ``tls``); return ``(status, response body)``."""
+    if tls:
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=client_context())
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request("POST", path, body=body, headers={"Content-Type": content_type})
         response = conn.getresponse()
@@ -238,8 +258,12 @@ class RunningServer:
     startup_s: float = 0.0
 
     @property
+    def tls(self):
+        return self.app in TLS_APPS
+
+    @property
     def url(self):
-        return f"http://{HOST}:{self.port}/"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}/"
 
     def pids(self):
         """The server process and any workers it forked."""
@@ -340,7 +364,7 @@ def start_server(spec, python, app, cpus, workers=None, timeout=60.0, poll=0.001
     server = spawn_server(spec, python, app, cpus, workers)
     proc, port, log_path, started = server.proc, server.port, server.log_path, server.started
     deadline = started + timeout
-    while not answers_200(port):
+    while not answers_200(port, tls=server.tls):
         problem = None
         if proc.poll() is not None:
             problem = f"exited with code {proc.returncode}"

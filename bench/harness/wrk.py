@@ -90,15 +90,18 @@ def _socket_errors(text):
     return dict(zip(("connect", "read", "write", "timeout"), map(int, found.groups()))) if found else {}
 
 
-def run_wrk(url, body, connections, duration_s, cpus, timeout_s=10, accept=None):
+def run_wrk(url, body, connections, duration_s, cpus, timeout_s=10, accept=None, close=False):
     """POST ``body`` (a fixtures.Body) to ``url`` for ``duration_s`` seconds, wrk pinned to ``cpus``.
 
-    ``accept``: the Accept header to send (none by default).
+    ``accept``: the Accept header to send (none by default). ``close``: send
+    ``Connection: close``, so that every request opens a new connection.
     """
     cmd = [
         "taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s",
         f"--timeout={timeout_s}s", "--latency", "-s", str(WRK_SCRIPT), url,
     ]  # fmt: skip
+    if close:
+        cmd[-1:-1] = ["-H", "Connection: close"]
     env = {**os.environ, "BENCH_BODY_FILE": str(body.path), "BENCH_CONTENT_TYPE": body.content_type}
     env.pop("BENCH_ACCEPT", None)
     if accept:
