@@ -22,9 +22,30 @@ log = logging.getLogger("lite_serving")
 ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this address to run predict"})
 ALLOWED = b"GET, HEAD, OPTIONS, POST"
 
-# The head of the request whose predict is running; streamed bodies carry a copy of the
-# context onto their own thread, so emit_event knows the request wherever predict's work runs.
+# The head of the request a streamed answer belongs to, in the context its producer's thread
+# runs in (see request_head_here): emit_event knows the request wherever predict's work runs.
 current_request = contextvars.ContextVar("lite_serving_request", default=None)
+
+
+def request_head_here():
+    """The head of the request this code works for: the ``predict`` being run on this thread
+    (found on the stack, so that ``predict`` pays nothing for it), or the request of the
+    streamed answer this thread produces. None elsewhere."""
+    import sys
+    frame = sys._getframe(1)
+    code = Application.handle_predict.__code__
+    while frame is not None:
+        if frame.f_code is code:
+            return frame.f_locals.get("head")
+        frame = frame.f_back
+    return current_request.get()
+
+
+def _stream_context(head):
+    """A copy of this thread's context in which ``current_request`` is ``head``."""
+    context = contextvars.copy_context()
+    context.run(current_request.set, head)
+    return context
 
 
 def describe_exception(exc):
@@ -42,18 +63,21 @@ def json_reply(status, obj, head=None, close=False, extra=b""):
 
 
 def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", send_body=True):
+    """A reply with ``body`` (left out for HEAD, and with its Content-Length for 204/304)."""
     if head is None:
-        version, keep_alive, method = 1, False, None
+        version, keep_alive = 1, False
     else:
-        version, keep_alive, method = head.version, head.keep_alive and not close, head.method
+        version, keep_alive = head.version, head.keep_alive and not close
         if head.origin is not None:
             extra += cors_headers(head.origin)
+        if head.method == "HEAD":
+            send_body = False
     if status == 204 or status == 304:  # no body, and no Content-Length (RFC 9110 §8.6)
         return status, build_head(status, content_type, None, extra, version, keep_alive), not keep_alive
-    data = build_head(status, content_type, len(body), extra, version, keep_alive)
-    if send_body and body and method != "HEAD":
-        data += body
-    return status, data, not keep_alive
+    if send_body and body:
+        return (status, build_head(status, content_type, len(body), extra, version, keep_alive) + body,
+                not keep_alive)
+    return status, build_head(status, content_type, len(body), extra, version, keep_alive), not keep_alive
 
 
 def stream_reply(status, content_type, stream, head, extra=b""):
@@ -180,25 +204,27 @@ class Application:
 
         Whatever escapes ``predict`` (``SystemExit`` included) becomes this request's 500.
         """
-        head = view.head
-        token = current_request.set(head)
+        head = view.head  # request_head_here() finds it in this frame
         began = time.perf_counter()
         try:
             if head.path != "/":
                 status, ctype, body, extra = self._v2_infer(view)
-                return bytes_reply(status, ctype, body, head, extra=extra)
-            return self._encode(self.caller(view), head)
+            else:
+                status, ctype, body, extra = encode_result(self.caller(view), head.accept)
+                if type(body) is StreamBody:
+                    body.context = _stream_context(head)
+                    return stream_reply(status, ctype, body, head, extra)
+            return bytes_reply(status, ctype, body, head, extra=extra)
         except BaseException as exc:
             return self._failure(exc, view)
         finally:
-            current_request.reset(token)
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
 
     def _encode(self, result, head):
-        """What predict returned → the reply to ``head``'s request (exceptions escape)."""
+        """What predict_batch returned for one request → its reply (exceptions escape)."""
         status, ctype, body, extra = encode_result(result, head.accept)
         if type(body) is StreamBody:
-            body.context = contextvars.copy_context()  # holds current_request: see handle_predict
+            body.context = _stream_context(head)
             return stream_reply(status, ctype, body, head, extra)
         return bytes_reply(status, ctype, body, head, extra=extra)
 
@@ -276,15 +302,12 @@ class Application:
     def _answer_item(self, result, view):
         """One request's reply from its item of predict_batch's results."""
         head = view.head
-        token = current_request.set(head)  # a streamed item's thread knows its request
         try:
             if isinstance(result, ServingError):
                 return self._serving_error(result, head)
             return self._encode(result, head)
         except BaseException as exc:
             return self._failure(exc, view)
-        finally:
-            current_request.reset(token)
 
     def _v2_batch(self, views):
         """/v2 inference requests: checked one by one, run together where their shapes agree."""

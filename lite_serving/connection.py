@@ -69,7 +69,9 @@ class ConnectionContext:
         self.metrics = metrics
         self.access_log = access_log
         self.loop = loop
-        self.limits = (config.max_head_size, config.max_headers, config.max_target)
+        self.max_head = config.max_head_size
+        self.max_headers = config.max_headers
+        self.max_target = config.max_target
         self.max_body = config.max_body_size
         self.spool_size = config.spool_size
         self.max_input = config.max_pending_input
@@ -86,7 +88,7 @@ class HTTPConnection:
     """The protocol of one client connection (I/O thread only)."""
 
     __slots__ = ("ctx", "transport", "peer", "state", "buf", "pos", "counted", "view", "body",
-                 "decoder", "stream", "close_after", "eof", "framing", "deadline", "recv_into")
+                 "decoder", "stream", "close_after", "eof", "deadline", "recv_into")
 
     def __init__(self, ctx, transport):
         self.ctx = ctx
@@ -102,7 +104,6 @@ class HTTPConnection:
         self.stream = None         # StreamBody being sent (STREAMING)
         self.close_after = False   # the answer in progress is the last one
         self.eof = False           # the client closed its sending side
-        self.framing = False       # inside _next_request (answers found there do not re-enter it)
         self.recv_into = False     # the transport reads straight into get_buffer() (BODY)
         self.deadline = None
         transport.protocol = self
@@ -128,9 +129,9 @@ class HTTPConnection:
             self.close_after = False
             if self.pos < len(self.buf):
                 self.deadline = ctx.loop.now + ctx.head_timeout
-            elif transport.unsent:
-                self.deadline = None  # the write timeout watches the answers still going out
-            else:
+            elif transport.out:
+                self.deadline = None  # a backlog: the keep-alive timer starts once it is written
+            else:  # (an answer written in this turn goes out at its end)
                 self.deadline = ctx.loop.now + ctx.keep_alive_timeout
             if not transport.reading and not self.eof:
                 transport.set_reading(True)
@@ -156,6 +157,8 @@ class HTTPConnection:
         state = self.state
         if state == IDLE and self.pos < len(self.buf) or state == BODY:
             self._refuse(408, "timed out waiting for the request")
+        elif state == IDLE and transport.unsent:
+            self.deadline = None  # answers still going out: the keep-alive timer starts after
         else:  # an idle keep-alive connection, or a linger that has lasted long enough
             self.abort()
 
@@ -226,54 +229,54 @@ class HTTPConnection:
     # -- framing requests -------------------------------------------------------------
 
     def _next_request(self):
-        """Frame requests from ``buf`` while the connection is IDLE (pipelined ones one by one)."""
-        if self.framing:
-            return
-        self.framing = True
+        """Frame requests from ``buf`` while the connection is IDLE (pipelined ones one by one).
+
+        Answers found on the way (cheap routes, errors) are written in the loop; only
+        the dispatch's answers (``on_answer``) and the transport's events call this.
+        """
         ctx = self.ctx
-        try:
-            while self.state == IDLE:
-                data, pos = self.buf, self.pos
-                if pos >= len(data):
-                    break
-                try:
-                    head = parse_head(data, pos, *ctx.limits)
-                except ParseError as exc:
-                    self.buf, self.pos = _EMPTY, 0
-                    self._refuse(exc.status, exc.message)
-                    break
-                if head is None:
-                    break
-                self.pos = pos = head.end
-                if ctx.draining:
-                    head.keep_alive = False  # shutting down: this connection ends after its answer
-                if ctx.admit is not None:
-                    refusal = ctx.admit(head)
-                    if refusal is not None:
-                        self._refuse_head(head, refusal)
-                        continue
-                if head.chunked:
-                    self._start_chunked(head)
+        budget = ctx.budget
+        while self.state == IDLE:
+            data, pos = self.buf, self.pos
+            if pos >= len(data):
+                break
+            try:
+                head = parse_head(data, pos, ctx.max_head, ctx.max_headers, ctx.max_target)
+            except ParseError as exc:
+                self.buf, self.pos = _EMPTY, 0
+                self._refuse(exc.status, exc.message)
+                break
+            if head is None:
+                break
+            self.pos = pos = head.end
+            if ctx.draining:
+                head.keep_alive = False  # shutting down: this connection ends after its answer
+            if ctx.admit is not None:
+                refusal = ctx.admit(head)
+                if refusal is not None:
+                    self._refuse_head(head, refusal)
                     continue
-                length = head.content_length
-                if length <= 0:
-                    self._route(RequestView(head, _EMPTY, self.peer, ctx.budget, 0, ctx.loop.now))
-                    continue
-                if length > ctx.max_body:
-                    self._refuse(413, f"request body of {length} bytes is over the limit of "
-                                      f"{ctx.max_body}", head)
-                    break
-                if not ctx.budget.reserve(length):
-                    self._refuse_busy(head)
-                    break
-                if len(data) - pos >= length:
-                    self.pos = pos + length
-                    self._route(RequestView(head, data[pos:pos + length], self.peer, ctx.budget,
-                                            length, ctx.loop.now))
-                else:
-                    self._start_body(head, length)
-        finally:
-            self.framing = False
+            if head.chunked:
+                self._start_chunked(head)
+                continue
+            length = head.content_length
+            if length <= 0:
+                self._route(RequestView(head, _EMPTY, self.peer, budget, 0, ctx.loop.now))
+                continue
+            if length > ctx.max_body:
+                self._refuse(413, f"request body of {length} bytes is over the limit of "
+                                  f"{ctx.max_body}", head)
+                break
+            if budget.held + length > budget.limit:  # MemoryBudget.reserve, on the hot path
+                self._refuse_busy(head)
+                break
+            budget.held += length
+            if len(data) - pos >= length:
+                self.pos = pos + length
+                self._route(RequestView(head, data[pos:pos + length], self.peer, budget, length,
+                                        ctx.loop.now))
+            else:
+                self._start_body(head, length)
         state = self.state
         if state == IDLE:
             if self.pos >= len(self.buf) and self.buf:
@@ -281,6 +284,8 @@ class HTTPConnection:
             if self.eof:  # nothing more can come: close once what is left to send is out
                 if not self.transport.unsent:
                     self.abort()
+                else:
+                    self.transport.drain_wanted = True
                 return
             if ctx.draining and not self.buf:
                 self._close_after()  # shutting down: every request received has its answer
@@ -295,7 +300,6 @@ class HTTPConnection:
         """The request whose body is about to be read (BODY)."""
         ctx = self.ctx
         view = self.view = RequestView(head, _EMPTY, self.peer, ctx.budget, reserved, ctx.loop.now)
-        view.done = False
         ctx.metrics.in_flight += 1
         return view
 
@@ -325,7 +329,7 @@ class HTTPConnection:
         ctx = self.ctx
         view = self._new_view(head, 0)
         view.sink = self.body = MemoryBody(ctx.buffers, -1)
-        self.decoder = ChunkedDecoder(ctx.max_body, ctx.limits[0], ctx.limits[1])
+        self.decoder = ChunkedDecoder(ctx.max_body, ctx.max_head, ctx.max_headers)
         self._enter(BODY)
         if head.expect_continue and self.pos == len(self.buf):
             self.transport.write(CONTINUE)
@@ -386,43 +390,43 @@ class HTTPConnection:
     def _route(self, view):
         """A complete request: answered here (cheap routes, errors) or lent to the dispatch."""
         ctx = self.ctx
-        if view.done is None:  # framed just now, not through BODY: now it is in flight
-            view.done = False
+        if self.view is not view:  # framed just now, not through BODY: now it is in flight
+            self.view = view
             ctx.metrics.in_flight += 1
-        self.view = view
         reply = ctx.route(view)
         if reply is None:
             self.state = WAITING   # _enter(WAITING), inlined: no deadline, reading ahead allowed
             self.deadline = None
             ctx.dispatch.submit(self, view)
         else:
-            self._answer(view, reply)
+            self.on_answer(view, reply, False)
 
     # -- answers -----------------------------------------------------------------------
 
-    def on_answer(self, view, reply):
-        """The dispatch's answer to ``view`` (I/O thread)."""
+    def on_answer(self, view, reply, frame_next=True):
+        """The answer to ``view``: from the dispatch (I/O thread), or found while framing
+        (``frame_next`` False: the framing loop goes on by itself)."""
         if self.state == CLOSED:  # the client left while predict ran
             if type(reply[1]) is _StreamBody:
                 reply[1].close()
             self._finish(view)
             return
         try:
-            self._answer(view, reply)
+            status, data, close = reply
+            if close:
+                self.close_after = True
+            if type(data) is _StreamBody:
+                self._start_stream(view, status, data)
+                return
+            self._finish(view, status)  # first: when the client reads, the request holds nothing
+            self.transport.write(data)
+            self._after_answer()
+            if frame_next and self.state == IDLE and (self.pos < len(self.buf) or self.eof
+                                                      or self.ctx.draining):
+                self._next_request()
         except Exception:
             log.exception("internal error while answering a request; closing its connection")
             self.abort()
-
-    def _answer(self, view, reply):
-        status, data, close = reply
-        if close:
-            self.close_after = True
-        if type(data) is _StreamBody:
-            self._start_stream(view, status, data)
-            return
-        self._finish(view, status)  # first: by the time the client reads, the request holds nothing
-        self.transport.write(data)
-        self._after_answer()
 
     def _after_answer(self):
         """The answer is with the transport: close, wait for output to drain, or frame the next."""
@@ -434,20 +438,17 @@ class HTTPConnection:
             self._enter(DRAINING)
         else:
             self._enter(IDLE)
-            if self.pos < len(self.buf) or self.eof or self.ctx.draining:
-                self._next_request()
 
     def _finish(self, view, status=None):
         """The one place a request ends (once): counted, logged, everything it holds released.
 
         ``status`` None: the request ended without an answer of its own being written.
         """
-        if view.done:
-            return
-        view.done = True
-        ctx = self.ctx
+        if not view.release():
+            return  # ended before
         if self.view is view:
             self.view = None
+        ctx = self.ctx
         metrics = ctx.metrics
         metrics.in_flight -= 1
         if status is not None:
@@ -456,7 +457,6 @@ class HTTPConnection:
             metrics.request_seconds.observe(seconds)
             if ctx.access_log.enabled:
                 ctx.access_log.record(self.peer, view.head, status, seconds)
-        view.release()
 
     def _refuse(self, status, message, head=None):
         """Answer an error the server itself finds; the connection closes after it."""
@@ -474,11 +474,10 @@ class HTTPConnection:
         otherwise be taken for the next request."""
         ctx = self.ctx
         view = self.view = RequestView(head, _EMPTY, self.peer, ctx.budget, 0, ctx.loop.now)
-        view.done = False
         ctx.metrics.in_flight += 1
         if head.chunked or head.content_length > 0:
             self.close_after = True
-        self._answer(view, reply)
+        self.on_answer(view, reply, False)
 
     def _refuse_busy(self, head):
         self._refuse(503, "the server holds too many request bodies to take this one now; "
@@ -519,16 +518,20 @@ class HTTPConnection:
             if self.state != STREAMING:
                 return
             if data is streams.ABORT:
-                self.abort()
+                self.abort()  # the pieces written so far go out first (Transport.abort)
                 return
             if not stream.chunked:  # HTTP/1.0: the end of the body is the end of the connection
                 self.close_after = True
             self._after_answer()
+            if self.state == IDLE:
+                self._next_request()
             return
         if self.stream is not stream or self.state != STREAMING:
             return
         stream.handed += len(data)
-        self.transport.write(data)
+        transport = self.transport
+        transport.write(data)
+        transport.drain_wanted = True  # the producer's window moves as its pieces go out
         self._stream_progress()
 
     def _stream_progress(self):
@@ -551,7 +554,8 @@ class HTTPConnection:
 
     def write_drained(self):
         state = self.state
-        self._stream_progress()
+        if self.stream is not None:
+            self._stream_progress()
         if state == CLOSING:
             self._linger()
         elif state == IDLE:
@@ -573,6 +577,8 @@ class HTTPConnection:
         self._enter(CLOSING)
         if not self.transport.unsent:
             self._linger()
+        else:
+            self.transport.drain_wanted = True
 
     def _linger(self):
         """Closing at once with unread input would reset the connection and could destroy the

@@ -188,21 +188,28 @@ class AutoDispatch(PoolDispatch):
             self._to_pool = False
             while ready:
                 PoolDispatch.submit(self, *ready.popleft())
-        while ready:
-            with lock:  # the clock runs per request: many fast predicts are not one slow one
-                if loop.owner is not token:
-                    return False
-                conn, view = ready.popleft()
-                self._inline_since = time.monotonic()
+        if not ready:
+            return True
+        with lock:  # the clock runs per request: many fast predicts are not one slow one
+            if loop.owner is not token:
+                return False
+            item = ready.popleft()
+            self._inline_since = time.monotonic()
+        while item is not None:
+            conn, view = item
             try:
                 reply = handle(view)
             except BaseException:
                 reply = _failed(view)
-            finally:
-                with lock:
-                    lost = loop.owner is not token
+            with lock:
+                lost = loop.owner is not token
+                if lost or not ready:
+                    item = None
                     if not lost:  # a thread that lost the loop must not touch the new owner's clock
                         self._inline_since = None
+                else:  # the next request's clock starts as this one's stops
+                    item = ready.popleft()
+                    self._inline_since = time.monotonic()
             if lost:  # the loop went on in another thread: it delivers this answer
                 loop.call_soon_threadsafe(conn.on_answer, view, reply)
                 return False

@@ -46,8 +46,8 @@ def _placeholder(data):
 
 def current_request_id():
     """The integer in the current request's X-Openbayes-Serving-Request-Id, or 0."""
-    from .app import current_request
-    head = current_request.get()
+    from .app import request_head_here
+    head = request_head_here()
     if head is None:
         return 0
     for name, value in head.fields:

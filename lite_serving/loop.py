@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 
+from .transport import flush_all
+
 log = logging.getLogger("lite_serving")
 
 _WAKE = object()
@@ -42,6 +44,10 @@ class EventLoop:
         self.pending_work = None        # callable() → True when after_turn has work queued
         self.on_tick = None             # callable(now), about once a second
         self.on_close = None            # callable(), when the loop ends
+        # Writes made during a turn wait for its end (see Transport.write): the turn's answers
+        # then leave in one burst of send calls, between the Python work and not within it.
+        self.corked = False
+        self.corked_transports = []
         self._posted = collections.deque()
         self._wake_pending = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -117,8 +123,11 @@ class EventLoop:
         pending = self.pending_work
         try:
             while not self.stopped:
+                if self.corked_transports:
+                    self._uncork()
                 events = sel.select(0 if pending is not None and pending() else 1.0)
                 self.now = now = time.monotonic()
+                self.corked = True
                 for key, mask in events:
                     target = key.data
                     if target is _WAKE:
@@ -140,10 +149,11 @@ class EventLoop:
                             log.exception("internal error while serving a connection; closing it")
                             target.abort()
                 if self.after_turn is not None and not self.after_turn(token):
-                    return  # another thread runs the loop now
+                    return  # another thread runs the loop now: it sends what waits
                 if now >= self._next_tick:
                     self._next_tick = now + 1.0
                     self.on_tick(now)
+                self.corked = False
         except BaseException:
             log.exception("the I/O loop failed")
             raise
@@ -158,6 +168,16 @@ class EventLoop:
                     self._wake_r.close()
                     self._wake_w.close()
                     self.finished.set()
+
+    def _uncork(self):
+        """Send what the transports were given during the last turn."""
+        transports, self.corked_transports = self.corked_transports, []
+        try:
+            flush_all(transports, self.now)
+        except Exception:
+            log.exception("internal error while sending answers; closing those connections")
+            for transport in transports:
+                transport.abort()
 
     def _on_wake(self):
         try:

@@ -208,7 +208,7 @@ class RequestView:
         self.peer = peer
         self.trailers = None
         self.started = started
-        self.done = None          # None: not yet in flight; False: in flight; True: ended
+        self.done = False         # the connection has ended this request (answered or dropped)
         self._headers = None
         self._params = None
 
@@ -236,7 +236,18 @@ class RequestView:
         self.resources.append(resource)
 
     def release(self):
-        """Give back everything this request holds; the one place that does it."""
+        """Give back everything this request holds, once; False when it was released before."""
+        if self.done:
+            return False
+        self.done = True
+        if self.sink is not None or self.resources is not None:
+            self._close_files_and_buffers()
+        if self.reserved:
+            self.budget.held -= self.reserved
+        self.body = b""
+        return True
+
+    def _close_files_and_buffers(self):
         resources, self.resources = self.resources, None
         for resource in resources or ():
             try:
@@ -246,10 +257,6 @@ class RequestView:
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.release(self.body)
-        if self.reserved:
-            self.budget.held -= self.reserved
-            self.reserved = 0
-        self.body = b""
         self.spool = None
 
     @property

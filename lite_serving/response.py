@@ -92,14 +92,17 @@ def build_head(status, content_type, length, extra=b"", version=1, keep_alive=Tr
     ``content_type`` is bytes or None; ``extra`` holds ready header lines;
     ``length`` None leaves Content-Length out (204 and 304 answers have none).
     """
-    if content_type not in _good_values or extra:
+    if extra or content_type not in _good_values:
         _check_fields(content_type, extra)
     conn = b"" if keep_alive and version else connection_header(version, keep_alive)
-    framing = b"" if length is None else b"Content-Length: %d\r\n" % length
+    if length is None:
+        ctype = b"" if content_type is None else b"Content-Type: %s\r\n" % content_type
+        return b"%s%s%s%s%s\r\n" % (status_line(status), server_and_date(), ctype, extra, conn)
     if content_type is None:
-        return b"%s%s%s%s%s\r\n" % (status_line(status), server_and_date(), framing, extra, conn)
-    return b"%s%sContent-Type: %s\r\n%s%s%s\r\n" % (
-        status_line(status), server_and_date(), content_type, framing, extra, conn)
+        return b"%s%sContent-Length: %d\r\n%s%s\r\n" % (
+            status_line(status), server_and_date(), length, extra, conn)
+    return b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+        status_line(status), server_and_date(), content_type, length, extra, conn)
 
 
 def build_stream_head(status, content_type, extra=b"", version=1, keep_alive=True):

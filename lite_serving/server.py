@@ -97,6 +97,7 @@ class Server:
         if not self.dispatch.after_turn(token):
             return False
         self.access_log.flush()
+        self.metrics.fold_some()
         if self.stopping:
             self._drain_step()
         return True
@@ -116,6 +117,7 @@ class Server:
             self.loop.stopped = True
 
     def _tick(self, now):
+        self.metrics.fold()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.check_deadline(now)

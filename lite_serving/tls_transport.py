@@ -230,12 +230,16 @@ class TLSTransport(Transport):
 
     def write(self, data):
         """Send ``data`` now, a slice at a time, as far as the socket takes it; queue the rest."""
-        total = len(data)
-        if not total:
+        if not len(data):
             return  # an empty write would read as "the SSL layer cannot take it now"
-        if self.closed or self.out:
-            Transport.write(self, data)  # dropped once closed, else queued behind what waits
+        if self.closed or self.out or self.loop.corked:
+            # dropped once closed, queued behind what waits, or held for the end of the turn
+            Transport.write(self, data)
             return
+        self._send_now(data)
+
+    def _send_now(self, data):
+        total = len(data)
         view = data if total <= WRITE_SLICE else memoryview(data)
         sent = 0
         while sent < total:

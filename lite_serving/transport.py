@@ -8,7 +8,8 @@ nothing of HTTP. It calls its protocol back:
 - ``eof_received()`` when the client closes its sending side;
 - ``pause_writing()`` / ``resume_writing()`` when unsent output crosses the
   high / low water marks (the protocol's output budget);
-- ``write_drained()`` when every byte written has gone to the socket;
+- ``write_drained()`` when every byte written has gone to the socket (after a backlog, or
+  when the protocol set ``drain_wanted``: output written during a turn usually goes at once);
 - ``connection_lost()`` once, when the socket is closed.
 
 Reading is switched on and off by the protocol (``set_reading``). Unsent
@@ -27,7 +28,8 @@ class Transport:
     """One accepted socket, driven by the loop (I/O thread only)."""
 
     __slots__ = ("sock", "fd", "peer", "loop", "protocol", "out", "unsent", "events", "reading",
-                 "write_paused", "high", "low", "budget", "metrics", "progress_at", "closed")
+                 "write_paused", "high", "low", "budget", "metrics", "progress_at", "closed",
+                 "held", "drain_wanted")
 
     def __init__(self, loop, sock, peer, budget, metrics, high, low):
         self.sock = sock
@@ -46,6 +48,8 @@ class Transport:
         self.metrics = metrics
         self.progress_at = loop.now      # last time the socket took output
         self.closed = False
+        self.held = None                 # output waiting for the end of the loop's turn
+        self.drain_wanted = False        # the protocol waits for write_drained
 
     # -- from the loop ----------------------------------------------------
 
@@ -119,6 +123,7 @@ class Transport:
                 return
         if not self.out:
             self._watch()
+            self.drain_wanted = False
             self.protocol.write_drained()
 
     # -- for the protocol -------------------------------------------------
@@ -128,12 +133,29 @@ class Transport:
         self._watch()
 
     def write(self, data):
-        """Send ``data`` now as far as the socket takes it; queue the rest."""
+        """Send ``data`` as far as the socket takes it; queue the rest.
+
+        During a turn of the loop the bytes wait for the turn's end (``flush``), so
+        that the answers of a turn go out together.
+        """
         if self.closed:
             return
         if self.out:
             self._queue(data)
             return
+        if self.loop.corked:
+            held = self.held
+            if held is None:
+                self.held = data
+                self.progress_at = self.loop.now  # the write timeout counts from now
+                self.loop.corked_transports.append(self)
+            else:
+                self.held = held + data
+            self.unsent += len(data)
+            return
+        self._send_now(data)
+
+    def _send_now(self, data):
         try:
             sent = self.sock.send(data)
         except (BlockingIOError, InterruptedError):
@@ -147,6 +169,17 @@ class Transport:
         if sent < len(data):
             self._queue(memoryview(data)[sent:] if sent else data)
             self._watch()
+
+    def flush(self):
+        """Send what the turn held back (see :func:`flush_all`)."""
+        held, self.held = self.held, None
+        if held is None or self.closed:
+            return
+        self.unsent -= len(held)
+        self._send_now(held)
+        if not self.out and self.drain_wanted and not self.closed:
+            self.drain_wanted = False
+            self.protocol.write_drained()
 
     def _queue(self, data):
         n = len(data)
@@ -177,6 +210,13 @@ class Transport:
         """Close the socket now, dropping unsent output; the protocol hears connection_lost."""
         if self.closed:
             return
+        if self.held is not None and not self.out:  # written this turn: it goes out as it would have
+            held, self.held = self.held, None
+            self.unsent -= len(held)
+            try:
+                self.sock.send(held)
+            except OSError:
+                pass
         self.closed = True
         self.loop.forget(self)
         try:
@@ -184,6 +224,9 @@ class Transport:
         except OSError:
             pass
         self.out.clear()
+        if self.held is not None:
+            self.unsent -= len(self.held)
+            self.held = None
         self.budget.give(self.unsent)
         self.unsent = 0
         protocol, self.protocol = self.protocol, None
@@ -200,3 +243,38 @@ class Transport:
         if events != self.events:
             self.loop.watch(self, events, self.events)
             self.events = events
+
+
+def flush_all(transports, now):
+    """At the end of a turn of the loop: send what each transport was given during it.
+
+    The answers of a turn leave in one burst of send calls, after the Python work
+    and not interleaved with it. This is :meth:`Transport.flush` for plain sockets,
+    written out once for the whole list: it runs for every answer.
+    """
+    for transport in transports:
+        held = transport.held
+        if held is None or transport.closed:
+            continue
+        if type(transport) is not Transport:
+            transport.flush()
+            continue
+        transport.held = None
+        n = len(held)
+        transport.unsent -= n
+        try:
+            sent = transport.sock.send(held)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            transport.abort()
+            continue
+        transport.metrics.bytes_out += sent
+        if sent:
+            transport.progress_at = now
+        if sent < n:
+            transport._queue(memoryview(held)[sent:] if sent else held)
+            transport._watch()
+        elif transport.drain_wanted:
+            transport.drain_wanted = False
+            transport.protocol.write_drained()

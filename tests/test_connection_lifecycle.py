@@ -142,7 +142,7 @@ def test_a_failing_upload_is_answered_after_the_requests_before_it(tmp_path):
         assert [r.status for r in replies] == [200, 507], raw[:400]
         assert replies[0].body == b'{"tag":"first"}'
         assert b"cannot store this upload" in replies[1].body
-        assert "cannot write an upload to a temporary file" in srv.log
+        srv.wait_for("cannot write an upload to a temporary file")
     finally:
         stop_server(srv)
 
