@@ -128,6 +128,7 @@ def test_a_lone_request_runs_at_once_in_a_batch_of_one(server):
     mark = len(server.lines)
     resp = post_json(server, {"tag": "lone"})
     assert resp.status == 200 and resp.json() == {"tag": "lone", "batch": 1, "x-id": None}
+    wait_for_new(server, mark, r"^BATCH \d+ lone$")
     assert batches(server, mark) == [["lone"]]
 
 
@@ -141,6 +142,7 @@ def test_requests_waiting_while_the_model_is_busy_form_one_batch(server, tmp_pat
     for i, conn in enumerate(waiting):
         answer = conn.read_response().json()
         assert answer["tag"] == f"w{i}" and answer["batch"] == 8, answer
+    wait_for_new(server, mark, r"^BATCH \d+ w")
     assert [sorted(b) for b in batches(server, mark)] == [sorted(f"w{i}" for i in range(8))]
 
 
@@ -269,6 +271,8 @@ def test_max_batch_size_caps_the_batches(tmp_path):
         first.read_response()
         for conn in conns:
             assert conn.read_response().status == 200
+        wait_until(lambda: sum(len(b) for b in batches(srv, mark)) == 7, timeout=10,
+                   what="every request's batch in the log")
         sizes = [len(b) for b in batches(srv, mark)]
         assert sum(sizes) == 7 and max(sizes) <= 3, sizes
     finally:
@@ -284,6 +288,7 @@ def test_max_batch_delay_waits_for_a_fuller_batch(tmp_path):
         b = send(srv, {"tag": "late"})
         assert a.read_response().json()["batch"] == 2
         assert b.read_response().json()["batch"] == 2
+        wait_for_new(srv, mark, r"^BATCH \d+ early,late$")
         assert batches(srv, mark) == [["early", "late"]]
         assert "waiting up to 1500 ms for a fuller batch" in srv.log
     finally:
