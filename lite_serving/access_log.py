@@ -1,11 +1,12 @@
 """The access log: one line per answered request (peer, method, target, version, status, duration).
 
-Lines go to the ``lite_serving.access`` logger. When that logger writes
-through lite_serving's own stderr handler (nobody configured logging
-otherwise), lines are formatted here, in that handler's format, and written in
-one batch per turn of the loop: a ``logging`` call per request would cost more
-than the request itself. When the application has set up logging of its own,
-every line goes through ``logging`` as usual, so its handlers and formats apply.
+Lines go to the ``lite_serving.access`` logger. A connection records an
+answered request as a tuple; once per turn of the loop the tuples are formatted
+together. When that logger writes through lite_serving's own stderr handler
+(nobody configured logging otherwise), the lines are written in that handler's
+format in one write: a ``logging`` call per request would cost more than the
+request itself. When the application has set up logging of its own, every line
+goes through ``logging`` as usual, so its handlers and formats apply.
 """
 
 import logging
@@ -45,17 +46,28 @@ class AccessLog:
                 and not parent.propagate):
             self.stream = handlers[0].stream
 
-    def record(self, peer, head, status, seconds):
-        line = '%s - "%s %s HTTP/1.%d" %d %.2fms' % (peer_text(peer), head.method, head.target,
-                                                    head.version, status, seconds * 1000)
-        if self.stream is None:
-            logger.info("%s", line)
-        else:
-            self.lines.append(line)
+    @staticmethod
+    def prefix(peer):
+        """The start of the lines of a client's requests (kept by its connection)."""
+        return f'{peer_text(peer)} - "'
+
+    def record(self, prefix, head, status, seconds):
+        """One answered request (the connections append to ``lines`` themselves: the same)."""
+        self.lines.append((prefix, head, status, seconds))
 
     def flush(self):
-        lines = self.lines
-        if not lines:
+        """Write the lines of this turn: in one write, or through ``logging`` when the application
+        configured it."""
+        records = self.lines
+        if not records:
+            return
+        lines = [f'{prefix}{head.method} {head.target} HTTP/1.{head.version}" {status} '
+                 f'{seconds * 1000:.2f}ms' for prefix, head, status, seconds in records]
+        records.clear()
+        stream = self.stream
+        if stream is None:
+            for line in lines:
+                logger.info("%s", line)
             return
         now = time.time()
         stamp = int(now)
@@ -64,10 +76,8 @@ class AccessLog:
             self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
         head = "%s,%03d INFO lite_serving.access[%d]: " % (self._prefix, int(now % 1 * 1000),
                                                          os.getpid())
-        text = head + ("\n" + head).join(lines) + "\n"
-        lines.clear()
         try:
-            self.stream.write(text)
-            self.stream.flush()
+            stream.write(head + ("\n" + head).join(lines) + "\n")
+            stream.flush()
         except (OSError, ValueError):  # stderr closed or full: the log is lost, the server goes on
             pass

@@ -88,12 +88,13 @@ class HTTPConnection:
     """The protocol of one client connection (I/O thread only)."""
 
     __slots__ = ("ctx", "transport", "peer", "state", "buf", "pos", "counted", "view", "body",
-                 "decoder", "stream", "close_after", "eof", "deadline", "recv_into")
+                 "decoder", "stream", "close_after", "eof", "deadline", "recv_into", "log_prefix")
 
     def __init__(self, ctx, transport):
         self.ctx = ctx
         self.transport = transport
         self.peer = transport.peer
+        self.log_prefix = ctx.access_log.prefix(self.peer) if ctx.access_log.enabled else None
         self.state = IDLE
         self.buf = _EMPTY          # bytes received and not yet framed, from ``pos`` on
         self.pos = 0
@@ -455,8 +456,8 @@ class HTTPConnection:
             metrics.by_class[status // 100] += 1
             seconds = monotonic() - view.started
             metrics.request_seconds.observe(seconds)
-            if ctx.access_log.enabled:
-                ctx.access_log.record(self.peer, view.head, status, seconds)
+            if self.log_prefix is not None:  # the access log is on: one tuple, formatted later
+                ctx.access_log.lines.append((self.log_prefix, view.head, status, seconds))
 
     def _refuse(self, status, message, head=None):
         """Answer an error the server itself finds; the connection closes after it."""
@@ -496,7 +497,7 @@ class HTTPConnection:
         self._enter(STREAMING)
         ctx.metrics.by_class[status // 100] += 1
         if ctx.access_log.enabled:
-            ctx.access_log.record(self.peer, view.head, status, monotonic() - view.started)
+            ctx.access_log.record(self.log_prefix, view.head, status, monotonic() - view.started)
         stream.handed = len(stream.head)
         self.transport.write(stream.head)
         if self.state == CLOSED:  # the client left: the stream is never started
