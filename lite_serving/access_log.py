@@ -25,7 +25,10 @@ def peer_text(peer):
 class AccessLog:
     """Access lines of the I/O thread, batched when lite_serving owns the handler."""
 
-    __slots__ = ("enabled", "stream", "lines", "_stamp", "_prefix")
+    __slots__ = ("enabled", "stream", "lines", "_stamp", "_prefix", "_written")
+
+    EVERY = 0.05    # seconds between writes while requests trickle in
+    LINES = 256     # lines that are written at once, however soon
 
     def __init__(self):
         self.enabled = False
@@ -33,6 +36,7 @@ class AccessLog:
         self.lines = []
         self._stamp = -1
         self._prefix = ""
+        self._written = 0.0
 
     def start(self):
         """Look at how logging is set up (once the predictor and its logging are in place)."""
@@ -55,8 +59,15 @@ class AccessLog:
         """One answered request (the connections append to ``lines`` themselves: the same)."""
         self.lines.append((prefix, head, status, seconds))
 
+    def flush_some(self, now):
+        """Once per turn of the loop: write what gathered, at most every ``EVERY`` seconds
+        unless ``LINES`` are waiting (a write per request would cost more than the request)."""
+        if self.lines and (now - self._written >= self.EVERY or len(self.lines) >= self.LINES):
+            self._written = now
+            self.flush()
+
     def flush(self):
-        """Write the lines of this turn: in one write, or through ``logging`` when the application
+        """Write the lines gathered: in one write, or through ``logging`` when the application
         configured it."""
         records = self.lines
         if not records:

@@ -96,7 +96,7 @@ class Server:
     def _after_turn(self, token):
         if not self.dispatch.after_turn(token):
             return False
-        self.access_log.flush()
+        self.access_log.flush_some(self.loop.now)
         self.metrics.fold_some()
         if self.stopping:
             self._drain_step()
@@ -118,6 +118,7 @@ class Server:
 
     def _tick(self, now):
         self.metrics.fold()
+        self.access_log.flush()
         for conn in list(self.connections.values()):
             if conn.transport is not None:
                 conn.check_deadline(now)

@@ -60,6 +60,8 @@ class ServerProcess:
         return sock
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Signal the server, wait for it, then end whatever is left of its process group
+        (servers start in a session of their own: workers, helpers they spawned)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -67,6 +69,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self._reader.join(5)
         return self.proc.returncode
 
@@ -93,7 +99,8 @@ def launch(directory, *flags, env=None, cwd=None, module_args=None, pythonpath_f
     args = module_args if module_args is not None else [str(directory), *flags]
     proc = subprocess.Popen([sys.executable, "-m", "lite_serving", *args],
                             cwd=cwd or directory, env=full_env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     return ServerProcess(proc, directory)
 
 

@@ -68,7 +68,7 @@ def spawn(args, cwd, env=None):
     """Start ``python *args`` in ``cwd`` with its stderr collected like a server's log."""
     proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=clean_env(env),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     return ServerProcess(proc, cwd)
 
 

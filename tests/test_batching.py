@@ -2,13 +2,11 @@
 model is busy, each answer is encoded for its own request, and errors stay with their requests."""
 
 import json
-import os
 import socket
 import struct
 import threading
 import time
 
-import msgpack
 import pytest
 
 from conftest import launch
