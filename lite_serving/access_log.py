@@ -66,6 +66,12 @@ class AccessLog:
             self._written = now
             self.flush()
 
+    def due_in(self, now, longest):
+        """Seconds until the lines held are due to be written (``longest`` when none are held)."""
+        if not self.lines:
+            return longest
+        return min(longest, max(0.0, self._written + self.EVERY - now))
+
     def flush(self):
         """Write the lines gathered: in one write, or through ``logging`` when the application
         configured it."""

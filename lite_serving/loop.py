@@ -41,7 +41,7 @@ class EventLoop:
         self.finished = threading.Event()   # set once the loop has closed everything
         self.on_accept = None           # callable(listening socket), set by the server
         self.after_turn = None          # callable(token) → False when this thread lost the loop
-        self.pending_work = None        # callable() → True when after_turn has work queued
+        self.wait_at_most = None        # callable() → seconds select may block (0: work queued)
         self.on_tick = None             # callable(now), about once a second
         self.on_close = None            # callable(), when the loop ends
         # Writes made during a turn wait for its end (see Transport.write): the turn's answers
@@ -120,12 +120,12 @@ class EventLoop:
 
     def _run(self, token):
         sel = self.sel
-        pending = self.pending_work
+        wait_at_most = self.wait_at_most
         try:
             while not self.stopped:
                 if self.corked_transports:
                     self._uncork()
-                events = sel.select(0 if pending is not None and pending() else 1.0)
+                events = sel.select(1.0 if wait_at_most is None else wait_at_most())
                 self.now = now = time.monotonic()
                 self.corked = True
                 for key, mask in events:

@@ -43,7 +43,7 @@ class Server:
         self._drain_deadline = None
         loop.on_accept = self._accept
         loop.after_turn = self._after_turn
-        loop.pending_work = self._pending_work
+        loop.wait_at_most = self._wait_at_most
         loop.on_tick = self._tick
         loop.on_close = self._close_all
         self.finished = loop.finished
@@ -90,8 +90,12 @@ class Server:
             dispatch.inner = self.dispatch  # what the old dispatch holds still comes back
             self.dispatch = self.ctx.dispatch = dispatch
 
-    def _pending_work(self):
-        return self.dispatch.pending()
+    def _wait_at_most(self):
+        """How long the loop may sleep in ``select``: not at all while requests wait to run,
+        not past the next write of held access lines, at most a second (the tick)."""
+        if self.dispatch.pending():
+            return 0
+        return self.access_log.due_in(self.loop.now, 1.0)
 
     def _after_turn(self, token):
         if not self.dispatch.after_turn(token):
