@@ -31,6 +31,7 @@ log = logging.getLogger("lite_serving")
 RESCUE_AFTER = 0.02      # seconds a predict may hold the I/O thread before another thread takes over
 SLOW_RESCUES = 5         # rescues within SLOW_WINDOW seconds that move predict to the thread pool
 SLOW_WINDOW = 60.0
+INLINE_BELOW = 0.002     # a lone batchable request whose call took less runs on the I/O thread
 
 
 def _failed(view):
@@ -51,8 +52,8 @@ class InlineDispatch:
     def describe(self):
         return "predict runs on the I/O thread"
 
-    def submit(self, conn, view):
-        self.ready.append((conn, view))
+    def submit(self, conn, view, handle=None):
+        self.ready.append((conn, view, handle or self.handle))
 
     def pending(self):
         return bool(self.ready)
@@ -61,9 +62,9 @@ class InlineDispatch:
         return len(self.ready)
 
     def after_turn(self, token):
-        ready, handle = self.ready, self.handle
+        ready = self.ready
         while ready:
-            conn, view = ready.popleft()
+            conn, view, handle = ready.popleft()
             try:
                 reply = handle(view)
             except BaseException:
@@ -104,7 +105,7 @@ class PoolDispatch:
     def after_turn(self, token):
         return True
 
-    def submit(self, conn, view):
+    def submit(self, conn, view, handle=None):
         self.submitted += 1
         with self._lock:
             self._waiting += 1
@@ -116,10 +117,10 @@ class PoolDispatch:
                                       daemon=True)
             self._workers.append(worker)
             worker.start()
-        self._queue.put((conn, view))
+        self._queue.put((conn, view, handle or self.handle))
 
     def _work(self):
-        get, handle, lock = self._queue.get, self.handle, self._lock
+        get, lock = self._queue.get, self._lock
         while True:
             item = get()
             if item is None:
@@ -127,7 +128,7 @@ class PoolDispatch:
             with lock:
                 self._idle -= 1
                 self._waiting -= 1
-            conn, view = item
+            conn, view, handle = item
             try:
                 reply = handle(view)
             except BaseException:
@@ -169,11 +170,11 @@ class AutoDispatch(PoolDispatch):
                 f"takes over {RESCUE_AFTER * 1000:.0f} ms; on up to {self.threads} threads if it is "
                 "often slow")
 
-    def submit(self, conn, view):
+    def submit(self, conn, view, handle=None):
         if self.adaptive:
-            self.ready.append((conn, view))
+            self.ready.append((conn, view, handle or self.handle))
         else:
-            PoolDispatch.submit(self, conn, view)
+            PoolDispatch.submit(self, conn, view, handle)
 
     def pending(self):
         return bool(self.ready)
@@ -183,7 +184,7 @@ class AutoDispatch(PoolDispatch):
 
     def after_turn(self, token):
         """Answer what waits, one request at a time; False once another thread owns the loop."""
-        ready, handle, lock, loop = self.ready, self.handle, self.loop.owner_lock, self.loop
+        ready, lock, loop = self.ready, self.loop.owner_lock, self.loop
         if self._to_pool or not self.adaptive:
             self._to_pool = False
             while ready:
@@ -196,7 +197,7 @@ class AutoDispatch(PoolDispatch):
             item = ready.popleft()
             self._inline_since = time.monotonic()
         while item is not None:
-            conn, view = item
+            conn, view, handle = item
             try:
                 reply = handle(view)
             except BaseException:
@@ -253,6 +254,13 @@ class BatchDispatch:
     runs at once, and batches grow by themselves under load. A request whose
     client has left is dropped from its batch. The answers come back on the
     I/O thread, one ``on_answer`` per request.
+
+    Requests are routed at the end of each turn of the loop. When exactly one
+    arrived, nothing else is waiting or running, no delay is set, and a batch
+    of one took under ``INLINE_BELOW`` last time, that request runs through
+    ``inner`` (on the I/O thread under the adaptive dispatch, with its watchdog)
+    instead: a thread hand-off would add a noticeable share to so short a call.
+    One batch runs at a time (``_model``), whichever thread runs it.
     """
 
     def __init__(self, inner, app, loop, max_size, delay):
@@ -262,11 +270,13 @@ class BatchDispatch:
         self.max_size = max_size
         self.delay = delay
         self.metrics = app.metrics
-        self._cond = threading.Condition()
-        self._queue = collections.deque()
-        self._waiting = 0              # submitted and not yet answered (I/O thread)
-        self._stopped = False
+        self._queue = queue.SimpleQueue()  # (connection, view); None once stopped
+        self._turn = []                # batchable requests of this turn, routed by after_turn
+        self._waiting = 0              # given to the batch thread, not yet answered (I/O thread)
         self._thread = None
+        self._model = threading.Lock()     # held while a batch runs
+        self._lone_seconds = float("inf")  # how long the last batch of one took
+        self._lone_running = False         # a batch of one was given to ``inner``
 
     def describe(self):
         what = []
@@ -276,80 +286,131 @@ class BatchDispatch:
             what.append("the ONNX model (/v2 inference requests whose shapes agree)")
         wait = (f"waiting up to {self.delay * 1000:g} ms for a fuller batch" if self.delay else
                 "those waiting when the model becomes free, with no added wait")
+        lone = (f" (a lone request whose call takes under {INLINE_BELOW * 1000:g} ms runs on the "
+                "I/O thread, as predict does)" if self._may_inline() else "")
         return (f"{' and '.join(what)} gets up to {self.max_size} requests a call, {wait}, on a "
-                f"thread of its own; other requests: {self.inner.describe()}")
+                f"thread of its own{lone}; other requests: {self.inner.describe()}")
 
     def submit(self, conn, view):
-        if not self.app.batchable(view):
+        if self.app.batchable(view):
+            self._turn.append((conn, view))
+        else:
             self.inner.submit(conn, view)
-            return
-        self._waiting += 1
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="lite_serving-batch",
-                                                daemon=True)
-                self._thread.start()
-            self._queue.append((conn, view))
-            self._cond.notify()
 
     def pending(self):
-        return self.inner.pending()
+        return bool(self._turn) or self.inner.pending()
 
     def in_flight(self):
-        return self._waiting + self.inner.in_flight()
+        return len(self._turn) + self._waiting + self.inner.in_flight()
 
     def after_turn(self, token):
+        turn = self._turn
+        if turn:
+            if (len(turn) == 1 and not self._waiting and not self._lone_running
+                    and self._lone_seconds < INLINE_BELOW and self._may_inline()):
+                conn, view = turn[0]
+                self._lone_running = True
+                self.inner.submit(conn, view, self._answer_lone)
+            else:
+                self._to_thread(turn)
+            turn.clear()
         return self.inner.after_turn(token)
 
+    def _may_inline(self):
+        return not self.delay and getattr(self.inner, "adaptive", False)
+
+    def _to_thread(self, items):
+        self._waiting += len(items)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="lite_serving-batch",
+                                            daemon=True)
+            self._thread.start()
+        put = self._queue.put
+        for item in items:
+            put(item)
+
+    def _answer_lone(self, view):
+        """A batch of one, run by ``inner``."""
+        try:
+            self.metrics.batch_wait_seconds.observe(time.monotonic() - view.started)
+            with self._model:
+                return self._call([view])[0]
+        finally:
+            self._lone_running = False
+
+    def _call(self, views):
+        """The replies to one batch of one kind of request (``_model`` held)."""
+        began = time.perf_counter()
+        replies = self.app.answer_batch(views)
+        if len(views) == 1:
+            self._lone_seconds = time.perf_counter() - began
+        return replies
+
     def stop(self):
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
+        self._queue.put(None)
         self.inner.stop()
 
     def _next_batch(self):
-        """Wait for requests; take up to max_size of them (None once stopped)."""
-        queue, cond = self._queue, self._cond
-        with cond:
-            while not queue and not self._stopped:
-                cond.wait()
-            if self._stopped:
-                return None
-            if self.delay and len(queue) < self.max_size:
-                deadline = queue[0][1].started + self.delay
-                while len(queue) < self.max_size and not self._stopped:
+        """Wait for a request and for the model, then take up to max_size of the requests
+        waiting, waiting up to ``delay`` after the first one's arrival for more. Returns with
+        ``_model`` held (None, not held, once stopped)."""
+        waiting = self._queue
+        first = waiting.get()
+        if first is None:
+            return None
+        self._model.acquire()
+        batch = [first]
+        size, delay = self.max_size, self.delay
+        deadline = first[1].started + delay
+        while len(batch) < size:
+            try:
+                if delay:
                     left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    cond.wait(left)
-            return [queue.popleft() for _ in range(min(len(queue), self.max_size))]
+                    item = waiting.get(timeout=left) if left > 0 else waiting.get_nowait()
+                else:
+                    item = waiting.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # stopping: this batch still runs, the next call returns None
+                waiting.put(None)
+                break
+            batch.append(item)
+        return batch
 
     def _work(self):
-        app, post = self.app, self.loop.call_soon_threadsafe
+        post = self.loop.call_soon_threadsafe
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
-            answers = []
-            live = []
-            for conn, view in batch:
-                (answers if conn.gone else live).append((conn, view))
-            answers = [(conn, view, _DROPPED) for conn, view in answers]
-            now = time.monotonic()
-            # one kind of request per model call: POST / (predict_batch) apart from /v2 inference
-            for kind in (True, False):
-                group = [(conn, view) for conn, view in live if (view.head.path == "/") is kind]
-                if not group:
-                    continue
-                views = [view for _, view in group]
-                for view in views:
-                    self.metrics.batch_wait_seconds.observe(now - view.started)
-                try:
-                    replies = app.answer_batch(views)
-                except BaseException:  # answer_batch never raises: this is a bug in lite_serving
-                    replies = [_failed(view) for view in views]
-                answers += [(conn, view, reply) for (conn, view), reply in zip(group, replies)]
+            try:
+                answers = self._run(batch)
+            finally:
+                self._model.release()
             post(self._deliver, answers)
+
+    def _run(self, batch):
+        """The answers to a batch taken from the queue: (connection, view, reply) each."""
+        answers = []
+        live = []
+        for conn, view in batch:
+            (answers if conn.gone else live).append((conn, view))
+        answers = [(conn, view, _DROPPED) for conn, view in answers]
+        now = time.monotonic()
+        # one kind of request per model call: POST / (predict_batch) apart from /v2 inference
+        for kind in (True, False):
+            group = [(conn, view) for conn, view in live if (view.head.path == "/") is kind]
+            if not group:
+                continue
+            views = [view for _, view in group]
+            for view in views:
+                self.metrics.batch_wait_seconds.observe(now - view.started)
+            try:
+                replies = self._call(views)
+            except BaseException:  # answer_batch never raises: this is a bug in lite_serving
+                replies = [_failed(view) for view in views]
+            answers += [(conn, view, reply) for (conn, view), reply in zip(group, replies)]
+        return answers
 
     def _deliver(self, answers):
         for conn, view, reply in answers:

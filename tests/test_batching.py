@@ -315,6 +315,101 @@ def test_other_routes_answer_while_a_batch_runs(server, tmp_path):
     assert first.read_response().status == 200
 
 
+
+WHERE = """
+    import os
+    import threading
+    import time
+
+    import openbayes_serving as serv
+
+
+    class Predictor:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.active = 0
+            self.most = 0          # most batches ever running at once
+
+        def predict_batch(self, json):
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                for body in json:
+                    while body.get("gate") and not os.path.exists(body["gate"]):
+                        time.sleep(0.01)
+                time.sleep(max(body.get("sleep", 0) for body in json))
+            finally:
+                with self.lock:
+                    self.active -= 1
+            name = threading.current_thread().name
+            return [{"thread": name, "most": self.most, "batch": len(json)} for _ in json]
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+BATCH_THREAD = "lite_serving-batch"
+
+
+def thread_of(srv, **obj):
+    answer = post_json(srv, obj)
+    assert answer.status == 200, answer.body
+    return answer.json()["thread"]
+
+
+def test_a_lone_short_batch_runs_on_the_io_thread_and_a_longer_one_on_the_batch_thread(tmp_path):
+    srv = start(tmp_path / "where", WHERE)
+    try:
+        # the first lone request has no measured call yet: the batch thread runs it
+        assert thread_of(srv) == BATCH_THREAD
+        # its call was short: the next lone requests run where predict would, with no hand-off
+        assert {thread_of(srv) for _ in range(5)} & {BATCH_THREAD} == set()
+        # a lone call over 2 ms still runs there once; the one after it goes back to the thread
+        assert thread_of(srv, sleep=0.05) != BATCH_THREAD
+        assert thread_of(srv) == BATCH_THREAD
+        assert thread_of(srv) != BATCH_THREAD
+        assert "a lone request whose call takes under 2 ms runs on the I/O thread" in srv.log
+    finally:
+        kill(srv)
+
+
+@pytest.mark.parametrize("flags", [("--dispatch", "threads"), ("--max-batch-delay", "1")])
+def test_every_batch_runs_on_the_batch_thread_when_asked(tmp_path, flags):
+    srv = start(tmp_path / "thread", WHERE, *flags)
+    try:
+        assert {thread_of(srv) for _ in range(6)} == {BATCH_THREAD}
+        assert "a lone request whose call takes under" not in srv.log
+    finally:
+        kill(srv)
+
+
+def test_a_lone_batch_that_turns_slow_on_the_io_thread_holds_nothing_else(tmp_path):
+    srv = start(tmp_path / "slow", WHERE)
+    try:
+        thread_of(srv)
+        assert thread_of(srv) != BATCH_THREAD  # lone requests now run on the I/O thread
+        gate = tmp_path / "gate"
+        stuck = send(srv, {"gate": str(gate)})
+        # the I/O thread is inside predict_batch: the loop goes on without it
+        assert request(srv, "GET", "/healthz").status == 200
+        others = [send(srv, {"tag": i}) for i in range(4)]
+        time.sleep(0.3)
+        for conn in others:  # they wait for the model: one batch at a time
+            conn.sock.settimeout(0.05)
+            with pytest.raises(socket.timeout):
+                conn.sock.recv(1)
+            conn.sock.settimeout(30)
+        gate.write_text("")
+        assert stuck.read_response().json()["batch"] == 1
+        answers = [conn.read_response().json() for conn in others]
+        assert {a["thread"] for a in answers} == {BATCH_THREAD}
+        assert max(a["most"] for a in answers) == 1
+        assert sum(a["batch"] for a in answers) >= 4 and max(a["batch"] for a in answers) > 1
+    finally:
+        kill(srv)
+
 # -- the ONNX model: zero-code serving and /v2 batch by themselves ------------------------------
 
 np = pytest.importorskip("numpy")
