@@ -27,7 +27,10 @@ class AccessLog:
 
     __slots__ = ("enabled", "stream", "lines", "_stamp", "_prefix", "_written")
 
-    EVERY = 0.05    # seconds between writes while requests trickle in
+    # Seconds between writes: a write per request costs more than the request, and lines held
+    # much longer make the request that meets their write wait (at 1 connection, 50 ms held
+    # doubled the p99 latency; 2 ms costs neither throughput nor tail latency measurably).
+    EVERY = 0.002
     LINES = 256     # lines that are written at once, however soon
 
     def __init__(self):
