@@ -359,17 +359,30 @@ def thread_of(srv, **obj):
     return answer.json()["thread"]
 
 
+def runs_off_the_batch_thread_soon(srv, tries=50, **obj):
+    """Send lone requests until one runs off the batch thread (a lone batch runs there once the
+    batch of one before it took under 2 ms: on a busy machine a call may take longer now and
+    then, so this retries instead of expecting it of every request)."""
+    return any(thread_of(srv, **obj) != BATCH_THREAD for _ in range(tries))
+
+
 def test_a_lone_short_batch_runs_on_the_io_thread_and_a_longer_one_on_the_batch_thread(tmp_path):
     srv = start(tmp_path / "where", WHERE)
     try:
         # the first lone request has no measured call yet: the batch thread runs it
         assert thread_of(srv) == BATCH_THREAD
-        # its call was short: the next lone requests run where predict would, with no hand-off
-        assert {thread_of(srv) for _ in range(5)} & {BATCH_THREAD} == set()
-        # a lone call over 2 ms still runs there once; the one after it goes back to the thread
-        assert thread_of(srv, sleep=0.05) != BATCH_THREAD
+        # its call was short: lone requests now run where predict would, with no hand-off
+        assert runs_off_the_batch_thread_soon(srv)
+        # a call over 2 ms, given to the I/O thread after a short one, sends the next lone
+        # request back to the batch thread
+        for _ in range(20):
+            runs_off_the_batch_thread_soon(srv)
+            if thread_of(srv, sleep=0.05) != BATCH_THREAD:
+                break
+        else:
+            pytest.fail("a lone request after a short batch never ran off the batch thread")
         assert thread_of(srv) == BATCH_THREAD
-        assert thread_of(srv) != BATCH_THREAD
+        assert runs_off_the_batch_thread_soon(srv)
         assert "a lone request whose call takes under 2 ms runs on the I/O thread" in srv.log
     finally:
         kill(srv)
@@ -389,7 +402,7 @@ def test_a_lone_batch_that_turns_slow_on_the_io_thread_holds_nothing_else(tmp_pa
     srv = start(tmp_path / "slow", WHERE)
     try:
         thread_of(srv)
-        assert thread_of(srv) != BATCH_THREAD  # lone requests now run on the I/O thread
+        assert runs_off_the_batch_thread_soon(srv)  # lone requests now run on the I/O thread
         gate = tmp_path / "gate"
         stuck = send(srv, {"gate": str(gate)})
         # the I/O thread is inside predict_batch: the loop goes on without it
