@@ -407,7 +407,10 @@ def test_a_lone_batch_that_turns_slow_on_the_io_thread_holds_nothing_else(tmp_pa
         stuck = send(srv, {"gate": str(gate)})
         # the I/O thread is inside predict_batch: the loop goes on without it
         assert request(srv, "GET", "/healthz").status == 200
-        others = [send(srv, {"tag": i}) for i in range(4)]
+        others = []
+        for i in range(4):  # apart, so that each one arrives alone in its own turn of the loop
+            others.append(send(srv, {"tag": i}))
+            time.sleep(0.05)
         time.sleep(0.3)
         for conn in others:  # they wait for the model: one batch at a time
             conn.sock.settimeout(0.05)
