@@ -67,7 +67,7 @@ def extensions():
                          "will be used\n")
         return []
     built = []
-    for name in ("parser_c", "codec_c"):
+    for name in ("parser_c", "codec_c", "json_c"):
         source = os.path.join("_speedups", f"{name}.pyx")
         if not os.path.exists(os.path.join(HERE, source)):
             continue

@@ -25,9 +25,8 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 
-from lite_serving import parser_py as _py
-from lite_serving.parser_py import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET,
-                                    ParseError)
+from lite_serving.parse_error import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET,
+                                      QUERY_ERRORS, TLS_ON_PLAIN_PORT, ParseError)
 
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
@@ -59,10 +58,17 @@ __all__ = [
     "MAX_HEAD", "MAX_HEADERS", "MAX_TARGET", "MAX_CHUNK_LINE",
 ]
 
-cdef object _CHUNK_EXT = _py._CHUNK_EXT      # the very regex parser_py uses
-cdef object _py_parse_head = _py.parse_head
-cdef object _py_parse_query = _py.parse_query
-cdef object _py_unquote_path = _py.unquote_path
+cdef object _pure_module = None
+
+
+cdef object _py():
+    """parser_py, imported the first time a rare input needs its rules (it imports ``re``)."""
+    global _pure_module
+    if _pure_module is None:
+        from lite_serving import parser_py
+        _pure_module = parser_py
+    return _pure_module
+
 cdef Py_ssize_t _MAX_CHUNK_LINE = MAX_CHUNK_LINE
 cdef Py_ssize_t _BIG = (<Py_ssize_t>1) << 56   # limits above this go to parser_py
 
@@ -259,7 +265,6 @@ cdef int _raise(int status, msg) except -1:
     raise ParseError(status, msg)
 
 
-cdef object _TLS_ON_PLAIN_PORT = _py.TLS_ON_PLAIN_PORT
 
 
 cdef int _refuse_partial(const unsigned char* s, Py_ssize_t start, Py_ssize_t size) except -1:
@@ -269,7 +274,7 @@ cdef int _refuse_partial(const unsigned char* s, Py_ssize_t start, Py_ssize_t si
     if start >= size:
         return 0
     if s[start] == 0x16:
-        _raise(400, _TLS_ON_PLAIN_PORT)
+        _raise(400, TLS_ON_PLAIN_PORT)
     i = start
     while i < size:
         q = <const unsigned char*>memchr(s + i, 0x0A, size - i)
@@ -651,12 +656,12 @@ def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS, max_tar
     if not (_index_arg(start, &c_start) and _index_arg(max_head, &c_max_head)
             and _index_arg(max_headers, &c_max_headers) and _index_arg(max_target, &c_max_target)):
         # negative offsets, huge or non-int limits: parser_py's exact semantics
-        return _py_parse_head(buf, start, max_head, max_headers, max_target)
+        return _py().parse_head(buf, start, max_head, max_headers, max_target)
     if PyBytes_CheckExact(buf):
         return _parse_head_fast(buf, <const unsigned char*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf),
                                 c_start, c_max_head, c_max_headers, c_max_target)
     if not PyByteArray_CheckExact(buf):
-        return _py_parse_head(buf, start, max_head, max_headers, max_target)
+        return _py().parse_head(buf, start, max_head, max_headers, max_target)
     # hold a buffer export so the bytearray cannot be resized under our pointer;
     # PyByteArray_AS_STRING, like PyBytes_AS_STRING, is followed by a NUL byte
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
@@ -1156,7 +1161,7 @@ cdef class ChunkedDecoder:
             _raise(400, "chunk size too large")
         if digits < n:
             line = PyBytes_FromStringAndSize(<const char*>s + ls, n)
-            if _CHUNK_EXT.fullmatch(line, digits) is None:
+            if _py()._CHUNK_EXT.fullmatch(line, digits) is None:
                 _raise(400, "invalid chunk extension")
         for i in range(digits):
             v = (v << 4) | (HEXVAL[s[ls + i]] - 1)
@@ -1224,7 +1229,7 @@ cdef object _component(object text, const unsigned char* s, Py_ssize_t a, Py_ssi
     return _ascii(s + a, b - a)
 
 
-cdef bytes _QUERY_ERRORS_NAME = _py.QUERY_ERRORS.encode("ascii")   # keeps the char* below alive
+cdef bytes _QUERY_ERRORS_NAME = QUERY_ERRORS.encode("ascii")   # keeps the char* below alive
 cdef const char* _QUERY_ERRORS = _QUERY_ERRORS_NAME
 
 
@@ -1234,7 +1239,7 @@ def parse_query(query):
     cdef const unsigned char* q
     cdef Py_ssize_t n, i, j, eq
     if not PyUnicode_CheckExact(query) or PyUnicode_KIND(query) != PyUnicode_1BYTE_KIND:
-        return _py_parse_query(query)
+        return _py().parse_query(query)
     cdef list pairs = []
     n = PyUnicode_GET_LENGTH(query)
     if n == 0:
@@ -1260,7 +1265,7 @@ def unquote_path(path):
     cdef Py_ssize_t n
     cdef const unsigned char* s
     if not PyUnicode_CheckExact(path) or PyUnicode_KIND(path) != PyUnicode_1BYTE_KIND:
-        return _py_unquote_path(path)
+        return _py().unquote_path(path)
     n = PyUnicode_GET_LENGTH(path)
     s = PyUnicode_1BYTE_DATA(path)
     if memchr(s, 0x25, n) == NULL:

@@ -9,11 +9,12 @@ request itself. When the application has set up logging of its own, every line
 goes through ``logging`` as usual, so its handlers and formats apply.
 """
 
-import logging
 import os
 import time
 
-logger = logging.getLogger("lite_serving.access")
+from .logs import ACCESS, INFO, get_logger, own_stream
+
+logger = get_logger(ACCESS)
 
 
 def peer_text(peer):
@@ -43,15 +44,8 @@ class AccessLog:
 
     def start(self):
         """Look at how logging is set up (once the predictor and its logging are in place)."""
-        self.enabled = logger.isEnabledFor(logging.INFO)
-        self.stream = None
-        if not self.enabled or logger.handlers or not logger.propagate:
-            return
-        parent = logger.parent
-        handlers = parent.handlers if parent is not None else []
-        if (len(handlers) == 1 and getattr(handlers[0], "lite_serving_own", False)
-                and not parent.propagate):
-            self.stream = handlers[0].stream
+        self.enabled = logger.isEnabledFor(INFO)
+        self.stream = own_stream(ACCESS) if self.enabled else None
 
     @staticmethod
     def prefix(peer):

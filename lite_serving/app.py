@@ -8,16 +8,16 @@ A reply is ``(status, data, close)``: ``data`` is the bytes to write,
 """
 
 import contextvars
-import logging
 import time
 
 from .encoder import encode_json, encode_result, JSON_TYPE
 from .errors import ServingError
+from .logs import get_logger
 from .metrics import Metrics
 from .response import InvalidResponse, build_head, build_stream_head, cors_headers, has_body
 from .stream import StreamBody
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this address to run predict"})
 ALLOWED = b"GET, HEAD, OPTIONS, POST"

@@ -16,12 +16,12 @@ was right; they are never logged.
 
 import hashlib
 import hmac
-import logging
 
 from .app import json_reply
 from .errors import StartupError
+from .logs import get_logger
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 PROBES = frozenset(("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"))
 MISSING = "this server needs an API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"

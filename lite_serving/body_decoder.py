@@ -1,14 +1,15 @@
 """Request bodies → Python objects, chosen by the media type of ``Content-Type``.
 
-``application/json`` goes through orjson (falling back to the standard
-library for what orjson refuses but Python's ``json`` accepts, such as
-``NaN`` or integers past 64 bits); the four MessagePack media types through
-msgpack; anything else stays raw bytes.
+``application/json`` goes through orjson (plain documents through
+``json_codec`` until orjson is loaded; the standard library for what orjson
+refuses but Python's ``json`` accepts, such as ``NaN`` or integers past 64
+bits); the four MessagePack media types through msgpack; anything else stays
+raw bytes.
 """
 
-import orjson
-
 from .errors import ServingError
+from .json_codec import NOT_PLAIN, loads_plain
+from .json_codec import load as load_orjson
 
 RAW, JSON, MSGPACK = 0, 1, 2
 
@@ -33,6 +34,10 @@ def body_kind(content_type):
 
 
 def decode_json(body):
+    value = loads_plain(body)
+    if value is not NOT_PLAIN:
+        return value
+    orjson = load_orjson()
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as first:

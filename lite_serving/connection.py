@@ -37,16 +37,16 @@ two ways: gracefully (:meth:`_close_after`, after the last answer) or by
 :meth:`abort`.
 """
 
-import logging
 from time import monotonic
 
 from . import stream as streams
 from .app import error_reply
+from .logs import get_logger
 from .parser import ChunkedDecoder, ParseError, parse_head
 from .request_body import MemoryBody, SpooledBody
 from .request_view import RequestView
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 IDLE, BODY, WAITING, STREAMING, DRAINING, CLOSING, CLOSED = range(7)
 STATE_NAMES = ("IDLE", "BODY", "WAITING", "STREAMING", "DRAINING", "CLOSING", "CLOSED")

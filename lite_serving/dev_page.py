@@ -11,14 +11,14 @@ which hands the machine to anyone who can reach the port).
 
 import html
 import linecache
-import logging
 import os
 import traceback
 
 from .app import describe_exception
 from .encoder import JSON_TYPE, encode_json
+from .logs import get_logger
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 CONTEXT = 3  # source lines shown before and after each frame's line
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

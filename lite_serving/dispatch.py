@@ -21,12 +21,13 @@ computing and never touches a connection again.
 """
 
 import collections
-import logging
 import queue
 import threading
 import time
 
-log = logging.getLogger("lite_serving")
+from .logs import get_logger
+
+log = get_logger("lite_serving")
 
 RESCUE_AFTER = 0.02      # seconds a predict may hold the I/O thread before another thread takes over
 SLOW_RESCUES = 5         # rescues within SLOW_WINDOW seconds that move predict to the thread pool

@@ -11,25 +11,23 @@ they are not one), and the tensor codec (``codec``) to MessagePack, where
 decoding gives the values and types of ``tolist()``. Nothing here imports numpy.
 """
 
-import logging
 import os
-
-import orjson
 
 from .body_decoder import MSGPACK_TYPES
 from .codec import pack_array
 from .errors import ServingError
+from .json_codec import dumps_plain
+from .json_codec import load as load_orjson
+from .logs import get_logger
 from .response import InvalidResponse, Response, header_lines
 from .stream import StreamBody
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 JSON_TYPE = b"application/json"
 MSGPACK_TYPE = b"application/msgpack"
 TEXT_TYPE = b"text/plain; charset=utf-8"
 
-_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
-_JSON_NUMPY_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _OFFERS = ("application/json",) + MSGPACK_TYPES
 _accept_cache = {}
 _ACCEPT_CACHE_LIMIT = 512
@@ -77,15 +75,20 @@ def _json_default_without_numpy(obj):
 
 def encode_json(obj):
     """JSON bytes; bytes inside become base64 text, numpy values lists and numbers."""
+    body = dumps_plain(obj)
+    if body is not None:
+        return body
+    orjson = load_orjson()
     if type(obj).__module__ != "numpy":
         # With its numpy option, orjson imports numpy the first time it meets any value it
         # hands to ``default`` (bytes, a set): without numpy values, do without the option.
         try:
-            return orjson.dumps(obj, default=_json_default_without_numpy, option=_JSON_OPTIONS)
+            return orjson.dumps(obj, default=_json_default_without_numpy, option=orjson.OPT_NON_STR_KEYS)
         except orjson.JSONEncodeError as exc:
             if not isinstance(exc.__cause__, _NumpyInside):
                 raise
-    return orjson.dumps(obj, default=_json_default, option=_JSON_NUMPY_OPTIONS)
+    return orjson.dumps(obj, default=_json_default,
+                        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 def encode_msgpack(obj):

@@ -5,11 +5,11 @@ MessagePack ``{"id", "name", "data"}`` to the platform's collector. It never
 raises into ``predict``.
 """
 
-import logging
 
 from .common import detect_env
+from .logs import get_logger
 
-log = logging.getLogger("lite_serving.events")
+log = get_logger("lite_serving.events")
 
 COLLECTOR = ("127.0.0.1", 6666, "/events")
 REQUEST_ID_HEADER = "x-openbayes-serving-request-id"

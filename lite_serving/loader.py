@@ -1,16 +1,18 @@
 """Building the predictor: ``__init__``'s arguments, ``predict``'s signature map, its ``run`` thread."""
 
-import inspect
-import logging
 import os
+import sys
 import threading
+import types
 
 from .errors import StartupError
+from .logs import get_logger
 from .onnx_model import find_model, load_session
 from .providers import (PREDICT_PROVIDERS, PROVIDER_DESCRIPTIONS, BatchCaller, build_caller,
                         provider_key, signature_plan)
+from .signature import parameters
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 
 def provide_onnx(config):
@@ -42,14 +44,36 @@ class LoadedPredictor:
 def class_name(cls):
     """``Predictor (predictor.py)`` for the log and error messages."""
     name = getattr(cls, "__qualname__", repr(cls))
-    try:
-        source = inspect.getsourcefile(cls)
-    except (TypeError, OSError):
-        source = None
+    source = _source_file(cls)
     if source:
         rel = os.path.relpath(source)
         return f"{name} ({source if rel.startswith('..') else rel})"
     return f"{getattr(cls, '__module__', '?')}.{name}"
+
+
+def _source_file(cls):
+    """The .py file defining ``cls`` (``inspect.getsourcefile``), or None."""
+    module = sys.modules.get(getattr(cls, "__module__", None))
+    source = getattr(module, "__file__", None)
+    if isinstance(cls, type) and isinstance(source, str) and source.endswith(".py") \
+            and os.path.exists(source):
+        return source
+    import inspect   # anything else: inspect's rules
+    try:
+        return inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        return None
+
+
+def _static(cls, name):
+    """``inspect.getattr_static(cls, name, None)`` for a class: its attribute, descriptors untouched."""
+    if type(cls) is type:
+        for base in cls.__mro__:
+            if name in base.__dict__:
+                return base.__dict__[name]
+        return None
+    import inspect
+    return inspect.getattr_static(cls, name, None)
 
 
 def defines(cls, method):
@@ -58,28 +82,23 @@ def defines(cls, method):
     An instance may set the attribute to None to do without it (the zero-code
     ONNX predictor does so for models that cannot be batched).
     """
-    return (inspect.getattr_static(cls, method, None) is not None
-            and callable(getattr(cls, method, None)))
+    return _static(cls, method) is not None and callable(getattr(cls, method, None))
 
 
 def _unbound(cls, method):
-    """``method`` as the class defines it, without ``self``, to check it before building."""
-    attr = inspect.getattr_static(cls, method, None)
+    """``(function, skip_first)``: ``method`` as the class defines it, and whether its first
+    parameter is ``self`` (left out), to check it before building."""
+    attr = _static(cls, method)
     if isinstance(attr, staticmethod):
-        return attr.__func__
+        return attr.__func__, False
     func = getattr(cls, method)
-    if isinstance(attr, classmethod) or inspect.ismethod(func):
-        return func
+    if isinstance(attr, classmethod) or isinstance(func, types.MethodType):
+        return func, False
     try:
-        sig = inspect.signature(func)
+        parameters(func)
     except (TypeError, ValueError):
-        return func
-    params = list(sig.parameters.values())[1:]
-
-    def without_self(*args, **kwargs):
-        pass
-    without_self.__signature__ = sig.replace(parameters=params)
-    return without_self
+        return func, False   # signature_plan says why
+    return func, True
 
 
 def describe_init(plan, config):
@@ -107,7 +126,7 @@ def describe_predict(plan):
 def _refuse_old_config(cls, name):
     """``__init__(self, config)`` of older openbayes-serving versions: say what replaces it."""
     try:
-        param = inspect.signature(cls).parameters.get("config")
+        param = next((p for p in parameters(cls) if p.name == "config"), None)
     except (TypeError, ValueError):
         return
     if param is None or param.default is not param.empty or param.kind in (param.VAR_POSITIONAL,
@@ -135,7 +154,8 @@ def load_predictor(cls, config):
                            "`def predict_batch(self, json)` to be given requests in batches")
     # Check the signatures first, so a bad one fails before a large model loads.
     for method in methods:
-        signature_plan(_unbound(cls, method), PREDICT_PROVIDERS, f"{name}.{method}")
+        func, skip_self = _unbound(cls, method)
+        signature_plan(func, PREDICT_PROVIDERS, f"{name}.{method}", skip_self)
     _refuse_old_config(cls, name)
     init_plan = signature_plan(cls, INIT_PROVIDERS, f"{name}.__init__")
     kwargs = {pname: INIT_PROVIDERS[key](config) for pname, key, _ in init_plan}

@@ -7,15 +7,15 @@ from :meth:`EventLoop.run` at its next check without touching a socket again.
 """
 
 import collections
-import logging
 import selectors
 import socket
 import threading
 import time
 
+from .logs import get_logger
 from .transport import flush_all
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 _WAKE = object()
 
@@ -43,6 +43,7 @@ class EventLoop:
         self.after_turn = None          # callable(token) → False when this thread lost the loop
         self.wait_at_most = None        # callable() → seconds select may block (0: work queued)
         self.on_tick = None             # callable(now), about once a second
+        self.on_idle = None             # callable(), when select found nothing to do
         self.on_close = None            # callable(), when the loop ends
         # Writes made during a turn wait for its end (see Transport.write): the turn's answers
         # then leave in one burst of send calls, between the Python work and not within it.
@@ -128,6 +129,8 @@ class EventLoop:
                 events = sel.select(1.0 if wait_at_most is None else wait_at_most())
                 self.now = now = time.monotonic()
                 self.corked = True
+                if not events and self.on_idle is not None:
+                    self.on_idle()
                 for key, mask in events:
                     target = key.data
                     if target is _WAKE:

@@ -1,11 +1,11 @@
 """The ``onnx`` argument of ``__init__``: find the model file and open an InferenceSession."""
 
-import logging
 import os
 
 from .errors import StartupError
+from .logs import get_logger
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 
 def find_model(model_path):

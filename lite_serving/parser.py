@@ -6,7 +6,7 @@ pure-Python twin; so does a missing compiled module. Both raise the same
 """
 
 from .codec import CODEC_NAME
-from .parser_py import MAX_HEAD, MAX_HEADERS, MAX_TARGET, ParseError  # noqa: F401
+from .parse_error import MAX_HEAD, MAX_HEADERS, MAX_TARGET, ParseError  # noqa: F401
 from .speedups import choose
 
 _impl, _how = choose("parser_c", "parser_py", "parser")

@@ -9,18 +9,16 @@ incomplete-input ``None``) comes out, and malformed input raises
 :class:`ParseError` carrying the HTTP status to answer with.
 """
 
-import codecs
 import re
+
+from .parse_error import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET, QUERY_ERRORS,
+                          TLS_ON_PLAIN_PORT, ParseError)
 
 __all__ = [
     "ParseError", "RequestHead", "ChunkedDecoder", "parse_head", "parse_query",
     "MAX_HEAD", "MAX_HEADERS", "MAX_TARGET", "MAX_CHUNK_LINE",
 ]
 
-MAX_HEAD = 65536        # bytes of request line + header fields
-MAX_HEADERS = 100       # header field lines
-MAX_TARGET = 8192       # bytes of request target
-MAX_CHUNK_LINE = 4096   # bytes of one chunk-size line, extensions included
 
 # RFC 9110 §5.6.2: tchar
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789"
@@ -33,18 +31,6 @@ _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 _CHUNK_EXT = re.compile(
     rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*")
-
-
-class ParseError(Exception):
-    """Malformed or unacceptable request; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status, message):
-        Exception.__init__(self, status, message)
-        self.status = status
-        self.message = message
-
-    def __str__(self):
-        return f"{self.status} {self.message}"
 
 
 class RequestHead:
@@ -158,10 +144,6 @@ def _content_length(value):
         raise ParseError(400, "invalid Content-Length")
     # bytes.isdigit is ASCII-only, so int() sees plain digits
     return int(value)
-
-
-TLS_ON_PLAIN_PORT = ("a TLS handshake was sent to a plain-HTTP port; "
-                     "use http:// for this address, or a port that serves TLS")
 
 
 def _refuse_partial(buf, start, size):
@@ -431,17 +413,6 @@ def unquote_to_bytes(data):
         else:
             out.append(byte + piece[2:])
     return b"".join(out)
-
-
-def _keep_as_escapes(error):
-    """Codec error handler: bytes that are not UTF-8 stay visible as ``%XX`` escapes."""
-    bad = error.object[error.start:error.end]
-    return "".join("%%%02X" % b for b in bad), error.end
-
-
-# Flask's request.args shows undecodable escapes as escapes ("%ff" → "%FF"), not U+FFFD.
-QUERY_ERRORS = "lite_serving.keep-escapes"
-codecs.register_error(QUERY_ERRORS, _keep_as_escapes)
 
 
 def parse_query(query):

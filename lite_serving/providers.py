@@ -6,10 +6,9 @@ Each provider is a function of the :class:`~lite_serving.request_view.RequestVie
 so per request only the arguments the predictor asked for are computed.
 """
 
-import inspect
-
 from .body_decoder import decode_json_argument, decode_payload
 from .errors import StartupError
+from .signature import EMPTY, parameters
 
 
 def provide_data(view):
@@ -55,21 +54,22 @@ def provider_key(param, providers):
     ann = param.annotation
     if isinstance(ann, str) and ann in providers:
         return ann
-    if ann is not inspect.Parameter.empty and not isinstance(ann, str):
+    if ann is not EMPTY and not isinstance(ann, str):
         key = getattr(ann, "__lite_serving_provider__", None)
         if key in providers:
             return key
     return param.name
 
 
-def signature_plan(func, providers, what):
+def signature_plan(func, providers, what, skip_first=False):
     """[(parameter name, provider key, is keyword-only)] for ``func``, or StartupError.
 
     ``*args``/``**kwargs`` get nothing; an unknown parameter with a default keeps
-    its default; an unknown one without a default stops start-up.
+    its default; an unknown one without a default stops start-up. ``skip_first``:
+    ``func`` is a method read from its class, whose first parameter is ``self``.
     """
     try:
-        params = inspect.signature(func).parameters.values()
+        params = parameters(func, skip_first)
     except (TypeError, ValueError) as exc:
         raise StartupError(f"cannot read the signature of {what}: {exc}") from None
     plan = []

@@ -15,13 +15,14 @@ predictor that writes other files into its own directory should write them
 elsewhere.
 """
 
-import logging
 import os
 import signal
 import subprocess
 import time
 
-log = logging.getLogger("lite_serving")
+from .logs import get_logger
+
+log = get_logger("lite_serving")
 
 POLL = 0.5
 KILL_MARGIN = 5.0

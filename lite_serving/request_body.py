@@ -14,9 +14,9 @@ bodies are admitted against it before they are read, and read-ahead input
 and unsent answers count in it too.
 """
 
-import logging
+from .logs import get_logger
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 FIRST_SIZE = 256 * 1024      # a fresh buffer starts this large and doubles as bytes arrive
 _ZEROS = memoryview(bytes(FIRST_SIZE))

@@ -20,7 +20,6 @@ again when a file changes. SIGHUP reloads the certificates and the API key
 file, from step 2 on; open connections stay.
 """
 
-import logging
 import os
 import socket
 import sys
@@ -30,12 +29,13 @@ import time
 from . import __version__
 from .app import Application
 from . import config as config_module
+from . import logs
 from .config import parse_config
 from .errors import StartupError
 from .loader import class_name, describe_init, describe_predict, load_predictor, start_run_thread
 from .parser import PARSER_NAME
 
-log = logging.getLogger("lite_serving")
+log = logs.get_logger("lite_serving")
 
 # served: run() was called; cwd/argv: how __main__ was started (for --reload's child)
 state = {"served": False, "cwd": None, "argv": None}
@@ -50,19 +50,10 @@ def setup_logging(config):
     An application that configured logging before ``run()`` (handlers on the
     ``lite_serving`` logger, or on the root logger as ``logging.basicConfig``
     puts them) gets lite_serving's records through its own handlers and
-    format; otherwise one stderr handler of lite_serving's own writes them.
+    format; otherwise lite_serving writes them to stderr in its own format
+    (see ``logs``: without importing ``logging`` while nobody else has).
     """
-    level = getattr(logging, str(config.log_level).upper(), logging.INFO)
-    logger = logging.getLogger("lite_serving")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
-        handler.lite_serving_own = True  # the access log may write in this format itself
-        logger.addHandler(handler)
-        logger.propagate = False
-    access = logging.getLogger("lite_serving.access")
-    access.setLevel(logging.INFO if config.access_log else logging.WARNING)
+    logs.setup(logs.level_named(config.log_level), config.access_log)
 
 
 def raise_open_files_limit():

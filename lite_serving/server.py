@@ -9,19 +9,21 @@ for up to ``--graceful-timeout`` seconds.
 """
 
 import errno
-import logging
 import signal
 import socket
+import time
 
+from . import json_codec
 from .access_log import AccessLog
 from .app import error_reply
 from .connection import ConnectionContext, HTTPConnection
 from .dispatch import make_dispatch
 from .loop import EventLoop
+from .logs import get_logger
 from .request_body import BodyBuffers, MemoryBudget
 from .transport import Transport
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 
 class Server:
@@ -45,6 +47,7 @@ class Server:
         loop.after_turn = self._after_turn
         loop.wait_at_most = self._wait_at_most
         loop.on_tick = self._tick
+        loop.on_idle = self._idle
         loop.on_close = self._close_all
         self.finished = loop.finished
 
@@ -119,6 +122,15 @@ class Server:
                 conn.drain()
         if not self.connections or now >= self._drain_deadline:
             self.loop.stopped = True
+
+    def _idle(self):
+        """The first time the loop has nothing to do: load what start-up left for later."""
+        if self.dispatch.pending():
+            return
+        self.loop.on_idle = None
+        started = time.perf_counter()
+        json_codec.load()
+        log.debug("orjson loaded in %.1f ms, while idle", (time.perf_counter() - started) * 1000)
 
     def _tick(self, now):
         self.metrics.fold()

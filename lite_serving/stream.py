@@ -8,10 +8,11 @@ from a slow reader) and stops for good when the client goes away; the
 iterable is closed either way.
 """
 
-import logging
 import threading
 
-log = logging.getLogger("lite_serving")
+from .logs import get_logger
+
+log = get_logger("lite_serving")
 
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024

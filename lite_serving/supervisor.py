@@ -16,13 +16,15 @@ short poll) and on a pipe the signal handlers write to, so that neither a
 signal nor a worker's exit waits for a timer, and no wait ever blocks.
 """
 
-import logging
 import os
 import select
 import signal
 import time
 
-log = logging.getLogger("lite_serving")
+from . import logs
+from .logs import get_logger
+
+log = get_logger("lite_serving")
 
 FAST_DEATH = 2.0        # a worker dying sooner than this after its start counts as a crash loop
 MAX_BACKOFF = 30.0
@@ -124,7 +126,7 @@ class Supervisor:
         except BaseException:
             log.exception("worker %d failed", slot)
         finally:
-            logging.shutdown()
+            logs.shutdown()
             os._exit(status)
 
     def _on_signal(self, _signum, _frame):

@@ -14,14 +14,14 @@ counts against ``--max-connections``), then an ordinary
 :class:`~lite_serving.connection.HTTPConnection`.
 """
 
-import logging
 import ssl
 
 from .connection import LINGER_SECONDS, HTTPConnection
 from .errors import StartupError
+from .logs import get_logger
 from .tls_transport import TLSTransport
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 

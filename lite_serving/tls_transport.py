@@ -24,16 +24,16 @@ Where TLS differs from a plain socket, and how it is handled here:
   socket is read raw, and what arrives is dropped while the connection lingers.
 """
 
-import logging
 import selectors
 import socket
 import ssl
 
 from .access_log import peer_text
 from .app import error_reply
+from .logs import DEBUG, get_logger
 from .transport import RECV_SIZE, Transport
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 _READ, _WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 SNIFFING, HANDSHAKING, OPEN, REFUSING = range(4)
@@ -148,7 +148,7 @@ class TLSTransport(Transport):
             self._watch()
             return
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            if log.isEnabledFor(logging.DEBUG):
+            if log.isEnabledFor(DEBUG):
                 log.debug("TLS handshake with %s failed: %s", peer_text(self.peer), exc)
             self.abort()
             return

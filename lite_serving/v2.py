@@ -93,7 +93,6 @@ Notes
 """
 
 import json as _stdlib_json
-import logging
 import math
 import sys
 from operator import methodcaller
@@ -103,8 +102,9 @@ import orjson
 
 from .codec import join_length_prefixed, split_length_prefixed
 from .errors import ServingError
+from .logs import get_logger
 
-log = logging.getLogger("lite_serving")
+log = get_logger("lite_serving")
 
 SERVER_NAME = "lite_serving"
 PLATFORM = "onnxruntime_onnx"

@@ -1,0 +1,52 @@
+"""JSON in and out: orjson, loaded once the server has a moment; plain documents before that.
+
+Importing orjson takes about as much CPU as everything else lite_serving does
+before its first answer (orjson imports uuid, dataclasses, inspect, json and
+datetime), so it is not imported at start-up. Until it is, documents made
+only of dicts with string keys, lists, tuples, strings, integers, floats,
+booleans and None are read and written by the compiled ``json_c``, which
+gives the objects and bytes orjson gives. Anything else loads orjson on the
+spot: so do the pure-Python mode (no ``json_c``) and the first document that
+is not plain. The I/O loop loads it at its first idle moment (:func:`load`),
+so that a server that has started answers with orjson from then on.
+"""
+
+import os
+
+if os.environ.get("LITE_SERVING_PURE", "") in ("", "0"):
+    try:
+        from . import json_c as _plain
+    except ImportError:
+        _plain = None
+else:
+    _plain = None
+
+NOT_PLAIN = _plain.NOT_PLAIN if _plain is not None else object()
+_orjson = None
+
+
+def load():
+    """The orjson module, imported on the first call."""
+    global _orjson
+    if _orjson is None:
+        import orjson
+        _orjson = orjson
+    return _orjson
+
+
+def loaded():
+    return _orjson is not None
+
+
+def loads_plain(data):
+    """The document in ``data``, or ``NOT_PLAIN`` (orjson is loaded, or it is not plain)."""
+    if _orjson is None and _plain is not None:
+        return _plain.loads(data)
+    return NOT_PLAIN
+
+
+def dumps_plain(obj):
+    """``obj`` as orjson writes it, or None (orjson is loaded, or ``obj`` is not plain)."""
+    if _orjson is None and _plain is not None:
+        return _plain.dumps(obj)
+    return None

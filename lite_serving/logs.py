@@ -1,0 +1,191 @@
+"""lite_serving's loggers, which import ``logging`` only once the application has.
+
+``logging`` and what it imports (traceback, linecache, tokenize, string...)
+cost a few milliseconds of every start-up, a tenth of what it takes to answer
+the first request. Where lite_serving's lines go is decided when ``run()``
+starts (:func:`setup`), as it always was:
+
+- if the application has imported ``logging`` by then, lite_serving sets up
+  its loggers there at once (its own stderr handler, unless the application
+  put handlers on the ``lite_serving`` or the root logger);
+- otherwise the application has configured nothing, and lite_serving writes
+  its lines to stderr itself, in the format of its own handler, until
+  ``logging`` is imported by anyone: at its next line it then sets up
+  ``logging`` exactly as it would have at start-up (its own handler, which
+  the application may now change like any other) and goes through it.
+
+Lines with a traceback (``exception``, ``exc_info``) always go through
+``logging``: they are rare, and its formatting of them is the reference.
+"""
+
+import os
+import sys
+import threading
+import time
+
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARNING", ERROR: "ERROR", CRITICAL: "CRITICAL"}
+_LEVELS = {"DEBUG": DEBUG, "INFO": INFO, "WARN": WARNING, "WARNING": WARNING,
+           "ERROR": ERROR, "FATAL": CRITICAL, "CRITICAL": CRITICAL}
+FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+ROOT = "lite_serving"
+ACCESS = "lite_serving.access"
+
+
+class _Setup:
+    """What ``setup`` decided: levels, and the stream while lite_serving writes its own lines."""
+
+    def __init__(self):
+        self.done = False        # setup() was called
+        self.stream = None       # lite_serving writes here itself (logging not imported yet)
+        self.level = INFO        # of the lite_serving logger
+        self.access_level = INFO
+        self.lock = threading.Lock()
+
+
+_setup = _Setup()
+_loggers = {}
+
+
+def get_logger(name):
+    """The logger called ``name`` (``lite_serving`` or one of its children)."""
+    logger = _loggers.get(name)
+    if logger is None:
+        logger = _loggers[name] = Logger(name)
+    return logger
+
+
+def setup(level, access_log):
+    """lite_serving's loggers at ``level``; access lines at INFO when ``access_log``, else WARNING."""
+    _setup.level = level
+    _setup.access_level = INFO if access_log else WARNING
+    _setup.done = True
+    if "logging" in sys.modules:
+        _setup.stream = None
+        _configure_logging(own_only=False)
+    else:
+        _setup.stream = sys.stderr
+
+
+def level_named(name):
+    """The level called ``name`` (``debug``, ``info``, ``warning``, ``error``...); INFO if unknown."""
+    return _LEVELS.get(str(name).upper(), INFO)
+
+
+def shutdown():
+    """Flush and close ``logging``'s handlers, if ``logging`` is in use."""
+    if "logging" in sys.modules:
+        import logging
+        logging.shutdown()
+
+
+def own_stream(name):
+    """The stream that lines of logger ``name`` go to when lite_serving writes them itself
+    (nobody configured logging), else None: then they go through ``logging``."""
+    if _handed_over():
+        import logging
+        logger = logging.getLogger(name)
+        if logger.handlers or not logger.propagate:
+            return None
+        parent = logger.parent
+        handlers = parent.handlers if parent is not None else []
+        if (len(handlers) == 1 and getattr(handlers[0], "lite_serving_own", False)
+                and not parent.propagate):
+            return handlers[0].stream
+        return None
+    return _setup.stream
+
+
+def _handed_over():
+    """True once lines go through ``logging`` (setting it up on the way when it just appeared)."""
+    if _setup.stream is None:
+        return True
+    if "logging" not in sys.modules:
+        return False
+    with _setup.lock:
+        if _setup.stream is not None:
+            _setup.stream = None
+            _configure_logging(own_only=True)
+    return True
+
+
+def _configure_logging(own_only):
+    """Set up ``logging`` as lite_serving's start-up does; ``own_only``: the application had
+    configured nothing when run() started, so lite_serving's own handler it is."""
+    import logging
+    logger = logging.getLogger(ROOT)
+    logger.setLevel(_setup.level)
+    if own_only or (not logger.handlers and not logging.getLogger().handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.lite_serving_own = True  # the access log may write in this format itself
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.getLogger(ACCESS).setLevel(_setup.access_level)
+
+
+class Logger:
+    """The part of ``logging.Logger`` lite_serving uses; see the module's docstring."""
+
+    __slots__ = ("name", "_real", "_access")
+
+    def __init__(self, name):
+        self.name = name
+        self._real = None
+        self._access = name == ACCESS or name.startswith(ACCESS + ".")
+
+    def _logging(self):
+        if self._real is None:
+            import logging
+            self._real = logging.getLogger(self.name)
+        _handed_over()  # logging is imported now: set it up if it was not
+        return self._real
+
+    def isEnabledFor(self, level):  # noqa: N802 (logging's name)
+        if _handed_over() or not _setup.done:
+            return self._logging().isEnabledFor(level)
+        return level >= (_setup.access_level if self._access else _setup.level)
+
+    def _write(self, level, msg, args, kwargs):
+        if kwargs or _handed_over() or not _setup.done:
+            self._logging().log(level, msg, *args, **kwargs)
+            return
+        if level < (_setup.access_level if self._access else _setup.level):
+            return
+        text = str(msg)
+        if args:
+            if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+                args = args[0]
+            text = text % args
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        line = (f"{stamp},{int(now % 1 * 1000):03d} {_NAMES.get(level, f'Level {level}')} "
+                f"{self.name}[{os.getpid()}]: {text}\n")
+        stream = _setup.stream
+        if stream is None:  # logging was set up meanwhile
+            self._logging().log(level, "%s", text)
+            return
+        with _setup.lock:
+            try:
+                stream.write(line)
+                stream.flush()
+            except (OSError, ValueError):  # stderr closed or full: the line is lost, serving goes on
+                pass
+
+    def debug(self, msg, *args, **kwargs):
+        self._write(DEBUG, msg, args, kwargs)
+
+    def info(self, msg, *args, **kwargs):
+        self._write(INFO, msg, args, kwargs)
+
+    def warning(self, msg, *args, **kwargs):
+        self._write(WARNING, msg, args, kwargs)
+
+    def error(self, msg, *args, **kwargs):
+        self._write(ERROR, msg, args, kwargs)
+
+    def exception(self, msg, *args, exc_info=True, **kwargs):
+        self._logging().error(msg, *args, exc_info=exc_info, **kwargs)
+
+    def log(self, level, msg, *args, **kwargs):
+        self._write(level, msg, args, kwargs)
