@@ -12,7 +12,7 @@ loaded, for documents made only of ``dict`` (``str`` keys), ``list``,
 
 Anything this module is not sure of is "not plain" and left to orjson:
 invalid documents (so every error message is orjson's), lone surrogates,
-integers past 18 digits (read) or 64 bits (written), floats that overflow,
+integers past 64 bits, floats that overflow,
 nesting deeper than ``MAX_DEPTH``, exact types' subclasses, any other type.
 """
 
@@ -39,7 +39,11 @@ cdef extern from "Python.h":
 
 __all__ = ["loads", "dumps", "NOT_PLAIN", "MAX_DEPTH"]
 
-NOT_PLAIN = type("NotPlain", (), {"__repr__": lambda self: "NOT_PLAIN", "__slots__": ()})()
+NOT_PLAIN = type("NotPlain", (), {"__repr__": lambda self: "NOT_PLAIN", "__slots__": (),
+                                  "__module__": __name__})()
+cdef const unsigned long long U64_MAX = 0xFFFFFFFFFFFFFFFFULL
+cdef const unsigned long long I64_MIN_MAGNITUDE = 0x8000000000000000ULL
+
 cdef enum:
     DEPTH_LIMIT = 128      # containers inside containers; deeper documents are left to orjson
 MAX_DEPTH = DEPTH_LIMIT
@@ -166,7 +170,7 @@ cdef class _Reader:
     cdef object number(self):
         cdef Py_ssize_t start = self.i, digits_from, k
         cdef bint negative = False, fraction = False
-        cdef long long whole = 0
+        cdef unsigned long long whole = 0, digit
         cdef char text[40]
         cdef char* end
         cdef double parsed
@@ -198,11 +202,19 @@ cdef class _Reader:
             while self.i < self.n and 48 <= self.p[self.i] <= 57:
                 self.i += 1
         if not fraction:
-            if self.i - digits_from > 18:   # orjson reads these as u64/i64 or as floats: its call
+            # integers as orjson reads them: int within i64/u64, past that a float (left to it)
+            if self.i - digits_from > 20:
                 raise _NotPlain
             for k in range(digits_from, self.i):
-                whole = whole * 10 + (self.p[k] - 48)
-            return -whole if negative else whole
+                digit = self.p[k] - 48
+                if whole > (U64_MAX - digit) // 10:
+                    raise _NotPlain
+                whole = whole * 10 + digit
+            if not negative:
+                return whole
+            if whole > I64_MIN_MAGNITUDE:
+                raise _NotPlain
+            return -<long long>(whole - 1) - 1
         if self.i - start >= 40:
             raise _NotPlain
         memcpy(text, self.p + start, self.i - start)
