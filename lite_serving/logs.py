@@ -148,7 +148,8 @@ class Logger:
 
     def _write(self, level, msg, args, kwargs):
         if kwargs or _handed_over() or not _setup.done:
-            self._logging().log(level, msg, *args, **kwargs)
+            # stacklevel: the record names the caller of info()/error()..., not this module
+            self._logging().log(level, msg, *args, stacklevel=3, **kwargs)
             return
         if level < (_setup.access_level if self._access else _setup.level):
             return
@@ -163,7 +164,7 @@ class Logger:
                 f"{self.name}[{os.getpid()}]: {text}\n")
         stream = _setup.stream
         if stream is None:  # logging was set up meanwhile
-            self._logging().log(level, "%s", text)
+            self._logging().log(level, "%s", text, stacklevel=3)
             return
         with _setup.lock:
             try:
@@ -185,7 +186,7 @@ class Logger:
         self._write(ERROR, msg, args, kwargs)
 
     def exception(self, msg, *args, exc_info=True, **kwargs):
-        self._logging().error(msg, *args, exc_info=exc_info, **kwargs)
+        self._logging().error(msg, *args, exc_info=exc_info, stacklevel=2, **kwargs)
 
     def log(self, level, msg, *args, **kwargs):
         self._write(level, msg, args, kwargs)
