@@ -10,9 +10,10 @@ starts (:func:`setup`), as it always was:
   put handlers on the ``lite_serving`` or the root logger);
 - otherwise the application has configured nothing, and lite_serving writes
   its lines to stderr itself, in the format of its own handler, until
-  ``logging`` is imported by anyone: at its next line it then sets up
-  ``logging`` exactly as it would have at start-up (its own handler, which
-  the application may now change like any other) and goes through it.
+  ``logging`` is imported by anyone: as soon as the ``logging`` module has
+  run (an import hook sees it), lite_serving sets it up exactly as it would
+  have at start-up (its own handler, which the application may then change
+  like any other) and goes through it from then on.
 
 Lines with a traceback (``exception``, ``exc_info``) always go through
 ``logging``: they are rare, and its formatting of them is the reference.
@@ -65,6 +66,39 @@ def setup(level, access_log):
         _configure_logging(own_only=False)
     else:
         _setup.stream = sys.stderr
+        if not any(isinstance(finder, _LoggingImport) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _LoggingImport())
+
+
+class _LoggingImport:
+    """Sees the import of ``logging`` while lite_serving writes its own lines, and sets
+    lite_serving's loggers up in it as soon as its module has run, before the code importing
+    it can touch them: whatever the application then does to them wins, as it would have had
+    ``logging`` been set up when ``run()`` started."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(name, path, target) if find_spec is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        run_module = getattr(loader, "exec_module", None)
+        if run_module is None:
+            return spec
+
+        def exec_module(module):
+            run_module(module)
+            _handed_over()
+
+        loader.exec_module = exec_module
+        return spec
 
 
 def level_named(name):
@@ -157,7 +191,11 @@ class Logger:
         if args:
             if len(args) == 1 and isinstance(args[0], dict) and args[0]:
                 args = args[0]
-            text = text % args
+            try:
+                text = text % args
+            except Exception:  # a message and arguments that do not fit: logging reports it its way
+                self._logging().log(level, msg, *args, stacklevel=3)
+                return
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         line = (f"{stamp},{int(now % 1 * 1000):03d} {_NAMES.get(level, f'Level {level}')} "

@@ -129,7 +129,11 @@ class Server:
             return
         self.loop.on_idle = None
         started = time.perf_counter()
-        json_codec.load()
+        try:
+            json_codec.load()
+        except Exception:  # the first JSON document that needs it will try again, and say why
+            log.exception("orjson could not be loaded while idle")
+            return
         log.debug("orjson loaded in %.1f ms, while idle", (time.perf_counter() - started) * 1000)
 
     def _tick(self, now):

@@ -62,7 +62,7 @@ def _plain_parameters(func):
     if kind is types.MethodType:
         return _bound(_of_function(func.__func__))
     if kind is type:   # a class whose metaclass is type: its __init__, without self
-        if getattr(func, "__signature__", None) is not None:
+        if getattr(func, "__signature__", None) is not None or hasattr(func, "__wrapped__"):
             return None
         for base in func.__mro__[:-1]:
             own = base.__dict__
@@ -82,7 +82,8 @@ def _bound(params):
 
 def _of_function(func):
     if (type(func) is not types.FunctionType or getattr(func, "__signature__", None) is not None
-            or hasattr(func, "__wrapped__") or hasattr(func, "_partialmethod")):
+            or hasattr(func, "__wrapped__") or hasattr(func, "_partialmethod")
+            or hasattr(func, "__partialmethod__")):
         return None
     code = func.__code__
     names = code.co_varnames

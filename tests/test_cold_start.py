@@ -170,3 +170,41 @@ def test_a_traceback_is_logged_though_nothing_had_imported_logging(serve):
     assert "Traceback (most recent call last)" in text
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ERROR lite_serving\[\d+\]: ", text), text
     assert post_json(server, {"n": 8}).status == 500   # and it goes on serving
+
+
+CONFIGURES_IN_INIT = """
+    import openbayes_serving as serv
+
+    class Predictor:
+        def __init__(self):
+            import logging.config
+            logging.config.dictConfig({
+                "version": 1, "disable_existing_loggers": False,
+                "formatters": {"app": {"format": "APP-DICT %(name)s %(message)s"}},
+                "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "app",
+                                     "stream": "ext://sys.stderr"}},
+                "loggers": {"lite_serving": {"handlers": ["err"], "level": "INFO"},
+                            "lite_serving.access": {"level": "ERROR"}},
+            })
+
+        def predict(self, json):
+            return json
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_logging_configured_in_init_wins_as_when_logging_was_set_up_at_start(serve):
+    # lite_serving's loggers are set up in logging the moment logging is imported, so the
+    # application's dictConfig replaces their handlers and levels: one line each, its format
+    server = serve(CONFIGURES_IN_INIT)
+    ready = [line for line in server.lines if "ready in" in line]
+    assert len(ready) == 1 and ready[0].startswith("APP-DICT lite_serving ready in"), server.lines
+    assert post_json(server, {"a": 1}).status == 200
+    mark = len(server.lines)
+    server.stop()
+    later = server.lines[mark:]
+    assert any(line.startswith("APP-DICT lite_serving shutting down") for line in later), later
+    assert not any(LINE.match(line) for line in later), later          # not in lite's format too
+    assert not any('"POST / HTTP/1.1"' in line for line in server.lines)  # access lines at ERROR
