@@ -182,6 +182,14 @@ def test_start_up_hook_imports_nothing_in_lite_only(lite_only):
     assert not any(name.startswith(("lite_serving", "openbayes")) for name in with_hook), with_hook
 
 
+def test_start_up_hook_adds_one_finder_however_often_site_reads_it(lite_only):
+    # a venv's lib64 links to lib: site reads the same .pth file twice
+    code, output = lite_only.run("-c", "import sys; print([type(f).__name__ for f in sys.meta_path])",
+                                 cwd=lite_only.path)
+    assert code == 0, output
+    assert output.count("OpenbayesServingFallback") == 1, output
+
+
 # -- lite_serving beside openbayes-serving ------------------------------------------------------
 
 def test_python_predictor_py_runs_the_reference_when_it_is_installed(both, model_dir):
