@@ -208,3 +208,26 @@ def test_logging_configured_in_init_wins_as_when_logging_was_set_up_at_start(ser
     assert any(line.startswith("APP-DICT lite_serving shutting down") for line in later), later
     assert not any(LINE.match(line) for line in later), later          # not in lite's format too
     assert not any('"POST / HTTP/1.1"' in line for line in server.lines)  # access lines at ERROR
+
+
+def test_a_server_busy_from_its_first_moment_loads_orjson_after_the_first_documents(serve):
+    # 150 requests pipelined in one write leave the loop no idle moment: orjson is loaded
+    # once json_c has read and written its share (json_codec.PLAIN_DOCUMENTS documents)
+    from lite_serving.json_codec import PLAIN_DOCUMENTS
+    server = serve(REPORTER)
+    body = b'{"x": [1.5, 2.5]}'
+    one = (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    count = PLAIN_DOCUMENTS + 50
+    with server.connect() as sock:
+        sock.sendall(one * count)
+        received = b""
+        while received.count(b"HTTP/1.1 200") < count or not received.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, received[-300:]
+            received += chunk
+    answers = [orjson.loads(part[part.index(b"\r\n\r\n") + 4:].split(b"HTTP/1.1")[0])
+               for part in received.split(b"HTTP/1.1 200")[1:]]
+    assert len(answers) == count
+    assert all(answer["echo"] == {"x": [1.5, 2.5]} for answer in answers)
+    assert "orjson" in answers[-1]["loaded"]
