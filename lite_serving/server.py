@@ -166,7 +166,10 @@ class Server:
                     log.error("cannot accept connections: %s", exc)
                 return
             if len(ctx.connections) >= config.max_connections:
-                _refuse(sock)
+                if self.tls is None:
+                    _refuse(sock)
+                else:   # a TLS client cannot read a plain-text answer: closed before the handshake
+                    sock.close()
                 continue
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:

@@ -295,6 +295,23 @@ def test_plain_http_on_the_tls_port_gets_a_clear_400_and_a_close(server, method,
         assert conn.closed_by_peer(timeout=10)
 
 
+def test_over_max_connections_a_tls_client_is_closed_not_sent_plain_text(servers, pki):
+    running = servers(SOURCE, *pki.flags(), "--max-connections", "1")
+    with TLSConnection(running.host, running.port, pki.client_context()) as held:
+        held.request("GET", "/healthz")
+        assert held.read_response().status == 200
+        with socket.create_connection((running.host, running.port), timeout=10) as extra:
+            extra.sendall(b"\x16\x03\x01\x00\x05hello")
+            try:
+                data = extra.recv(100)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"", data   # no "HTTP/1.1 503" in clear text on the TLS port
+        held.request("GET", "/healthz")   # the held connection is served on
+        assert held.read_response().status == 200
+    assert tls_request(running, pki.client_context(), "GET", "/healthz").status == 200
+
+
 # -- client certificates ----------------------------------------------------------------------
 
 def refused(server, context):
