@@ -88,7 +88,8 @@ SETTINGS = (
     Setting("keep_alive_timeout", 5.0, float, "seconds an idle keep-alive connection stays open"),
     Setting("head_timeout", 10.0, float, "seconds a client has to send a complete request head"),
     Setting("body_timeout", 60.0, float, "seconds without progress while a request body is read"),
-    Setting("max_connections", 10000, int, "open connections; more are answered 503 and closed"),
+    Setting("max_connections", 10000, int,
+            "open connections; more are answered 503 and closed (on an HTTPS port: closed)"),
     Setting("max_memory", 1024 * MIB, int,
             "bytes all connections together may hold in request bodies, input read ahead and "
             "answers not yet sent; a body that does not fit is answered 503 before it is read"),
