@@ -1,9 +1,10 @@
 """Build: the pure-Python package, the optional Cython modules, and the alias .pth file.
 
-The compiled parser (``_speedups/parser_c.pyx`` → ``lite_serving.parser_c``)
-and tensor codec (``_speedups/codec_c.pyx`` → ``lite_serving.codec_c``) are
-optional: when one cannot be compiled the install still succeeds and
-lite_serving runs on its pure-Python twin. ``LITE_SERVING_NO_EXT=1`` skips
+The compiled parser (``_speedups/parser_c.pyx`` → ``lite_serving.parser_c``),
+tensor codec (``_speedups/codec_c.pyx`` → ``lite_serving.codec_c``) and
+plain-JSON codec of the first answers (``_speedups/json_c.pyx`` →
+``lite_serving.json_c``) are optional: when one cannot be compiled the install
+still succeeds and lite_serving runs on its pure-Python twin (orjson, for JSON). ``LITE_SERVING_NO_EXT=1`` skips
 compiling.
 """
 
