@@ -6,13 +6,14 @@ pure-Python twin; so does a missing compiled module. Both raise the same
 """
 
 from .codec import CODEC_NAME
+from .json_codec import JSON_NAME
 from .parse_error import MAX_HEAD, MAX_HEADERS, MAX_TARGET, ParseError  # noqa: F401
 from .speedups import choose
 
 _impl, _how = choose("parser_c", "parser_py", "parser")
 COMPILED = _impl.__name__.endswith("parser_c")
-# the start-up log shows this; it names the tensor codec's choice too
-PARSER_NAME = f"{_how}; tensor codec: {CODEC_NAME}"
+# the start-up log shows this; it names the tensor codec's and the JSON codec's choices too
+PARSER_NAME = f"{_how}; tensor codec: {CODEC_NAME}; JSON: {JSON_NAME}"
 
 parse_head = _impl.parse_head
 ChunkedDecoder = _impl.ChunkedDecoder
