@@ -26,8 +26,8 @@ else:
 
 NOT_PLAIN = _plain.NOT_PLAIN if _plain is not None else object()
 # for the start-up log
-JSON_NAME = ("orjson, loaded when the server is first idle (until then plain documents by the "
-             "compiled json_c)" if _plain is not None else "orjson")
+JSON_NAME = ("orjson (plain documents by the compiled json_c until orjson is loaded, at the "
+             "first idle moment or when needed)" if _plain is not None else "orjson")
 PLAIN_DOCUMENTS = 100   # read or written by json_c at most; then orjson is loaded where needed
 _orjson = None
 _plain_left = PLAIN_DOCUMENTS
