@@ -119,12 +119,7 @@ cdef class _Reader:
     cdef object mapping(self, int depth):
         cdef dict result = {}
         cdef object key
-        if depth > DEPTH_LIMIT:
-            raise _NotPlain
-        self.i += 1
-        self.skip_space()
-        if self.i < self.n and self.p[self.i] == b'}':
-            self.i += 1
+        if self.empty(depth, b'}'):
             return result
         while True:
             if self.i >= self.n or self.p[self.i] != b'"':
@@ -141,17 +136,23 @@ cdef class _Reader:
 
     cdef object sequence(self, int depth):
         cdef list result = []
-        if depth > DEPTH_LIMIT:
-            raise _NotPlain
-        self.i += 1
-        self.skip_space()
-        if self.i < self.n and self.p[self.i] == b']':
-            self.i += 1
+        if self.empty(depth, b']'):
             return result
         while True:
             PyList_Append(result, self.value(depth))
             if self.closed(b']'):
                 return result
+
+    cdef bint empty(self, int depth, unsigned char bracket) except -1:
+        """At an opening bracket: step in; True past ``bracket`` when the container is empty."""
+        if depth > DEPTH_LIMIT:
+            raise _NotPlain
+        self.i += 1
+        self.skip_space()
+        if self.i < self.n and self.p[self.i] == bracket:
+            self.i += 1
+            return True
+        return False
 
     cdef bint closed(self, unsigned char bracket) except -1:
         """After an item: True past the closing ``bracket``, False past a comma (more follow)."""
@@ -386,6 +387,12 @@ def loads(data):
 # writing
 
 cdef const char* _HEX = b"0123456789abcdef"
+cdef char _SHORT_ESCAPES[128]          # the letter after the backslash, 0: written as \u00XX
+for _c in range(128):
+    _SHORT_ESCAPES[_c] = 0
+for _c, _letter in zip(b'"\\\n\t\r\b\f', b'"\\ntrbf'):
+    _SHORT_ESCAPES[_c] = _letter
+del _c, _letter
 
 
 cdef class _Writer:
@@ -479,22 +486,11 @@ cdef class _Writer:
                 continue
             self.put(data + plain_from, k - plain_from)
             plain_from = k + 1
-            if c == b'"':
-                self.put(b'\\"', 2)
-            elif c == b'\\':
-                self.put(b'\\\\', 2)
-            elif c == b'\n':
-                self.put(b'\\n', 2)
-            elif c == b'\t':
-                self.put(b'\\t', 2)
-            elif c == b'\r':
-                self.put(b'\\r', 2)
-            elif c == b'\b':
-                self.put(b'\\b', 2)
-            elif c == b'\f':
-                self.put(b'\\f', 2)
-            else:
-                self.put(b'\\u00', 4)
+            self.byte(b'\\')
+            if _SHORT_ESCAPES[c]:           # \" \\ \n \t \r \b \f
+                self.byte(_SHORT_ESCAPES[c])
+            else:                           # other control characters: \u00XX
+                self.put(b"u00", 3)
                 self.byte(_HEX[c >> 4])
                 self.byte(_HEX[c & 15])
         self.put(data + plain_from, size - plain_from)

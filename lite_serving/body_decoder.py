@@ -7,9 +7,8 @@ bits); the four MessagePack media types through msgpack; anything else stays
 raw bytes.
 """
 
+from . import json_codec
 from .errors import ServingError
-from .json_codec import NOT_PLAIN, loads_plain
-from .json_codec import load as load_orjson
 
 RAW, JSON, MSGPACK = 0, 1, 2
 
@@ -34,10 +33,12 @@ def body_kind(content_type):
 
 
 def decode_json(body):
-    value = loads_plain(body)
-    if value is not NOT_PLAIN:
-        return value
-    orjson = load_orjson()
+    orjson = json_codec.orjson
+    if orjson is None:   # only until orjson is loaded
+        value = json_codec.loads_plain(body)
+        if value is not json_codec.NOT_PLAIN:
+            return value
+        orjson = json_codec.load()
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as first:

@@ -13,11 +13,10 @@ decoding gives the values and types of ``tolist()``. Nothing here imports numpy.
 
 import os
 
+from . import json_codec
 from .body_decoder import MSGPACK_TYPES
 from .codec import pack_array
 from .errors import ServingError
-from .json_codec import dumps_plain
-from .json_codec import load as load_orjson
 from .logs import get_logger
 from .response import InvalidResponse, Response, header_lines
 from .stream import StreamBody
@@ -75,10 +74,12 @@ def _json_default_without_numpy(obj):
 
 def encode_json(obj):
     """JSON bytes; bytes inside become base64 text, numpy values lists and numbers."""
-    body = dumps_plain(obj)
-    if body is not None:
-        return body
-    orjson = load_orjson()
+    orjson = json_codec.orjson
+    if orjson is None:   # only until orjson is loaded
+        body = json_codec.dumps_plain(obj)
+        if body is not None:
+            return body
+        orjson = json_codec.load()
     if type(obj).__module__ != "numpy":
         # With its numpy option, orjson imports numpy the first time it meets any value it
         # hands to ``default`` (bytes, a set): without numpy values, do without the option.

@@ -5,7 +5,6 @@ MessagePack ``{"id", "name", "data"}`` to the platform's collector. It never
 raises into ``predict``.
 """
 
-
 from .common import detect_env
 from .logs import get_logger
 

@@ -29,36 +29,36 @@ NOT_PLAIN = _plain.NOT_PLAIN if _plain is not None else object()
 JSON_NAME = ("orjson (plain documents by the compiled json_c until orjson is loaded, at the "
              "first idle moment or when needed)" if _plain is not None else "orjson")
 PLAIN_DOCUMENTS = 100   # read or written by json_c at most; then orjson is loaded where needed
-_orjson = None
+orjson = None           # the orjson module once loaded: callers test this first
 _plain_left = PLAIN_DOCUMENTS
 
 
 def load():
     """The orjson module, imported on the first call."""
-    global _orjson
-    if _orjson is None:
-        import orjson
-        _orjson = orjson
-    return _orjson
+    global orjson
+    if orjson is None:
+        import orjson as module
+        orjson = module
+    return orjson
 
 
-def loaded():
-    return _orjson is not None
+def _plain_codec():
+    """json_c for one more document, or None (orjson is loaded, json_c is missing or has
+    had its share)."""
+    global _plain_left
+    if orjson is None and _plain is not None and _plain_left > 0:
+        _plain_left -= 1   # not atomic across threads: a document more or less, no matter
+        return _plain
+    return None
 
 
 def loads_plain(data):
-    """The document in ``data``, or ``NOT_PLAIN`` (orjson is loaded, or it is not plain)."""
-    global _plain_left
-    if _orjson is None and _plain is not None and _plain_left > 0:
-        _plain_left -= 1   # not atomic across threads: a document more or less, no matter
-        return _plain.loads(data)
-    return NOT_PLAIN
+    """The document in ``data``, or ``NOT_PLAIN`` (see ``_plain_codec``, or it is not plain)."""
+    codec = _plain_codec()
+    return NOT_PLAIN if codec is None else codec.loads(data)
 
 
 def dumps_plain(obj):
-    """``obj`` as orjson writes it, or None (orjson is loaded, or ``obj`` is not plain)."""
-    global _plain_left
-    if _orjson is None and _plain is not None and _plain_left > 0:
-        _plain_left -= 1
-        return _plain.dumps(obj)
-    return None
+    """``obj`` as orjson writes it, or None (see ``_plain_codec``, or ``obj`` is not plain)."""
+    codec = _plain_codec()
+    return None if codec is None else codec.dumps(obj)

@@ -92,13 +92,7 @@ def _unbound(cls, method):
     if isinstance(attr, staticmethod):
         return attr.__func__, False
     func = getattr(cls, method)
-    if isinstance(attr, classmethod) or isinstance(func, types.MethodType):
-        return func, False
-    try:
-        parameters(func)
-    except (TypeError, ValueError):
-        return func, False   # signature_plan says why
-    return func, True
+    return func, not (isinstance(attr, classmethod) or isinstance(func, types.MethodType))
 
 
 def describe_init(plan, config):

@@ -22,9 +22,8 @@ import signal
 import time
 
 from . import logs
-from .logs import get_logger
 
-log = get_logger("lite_serving")
+log = logs.get_logger("lite_serving")
 
 FAST_DEATH = 2.0        # a worker dying sooner than this after its start counts as a crash loop
 MAX_BACKOFF = 30.0
