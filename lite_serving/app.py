@@ -116,6 +116,9 @@ class Application:
         self.batch_caller = None  # a providers.BatchCaller: POST / goes to predict_batch in batches
         self.v2_batching = False  # /v2 inference requests are run in batches
         self.metrics = Metrics()
+        # () → 0 healthy, 1 every predict thread stuck (not ready), 2 so for too long (not alive);
+        # set by the server under --predict-timeout (see predict_deadline)
+        self.health = None
         self.probes = {
             "/healthz": self._alive, "/v2/health/live": self._alive,
             "/readyz": self._readiness, "/v2/health/ready": self._readiness,
@@ -176,9 +179,15 @@ class Application:
                            send_body=head.method == "GET")
 
     def _alive(self, head):
+        if self.health is not None and self.health() == 2:
+            return bytes_reply(503, JSON_TYPE, b'{"status":"stuck"}', head,
+                               send_body=head.method == "GET")
         return bytes_reply(200, JSON_TYPE, b'{"status":"alive"}', head, send_body=head.method == "GET")
 
     def _readiness(self, head):
+        if self.health is not None and self.ready and not self.draining and self.health():
+            return bytes_reply(503, JSON_TYPE, b'{"status":"saturated"}', head,
+                               send_body=head.method == "GET")
         if self.ready and not self.draining:
             return bytes_reply(200, JSON_TYPE, b'{"status":"ready"}', head, send_body=head.method == "GET")
         state = b"draining" if self.draining else b"loading"

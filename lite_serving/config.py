@@ -100,6 +100,20 @@ SETTINGS = (
             "answer bytes waiting for a slow client above which its connection is not read and "
             "no further request of it is handled"),
     Setting("graceful_timeout", 30.0, float, "seconds in-flight requests get to finish on shutdown"),
+    Setting("predict_timeout", 0.0, float,
+            "seconds a predict call may run: past it its client is answered 504 and the call is "
+            "counted as stuck (a thread cannot be stopped); while every predict thread is stuck, "
+            "predicts are answered 503 and /readyz fails, and /healthz too once that lasts over "
+            "this long again; 0: no limit", "0: no limit"),
+    Setting("worker_timeout", 30.0, float,
+            "with --workers: seconds a worker's I/O loop may stop turning before the supervisor "
+            "replaces it"),
+    Setting("worker_start_timeout", 600.0, float,
+            "with --workers: seconds a worker has to build its predictor and listen before the "
+            "supervisor replaces it"),
+    Setting("reuse_port", False, bool,
+            "bind with SO_REUSEPORT, so that other processes may listen on the same port (by "
+            "default a port in use is an error)"),
     Setting("intra_op_threads", 0, int, "onnxruntime intra-op threads (0: onnxruntime's choice)"),
     Setting("inter_op_threads", 0, int, "onnxruntime inter-op threads (0: onnxruntime's choice)"),
     Setting("ssl_certfile", "", str, "PEM certificate (chain) to serve HTTPS with; the port then "
@@ -354,6 +368,8 @@ def parse_config(argv=None, prog="lite_serving"):
     if config.max_memory < config.max_body_size:
         _fail(prog, f"--max-memory ({config.max_memory}) must be at least --max-body-size "
                     f"({config.max_body_size})")
+    if config.predict_timeout < 0 or config.worker_timeout <= 0 or config.worker_start_timeout <= 0:
+        _fail(prog, "--predict-timeout must be >= 0, --worker-timeout and --worker-start-timeout > 0")
     if config.max_pending_input < 1 or config.max_pending_output < 1:
         _fail(prog, "--max-pending-input and --max-pending-output must be positive")
     _check_tls(config, prog)

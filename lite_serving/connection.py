@@ -43,6 +43,7 @@ from . import stream as streams
 from .app import error_reply
 from .logs import get_logger
 from .parser import ChunkedDecoder, ParseError, parse_head
+from .predict_deadline import LATE
 from .request_body import MemoryBody, SpooledBody
 from .request_view import RequestView
 
@@ -407,6 +408,8 @@ class HTTPConnection:
     def on_answer(self, view, reply, frame_next=True):
         """The answer to ``view``: from the dispatch (I/O thread), or found while framing
         (``frame_next`` False: the framing loop goes on by itself)."""
+        if reply is LATE:  # predict returned past --predict-timeout: its client was answered 504
+            return
         if self.state == CLOSED:  # the client left while predict ran
             if type(reply[1]) is _StreamBody:
                 reply[1].close()

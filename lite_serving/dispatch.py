@@ -26,6 +26,7 @@ import threading
 import time
 
 from .logs import get_logger
+from .predict_deadline import LATE, PredictDeadlines
 
 log = get_logger("lite_serving")
 
@@ -40,6 +41,30 @@ def _failed(view):
     log.exception("answering a request failed")
     from .app import error_reply
     return error_reply(500, "internal error", view.head)
+
+
+def _timed(deadlines, conn, view, handle):
+    """``handle(view)`` under ``--predict-timeout``: LATE when it returned past its deadline."""
+    key = deadlines.begin([(conn, view)])
+    try:
+        reply = handle(view)
+    except BaseException:
+        reply = _failed(view)
+    if deadlines.end(key):
+        _returned_late(view)
+        return LATE
+    return reply
+
+
+def _returned_late(view):
+    log.warning("a predict call that ran past --predict-timeout returned, %.1f s after its request "
+                "arrived; its answer is dropped (its client was answered 504)",
+                time.monotonic() - view.started)
+
+
+def _busy_reply(deadlines, view):
+    from .app import error_reply
+    return error_reply(503, deadlines.describe_saturation(), view.head)
 
 
 class InlineDispatch:
@@ -61,6 +86,9 @@ class InlineDispatch:
 
     def in_flight(self):
         return len(self.ready)
+
+    def all_deadlines(self):
+        return []   # predict holds the I/O thread: nothing in this process can watch it
 
     def after_turn(self, token):
         ready = self.ready
@@ -93,6 +121,7 @@ class PoolDispatch:
         self._waiting = 0      # requests queued and not yet taken by a thread
         self._collect_pending = False
         self.submitted = 0   # requests given to the pool and not yet collected (I/O thread)
+        self.deadlines = None  # a PredictDeadlines under --predict-timeout
 
     def describe(self):
         return f"predict runs on up to {self.threads} threads"
@@ -107,6 +136,9 @@ class PoolDispatch:
         return True
 
     def submit(self, conn, view, handle=None):
+        if self.deadlines is not None and self.deadlines.saturated:
+            self.loop.call_soon_threadsafe(conn.on_answer, view, _busy_reply(self.deadlines, view))
+            return
         self.submitted += 1
         with self._lock:
             self._waiting += 1
@@ -130,10 +162,13 @@ class PoolDispatch:
                 self._idle -= 1
                 self._waiting -= 1
             conn, view, handle = item
-            try:
-                reply = handle(view)
-            except BaseException:
-                reply = _failed(view)
+            if self.deadlines is None:
+                try:
+                    reply = handle(view)
+                except BaseException:
+                    reply = _failed(view)
+            else:
+                reply = _timed(self.deadlines, conn, view, handle)
             self._done.append((conn, view, reply))
             if not self._collect_pending:
                 self._collect_pending = True
@@ -148,6 +183,26 @@ class PoolDispatch:
             conn, view, reply = done.popleft()
             self.submitted -= 1
             conn.on_answer(view, reply)
+
+    def all_deadlines(self):
+        return [] if self.deadlines is None else [self.deadlines]
+
+    def refuse_waiting(self):
+        """Saturated (every thread stuck): answer 503 to the requests queued for a thread."""
+        taken = self._queue.get_nowait
+        while True:
+            try:
+                item = taken()
+            except queue.Empty:
+                return
+            if item is None:  # stopping: leave the threads their signal
+                self._queue.put(None)
+                return
+            with self._lock:
+                self._waiting -= 1
+            self.submitted -= 1
+            conn, view, _handle = item
+            conn.on_answer(view, _busy_reply(self.deadlines, view))
 
     def stop(self):
         for _ in self._workers:
@@ -172,7 +227,7 @@ class AutoDispatch(PoolDispatch):
                 "often slow")
 
     def submit(self, conn, view, handle=None):
-        if self.adaptive:
+        if self.adaptive and (self.deadlines is None or not self.deadlines.saturated):
             self.ready.append((conn, view, handle or self.handle))
         else:
             PoolDispatch.submit(self, conn, view, handle)
@@ -197,12 +252,16 @@ class AutoDispatch(PoolDispatch):
                 return False
             item = ready.popleft()
             self._inline_since = time.monotonic()
+        deadlines = self.deadlines
         while item is not None:
             conn, view, handle = item
-            try:
-                reply = handle(view)
-            except BaseException:
-                reply = _failed(view)
+            if deadlines is None:
+                try:
+                    reply = handle(view)
+                except BaseException:
+                    reply = _failed(view)
+            else:
+                reply = _timed(deadlines, conn, view, handle)
             with lock:
                 lost = loop.owner is not token
                 if lost or not ready:
@@ -278,6 +337,7 @@ class BatchDispatch:
         self._model = threading.Lock()     # held while a batch runs
         self._lone_seconds = float("inf")  # how long the last batch of one took
         self._lone_running = False         # a batch of one was given to ``inner``
+        self.deadlines = None   # a PredictDeadlines (one slot: the batch thread) under --predict-timeout
 
     def describe(self):
         what = []
@@ -294,6 +354,10 @@ class BatchDispatch:
 
     def submit(self, conn, view):
         if self.app.batchable(view):
+            if self.deadlines is not None and self.deadlines.saturated:
+                self.loop.call_soon_threadsafe(conn.on_answer, view,
+                                               _busy_reply(self.deadlines, view))
+                return
             self._turn.append((conn, view))
         else:
             self.inner.submit(conn, view)
@@ -318,7 +382,8 @@ class BatchDispatch:
         return self.inner.after_turn(token)
 
     def _may_inline(self):
-        return not self.delay and getattr(self.inner, "adaptive", False)
+        # not under --predict-timeout: a stuck lone batch would hold the model from the batch thread
+        return not self.delay and self.deadlines is None and getattr(self.inner, "adaptive", False)
 
     def _to_thread(self, items):
         self._waiting += len(items)
@@ -406,10 +471,14 @@ class BatchDispatch:
             views = [view for _, view in group]
             for view in views:
                 self.metrics.batch_wait_seconds.observe(now - view.started)
+            key = None if self.deadlines is None else self.deadlines.begin(group)
             try:
                 replies = self._call(views)
             except BaseException:  # answer_batch never raises: this is a bug in lite_serving
                 replies = [_failed(view) for view in views]
+            if key is not None and self.deadlines.end(key):
+                _returned_late(views[0])
+                replies = [LATE] * len(views)
             answers += [(conn, view, reply) for (conn, view), reply in zip(group, replies)]
         return answers
 
@@ -418,18 +487,45 @@ class BatchDispatch:
             self._waiting -= 1
             conn.on_answer(view, reply)
 
+    def refuse_waiting(self):
+        """Saturated (the batch thread is stuck): answer 503 to the requests queued for it."""
+        if self.deadlines is not None and self.deadlines.saturated:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                self._waiting -= 1
+                conn, view = item
+                conn.on_answer(view, _busy_reply(self.deadlines, view))
+        if getattr(self.inner, "deadlines", None) is not None and self.inner.deadlines.saturated:
+            self.inner.refuse_waiting()
+
+    def all_deadlines(self):
+        return [d for d in (self.deadlines, getattr(self.inner, "deadlines", None)) if d is not None]
+
 
 def make_dispatch(config, app, loop):
     """The dispatch ``config`` asks for (``--dispatch``, ``--threads``), batching when the
     application answers some requests in batches (``predict_batch``, a batchable ONNX model)."""
     handle = app.handle_predict
+    timeout = config.predict_timeout
     if config.dispatch == "inline" or config.threads == 0:
         inner = InlineDispatch(handle, loop)
-    elif config.dispatch == "threads":
-        inner = PoolDispatch(handle, loop, config.threads)
     else:
-        inner = AutoDispatch(handle, loop, config.threads)
+        if config.dispatch == "threads":
+            inner = PoolDispatch(handle, loop, config.threads)
+        else:
+            inner = AutoDispatch(handle, loop, config.threads)
+        if timeout:
+            inner.deadlines = PredictDeadlines(timeout, config.threads, app.metrics)
     if app.batch_caller is None and not app.v2_batching:
         return inner
     app.metrics.batching = True
-    return BatchDispatch(inner, app, loop, config.max_batch_size, config.max_batch_delay / 1000.0)
+    batching = BatchDispatch(inner, app, loop, config.max_batch_size, config.max_batch_delay / 1000.0)
+    if timeout:
+        batching.deadlines = PredictDeadlines(timeout, 1, app.metrics)
+    return batching

@@ -83,6 +83,19 @@ class EventLoop:
         sock.setblocking(False)
         self.sel.register(sock, selectors.EVENT_READ, _Listening(sock))
 
+    def pause_listener(self, sock):
+        """Stop accepting on ``sock`` (connections wait in its queue, or go to another process)."""
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def resume_listener(self, sock):
+        try:
+            self.sel.register(sock, selectors.EVENT_READ, _Listening(sock))
+        except (KeyError, ValueError):
+            pass
+
     def remove_listener(self, sock):
         try:
             self.sel.unregister(sock)

@@ -90,6 +90,8 @@ class Metrics:
         self.bytes_out = 0
         self.in_flight = 0
         self.connections = 0
+        self.predict_timeouts = 0   # requests answered 504 by --predict-timeout
+        self.predicts_stuck = 0     # calls past --predict-timeout that have not returned
 
     def fold_some(self):
         """Fold the request histograms once enough values have gathered (every turn of the loop)."""
@@ -131,6 +133,10 @@ class Metrics:
             ("sent_bytes_total", "counter", self.bytes_out, "Bytes written to clients."),
             ("requests_in_flight", "gauge", self.in_flight, "Requests received and not yet answered."),
             ("open_connections", "gauge", self.connections, "Open client connections."),
+            ("predict_timeouts_total", "counter", self.predict_timeouts,
+             "Requests answered 504 because predict ran past --predict-timeout."),
+            ("predicts_stuck", "gauge", self.predicts_stuck,
+             "Predict calls past --predict-timeout that have not returned (their threads are taken)."),
         ):
             lines += [f"# HELP lite_serving_{name} {text}", f"# TYPE lite_serving_{name} {kind}",
                       f"lite_serving_{name}{{{labels}}} {value}"]

@@ -14,10 +14,13 @@ Start-up, in the order it happens and is logged:
 4. listen and start the I/O loop; log the ready line;
 5. serve until SIGTERM/SIGINT, then drain and exit 0.
 
-With ``--workers N`` a supervisor forks N processes that each do 2–5; with
-``--reload`` a parent process runs the whole command in a child and starts it
-again when a file changes. SIGHUP reloads the certificates and the API key
-file, from step 2 on; open connections stay.
+With ``--workers N`` a supervisor binds the port and forks N processes that
+each do 2–5 on that one socket (see ``supervisor``); with ``--reload`` a
+parent process runs the whole command in a child and starts it again when a
+file changes. SIGHUP never ends a server: in a single process it reloads the
+certificates and the API key file, from step 2 on, open connections staying
+(and says so, or that there is nothing to reload); under ``--workers`` the
+supervisor also replaces the workers one at a time with new ones.
 """
 
 import os
@@ -37,11 +40,13 @@ from .parser import PARSER_NAME
 
 log = logs.get_logger("lite_serving")
 
-# served: run() was called; cwd/argv: how __main__ was started (for --reload's child)
-state = {"served": False, "cwd": None, "argv": None}
+# served: run() was called; cwd/argv: how __main__ was started (for --reload's child);
+# beat: this worker's heartbeat.Beat under --workers (a start-up failure is written there)
+state = {"served": False, "cwd": None, "argv": None, "beat": None}
 
 BACKLOG = 2048
 RELOADER_ENV = "LITE_SERVING_RELOADER_PID"   # set for the child of a --reload parent
+WORKER_ENV = "LITE_SERVING_WORKER"          # set for a worker a supervisor starts from the command
 
 
 def setup_logging(config):
@@ -66,16 +71,16 @@ def raise_open_files_limit():
         pass
 
 
-def bind(host, port, listen=True):
-    """A socket bound with SO_REUSEADDR and SO_REUSEPORT (IPv6 for IPv6 addresses).
+def bind(host, port, listen=True, reuse_port=False):
+    """A socket bound with SO_REUSEADDR (IPv6 for IPv6 addresses), and SO_REUSEPORT when asked
+    (``--reuse-port``: other processes may then bind the same port; by default that fails).
 
-    ``listen=False``: bound only. The port is then reserved (a second bind
-    without SO_REUSEPORT fails) but a connection to it is refused.
+    ``listen=False``: bound only. The port is then reserved but a connection to it is refused.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if hasattr(socket, "SO_REUSEPORT"):
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
@@ -109,20 +114,23 @@ def load_security(config):
     return certificates, keys
 
 
-def reloads(config):
-    """Whether SIGHUP has something to reload: certificates or an API key file."""
-    return bool(config.ssl_certfile or config.api_key_file)
-
-
-def install_reload(parts, current_loop):
+def install_reload(parts, current_loop, in_worker=False):
     """SIGHUP reloads certificates and key files: on the I/O thread once it runs (``current_loop()``
-    is then the IOLoop; connections stay open), at once while the predictor is built."""
+    is then the IOLoop; connections stay open), at once while the predictor is built. With
+    nothing to reload it says so (a worker of ``--workers`` says nothing: its supervisor
+    replaces it). SIGHUP's default action, ending the process, never applies."""
     import signal
 
+    parts = [part for part in parts if part is not None]
+
     def reload():
-        for part in parts:
-            if part is not None:
+        if parts:
+            for part in parts:
                 part.reload()
+        elif not in_worker:
+            log.info("SIGHUP: nothing to reload (no --ssl-certfile or --api-key-file); to serve "
+                     "a changed predictor.py, restart the server, or run it with --workers, "
+                     "whose SIGHUP replaces the workers one at a time")
 
     def on_hangup(_signum, _frame):
         loop = current_loop()
@@ -144,6 +152,8 @@ def model_name(config):
 
 def fail(message):
     log.error("%s", message)
+    if state["beat"] is not None:
+        state["beat"].failed(message)
     sys.stderr.flush()
     sys.exit(1)
 
@@ -154,9 +164,10 @@ class IOLoop:
     The only place that knows the server's classes.
     """
 
-    def __init__(self, app, config, listener, certificates=None, keys=None):
+    def __init__(self, app, config, listener, certificates=None, keys=None, beat=None):
         from .server import Server
         self.server = Server(app, config, [listener])
+        self.server.heartbeat = beat
         if certificates is not None:
             from .tls import TLSAcceptor
             self.server.tls = TLSAcceptor(self.server, certificates)
@@ -178,10 +189,17 @@ class IOLoop:
         self.server.install_signal_handlers()
 
     def wait(self):
-        """Until the loop has stopped and drained."""
-        while not self.server.finished.wait(0.5):
-            pass
-        self.server.close()
+        """Until the loop has stopped and drained; or, when a stop was asked for and the loop has
+        not finished by ``--graceful-timeout`` (+1 s), until then: with ``--dispatch inline`` a
+        predict that never returns holds the loop, and only this thread can keep the deadline."""
+        server = self.server
+        while not server.finished.wait(0.25):
+            if server.stop_overdue(time.monotonic()):
+                log.error("a predict still holds the I/O thread %g s after the stop was asked "
+                          "for (--graceful-timeout): stopping without waiting for it",
+                          server.config.graceful_timeout)
+                break
+        server.close()
 
 
 class StopRequested(BaseException):
@@ -215,24 +233,45 @@ def run(predictor_cls, argv=None):
     elif config.reload:
         sys.exit(_reload(config, os.path.dirname(os.path.abspath(sys.argv[0])), launch_command()))
     raise_open_files_limit()
+    worker = os.environ.pop(WORKER_ENV, None)
+    if worker is not None:   # started by a supervisor's reload, from the command
+        sys.exit(serve_exec_worker(predictor_cls, config, worker))
     if config.workers == 1:
         return serve_one(predictor_cls, config)
     try:
         load_security(config)  # once here: a bad file is one error, not a worker crash loop
     except StartupError as exc:
         fail(str(exc))
-    # Reserve the port (bound, not listening: it takes no connections) so that
-    # --port 0 gives every worker the same port, and a taken port fails here.
+    # Bound, not listening (the port refuses until a worker is ready), and shared by every
+    # worker: one accept queue, --port 0 the same port for all, a port in use fails here.
     try:
-        reserve = bind(config.host, config.port, listen=False)
+        listener = bind(config.host, config.port, listen=False, reuse_port=config.reuse_port)
     except StartupError as exc:
         fail(str(exc))
-    config.port = reserve.getsockname()[1]
+    config.port = listener.getsockname()[1]
     from .supervisor import Supervisor
-    status = Supervisor(config.workers, lambda: serve_one(predictor_cls, config),
-                        config.graceful_timeout, forward_reload=reloads(config)).run()
-    reserve.close()
+    status = Supervisor(config.workers,
+                        lambda beat: serve_one(predictor_cls, config, listener, beat),
+                        config, listener, launch_command(), state["cwd"] or os.getcwd()).run()
     sys.exit(status)
+
+
+def serve_exec_worker(predictor_cls, config, spec):
+    """A worker started by exec (``LITE_SERVING_WORKER``: its socket, board record, supervisor)."""
+    listen_fd, board_fd, record, slot, supervisor = (int(part) for part in spec.split(","))
+    if os.getppid() != supervisor:
+        fail(f"{WORKER_ENV} names supervisor pid {supervisor}, which is not this process's parent")
+    from .heartbeat import Beat
+    from .supervisor import die_with_parent
+    die_with_parent()
+    beat = Beat.attach(board_fd, record)
+    listener = socket.socket(fileno=listen_fd)
+    try:
+        return serve_one(predictor_cls, config, listener, beat)
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit):
+            beat.failed(f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def log_start(config):
@@ -247,13 +286,19 @@ def log_start(config):
         log.warning("--dev is ignored in production: failed requests answer without a traceback")
 
 
-def serve_one(predictor_cls, config):
-    """Bind, build the predictor, listen, serve until stopped; returns the exit status."""
+def serve_one(predictor_cls, config, listener=None, beat=None):
+    """Bind, build the predictor, listen, serve until stopped; returns the exit status.
+
+    Under ``--workers``: ``listener`` is the socket the supervisor bound, and ``beat`` this
+    worker's record, which says when it is ready and, each tick, that its loop turns.
+    """
     config_module.active = config
+    state["beat"] = beat
     started = time.perf_counter()
     try:
         certificates, keys = load_security(config)
-        listener = bind(config.host, config.port, listen=False)
+        if listener is None:
+            listener = bind(config.host, config.port, listen=False, reuse_port=config.reuse_port)
     except StartupError as exc:
         fail(str(exc))
     address = address_text(listener, "https" if certificates is not None else "http")
@@ -264,12 +309,11 @@ def serve_one(predictor_cls, config):
     app = Application(config)
     loop = None
     _catch_stop_signals()
-    if reloads(config):
-        install_reload((certificates, keys), lambda: loop)
+    install_reload((certificates, keys), lambda: loop, in_worker=beat is not None)
     try:
         if config.listen_early:
             listener.listen(BACKLOG)
-            loop = IOLoop(app, config, listener, certificates, keys)
+            loop = IOLoop(app, config, listener, certificates, keys, beat)
             log.info("listening on %s while %s is built (--listen-early): /healthz and /readyz "
                      "answer, GET / and POST / answer 503 until it is ready", address, name)
         else:
@@ -289,11 +333,13 @@ def serve_one(predictor_cls, config):
         app.ready = True
         if loop is None:
             listener.listen(BACKLOG)
-            loop = IOLoop(app, config, listener, certificates, keys)
+            loop = IOLoop(app, config, listener, certificates, keys, beat)
             log.info("listening on %s", address)
         else:
             loop.server.predictor_ready()
         loop.install_signal_handlers()
+        if beat is not None:
+            beat.ready(time.monotonic())
     except StopRequested:
         log.info("stopped before the predictor was ready")
         return 0
@@ -327,8 +373,11 @@ def build(predictor_cls, config, name):
         loaded = load_predictor(predictor_cls, config)
     except StartupError as exc:
         fail(str(exc))
-    except Exception:
+    except Exception as exc:
         log.exception("%s could not be built", name)
+        if state["beat"] is not None:
+            from .app import describe_exception
+            state["beat"].failed(f"{name} could not be built: {describe_exception(exc)}")
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
     if loaded.caller is not None:

@@ -1,19 +1,46 @@
-"""``--workers N``: a supervisor process that forks N serving workers sharing one port.
+"""``--workers N``: a supervisor process and N serving workers that share one listening socket.
 
-Each worker binds its own socket with SO_REUSEPORT (the kernel spreads
-connections over them), builds the predictor after the fork and listens once
-it is built. A worker that dies is restarted, with a growing pause if it keeps
-dying at once. SIGTERM/SIGINT are passed on to the workers; a worker still
-running ``--graceful-timeout`` + 5 s later is killed, whatever it is doing
-(building its predictor included), and the supervisor exits after them.
-SIGHUP (reload certificates and key files) is passed on when there is
-something to reload.
+The supervisor binds the port before any worker starts (``SO_REUSEPORT`` only
+with ``--reuse-port``, so that a second server on a port in use fails), and
+every worker inherits that one socket: it builds its predictor, listens, and
+accepts from the one queue the kernel keeps. A worker that takes no
+connection (starting, stuck, dying) leaves them to the others, and a
+connection waiting in the queue outlives any worker.
+
+Each worker writes how it is into a record the supervisor reads
+(:mod:`~lite_serving.heartbeat`): starting, ready, saturated, and the last
+tick of its I/O loop. The supervisor sleeps in ``select`` on one pidfd per
+worker (Linux ≥ 5.3; elsewhere it polls), on a pipe its signal handlers write
+to, and at most ``CHECK`` seconds; then it acts on its deadlines:
+
+=============================================  ==========================================
+what is watched                                when the deadline passes
+=============================================  ==========================================
+a new worker builds its predictor and listens  ``--worker-start-timeout``: killed; a failed start
+a ready worker's I/O loop ticks (≈ 1/s)        ``--worker-timeout`` without a tick: killed
+                                               (it cannot drain) and started again
+every predict thread of a worker stuck         at once: a replacement starts, and the worker
+(``--predict-timeout``)                        is stopped (it accepts nothing meanwhile)
+a stopped worker drains                        ``--graceful-timeout`` + ``KILL_MARGIN``: killed
+a worker that was ready dies                   started again; after a death within
+                                               ``FAST_DEATH`` of its start, after a pause that
+                                               doubles up to ``MAX_BACKOFF``
+workers fail to start ``MAX_START_FAILURES``   the supervisor stops every worker and exits 1,
+times in a row                                 repeating the last one's error
+=============================================  ==========================================
+
+Signals, each handled in the supervisor's loop (the handlers only note them):
+SIGTERM and SIGINT stop everything (passed on to the workers; the supervisor
+exits after them). SIGHUP passes SIGHUP on to the workers when they have
+certificates or key files to reload, and replaces the workers one at a time
+(a rolling reload): a new worker is started from the command that started the
+server, in a new interpreter, so that a changed predictor.py and model are
+read; once it is ready, one old worker is stopped and drains. A new worker
+that fails to start ends the reload and the old ones go on serving. After a
+complete reload, workers started again after a death are started the same way.
 
 The supervisor waits on its own workers only: the predictor module runs in
 this process before the fork, and any process it starts is its own to reap.
-It sleeps in ``select`` on one pidfd per worker (Linux ≥ 5.3; elsewhere a
-short poll) and on a pipe the signal handlers write to, so that neither a
-signal nor a worker's exit waits for a timer, and no wait ever blocks.
 """
 
 import os
@@ -22,13 +49,16 @@ import signal
 import time
 
 from . import logs
+from .heartbeat import STARTING, SATURATED, STUCK, Beat, Board
 
 log = logs.get_logger("lite_serving")
 
 FAST_DEATH = 2.0        # a worker dying sooner than this after its start counts as a crash loop
 MAX_BACKOFF = 30.0
-KILL_MARGIN = 5.0       # seconds past --graceful-timeout before workers still running are killed
-POLL = 0.2              # seconds between checks when worker exits cannot be waited on (no pidfd)
+KILL_MARGIN = 5.0       # seconds past --graceful-timeout before a stopped worker is killed
+CHECK = 0.25            # seconds between reads of the workers' records
+MAX_START_FAILURES = 5  # workers failing to start this many times in a row end the supervisor
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def die_with_parent():
@@ -48,16 +78,30 @@ def _pidfd(pid):
         return None
 
 
+def _kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 class Worker:
-    """One forked worker: its slot, pid, start time and (where the kernel offers one) pidfd."""
+    """One worker process: its slot, pid, record on the board, and where it is in its life."""
 
-    __slots__ = ("slot", "pid", "started", "fd")
+    __slots__ = ("slot", "pid", "started", "fd", "record", "ready", "stopping", "killed",
+                 "kill_at", "fresh")
 
-    def __init__(self, slot, pid):
+    def __init__(self, slot, pid, record, fresh):
         self.slot = slot
         self.pid = pid
+        self.record = record
+        self.fresh = fresh        # started from the command (a new interpreter), not forked
         self.started = time.monotonic()
         self.fd = _pidfd(pid)
+        self.ready = False        # it has listened once
+        self.stopping = False     # sent SIGTERM by the supervisor: it drains, nothing replaces it
+        self.killed = False       # sent SIGKILL
+        self.kill_at = None       # when a stopping worker is killed
 
     def reap(self):
         """The exit code if the worker has ended (and is now reaped), else None."""
@@ -76,84 +120,175 @@ class Worker:
 
 
 class Supervisor:
-    """Forks ``count`` processes running ``work()`` (which returns an exit status) and keeps them up."""
+    """Starts ``count`` workers running ``work(beat)`` on ``listener`` and keeps them up.
 
-    def __init__(self, count, work, graceful_timeout, forward_reload=False):
+    ``command`` and ``cwd``: how to start a worker in a new interpreter (a reload).
+    """
+
+    def __init__(self, count, work, config, listener, command, cwd):
         self.count = count
-        self.forward_reload = forward_reload   # SIGHUP is passed on to the workers
         self.work = work
-        self.graceful_timeout = graceful_timeout
+        self.config = config
+        self.listener = listener
+        self.command = command
+        self.cwd = cwd
+        self.forward_reload = bool(config.ssl_certfile or config.api_key_file)
+        self.board = Board(3 * count + 2)
         self.workers = {}       # pid -> Worker
         self.backoff = {}       # slot -> seconds to wait before the next restart
         self.restart_at = {}    # slot -> monotonic time its worker is started again
         self.stopping = False
-        self.kill_at = None
+        self.status = 0
+        self.start_failures = 0   # workers in a row that ended before they were ready
+        self.fresh_workers = False  # after a reload: start workers from the command
+        self.reload_slots = []      # slots the reload in progress has still to replace
+        self.reload_new = None      # the new worker the reload waits for
+        self.reload_old = None      # the worker it replaces once ready
+        self._asked = set()         # signals noted by the handlers, handled by the loop
         self._wake_r = self._wake_w = None
 
     # -- processes -------------------------------------------------------
 
     def _spawn(self, slot):
+        """Start a worker for ``slot``; returns it (None when it could not be started)."""
+        record = self.board.take()
+        fresh = self.fresh_workers
         # blocked across the fork, so that the child never runs the supervisor's handlers
-        handled = {signal.SIGTERM, signal.SIGINT}
-        if self.forward_reload:
-            handled.add(signal.SIGHUP)
-        signal.pthread_sigmask(signal.SIG_BLOCK, handled)
-        pid = os.fork()
-        if pid == 0:
-            self._become_worker(slot, handled)
-        self.workers[pid] = Worker(slot, pid)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
-        log.info("worker %d started (pid %d)", slot, pid)
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._become_worker(slot, record, fresh)
+            worker = self.workers[pid] = Worker(slot, pid, record, fresh)
+        except OSError as exc:
+            self.board.give_back(record)
+            log.error("cannot start worker %d: %s; trying again in %g s", slot, exc, MAX_BACKOFF)
+            self.restart_at[slot] = time.monotonic() + MAX_BACKOFF
+            return None
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        log.info("worker %d started (pid %d)%s", slot, pid,
+                 ", from a new interpreter" if fresh else "")
+        return worker
 
-    def _become_worker(self, slot, handled):
-        """In the forked child: drop the supervisor's signal plumbing, run ``work()``, exit."""
-        signal.set_wakeup_fd(-1)
-        for sig in handled:
-            # SIGHUP ignored until the worker installs its own reload: a reload, not an end
-            signal.signal(sig, signal.SIG_IGN if sig == signal.SIGHUP else signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        for worker in self.workers.values():
-            worker.close()
-        die_with_parent()
+    def _become_worker(self, slot, record, fresh):
+        """In the forked child: drop the supervisor's signal plumbing, then serve (forked) or
+        start the command in a new interpreter (exec); never returns."""
         status = 1
         try:
-            status = self.work() or 0
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:
-            log.exception("worker %d failed", slot)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # ignored until the worker installs its own: a reload, never an end
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            for worker in self.workers.values():
+                worker.close()
+            if fresh:
+                self._exec_worker(slot, record)
+            die_with_parent()
+            beat = Beat(self.board.map, record)
+            try:
+                status = self.work(beat) or 0
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException as exc:
+                log.exception("worker %d failed", slot)
+                beat.failed(f"{type(exc).__name__}: {exc}")
         finally:
             logs.shutdown()
             os._exit(status)
 
-    def _on_signal(self, _signum, _frame):
-        if self.stopping:
-            return
+    def _exec_worker(self, slot, record):
+        listen_fd = self.listener.fileno()
+        os.set_inheritable(listen_fd, True)
+        os.set_inheritable(self.board.fd, True)
+        from .serve import WORKER_ENV
+        env = dict(os.environ)
+        env[WORKER_ENV] = f"{listen_fd},{self.board.fd},{record},{slot},{os.getppid()}"
+        try:
+            os.chdir(self.cwd)
+            os.execve(self.command[0], self.command, env)
+        except OSError as exc:
+            log.error("cannot start worker %d as %s: %s", slot, " ".join(self.command), exc)
+
+    def _stop_worker(self, worker, now):
+        """SIGTERM: it drains; killed if still running at ``--graceful-timeout`` + KILL_MARGIN."""
+        worker.stopping = True
+        worker.kill_at = now + self.config.graceful_timeout + KILL_MARGIN
+        _kill(worker.pid, signal.SIGTERM)
+
+    def _kill_worker(self, worker):
+        worker.killed = True
+        _kill(worker.pid, signal.SIGKILL)
+
+    # -- signals ---------------------------------------------------------
+
+    def _on_signal(self, signum, _frame):
+        self._asked.add(signum)   # the wake-up fd breaks the loop out of select
+
+    def _handle_signals(self):
+        asked, self._asked = self._asked, set()
+        if asked & {signal.SIGTERM, signal.SIGINT}:
+            if not self.stopping:
+                self._stop_all()
+        elif signal.SIGHUP in asked and not self.stopping:
+            self._reload()
+
+    def _stop_all(self):
         self.stopping = True
-        self.kill_at = time.monotonic() + self.graceful_timeout + KILL_MARGIN
         self.restart_at.clear()
-        self._signal_workers(signal.SIGTERM)
+        self._end_reload()
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if not worker.stopping:
+                self._stop_worker(worker, now)
+        # the last copy of the socket closes with the last worker: the port then refuses
+        self.listener.close()
 
-    def _on_reload(self, signum, _frame):
-        self._signal_workers(signum)
+    # -- SIGHUP: the rolling reload ---------------------------------------
 
-    def _signal_workers(self, signum):
-        for pid in list(self.workers):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+    def _reload(self):
+        if self.forward_reload:
+            for worker in self.workers.values():
+                _kill(worker.pid, signal.SIGHUP)
+        if self.reload_new is not None:
+            log.info("SIGHUP: a reload is already under way (worker %d)", self.reload_new.slot)
+            return
+        self.reload_slots = sorted({w.slot for w in self.workers.values() if not w.stopping})
+        log.info("SIGHUP: replacing the workers one at a time by new ones, which read "
+                 "predictor.py and the model again%s", "; certificates and key files reloaded"
+                 if self.forward_reload else "")
+        self._reload_next()
 
-    def _kill_stragglers(self):
-        for pid in list(self.workers):
-            log.error("worker pid %d did not stop in time; killing it", pid)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.kill_at = float("inf")
+    def _reload_next(self):
+        if not self.reload_slots:
+            log.info("reload done: every worker runs the predictor read at the reload")
+            self.fresh_workers = True
+            self._end_reload()
+            return
+        slot = self.reload_slots.pop(0)
+        old = [w for w in self.workers.values() if w.slot == slot and not w.stopping]
+        self.reload_old = old[0] if old else None
+        saved, self.fresh_workers = self.fresh_workers, True
+        self.reload_new = self._spawn(slot)
+        self.fresh_workers = saved
+        if self.reload_new is None:
+            self._end_reload()
+
+    def _reload_step_done(self, now):
+        old = self.reload_old
+        if old is not None and old.pid in self.workers and not old.stopping:
+            log.info("reload: worker %d (pid %d) is ready; stopping worker pid %d, which drains",
+                     self.reload_new.slot, self.reload_new.pid, old.pid)
+            self._stop_worker(old, now)
+        self._reload_next()
+
+    def _end_reload(self):
+        self.reload_slots = []
+        self.reload_new = self.reload_old = None
 
     # -- the loop --------------------------------------------------------
 
@@ -163,41 +298,32 @@ class Supervisor:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         previous_wakeup = signal.set_wakeup_fd(self._wake_w)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        if self.forward_reload:
-            signal.signal(signal.SIGHUP, self._on_reload)
+        for sig in HANDLED:
+            signal.signal(sig, self._on_signal)
         log.info("supervisor pid %d: starting %d workers", os.getpid(), self.count)
         try:
             for slot in range(self.count):
                 self._spawn(slot)
             while self.workers or self.restart_at:
                 self._sleep()
+                self._handle_signals()
                 self._reap()
-                now = time.monotonic()
-                if self.kill_at is not None and now >= self.kill_at:
-                    self._kill_stragglers()
-                for slot, when in list(self.restart_at.items()):
-                    if now >= when:
-                        del self.restart_at[slot]
-                        self._spawn(slot)
+                self._check(time.monotonic())
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             os.close(self._wake_r)
             os.close(self._wake_w)
+            self.board.close()
+            self.listener.close()
         log.info("supervisor: all workers stopped")
-        return 0
+        return self.status
 
     def _sleep(self):
-        """Until a worker may have ended, a signal came, or the next deadline."""
-        now = time.monotonic()
-        deadlines = list(self.restart_at.values())
-        if self.kill_at is not None and self.kill_at != float("inf"):
-            deadlines.append(self.kill_at)
-        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        """Until a worker may have ended, a signal came, the next restart, or CHECK seconds."""
+        timeout = CHECK
+        if not self.workers and self.restart_at:
+            timeout = max(0.0, min(self.restart_at.values()) - time.monotonic())
         fds = [w.fd for w in self.workers.values() if w.fd is not None]
-        if len(fds) < len(self.workers):
-            timeout = POLL if timeout is None else min(timeout, POLL)
         try:
             ready, _, _ = select.select([self._wake_r, *fds], [], [], timeout)
         except InterruptedError:
@@ -209,6 +335,47 @@ class Supervisor:
             except BlockingIOError:
                 pass
 
+    def _check(self, now):
+        """The deadlines of the table in the module's docstring."""
+        for slot, when in list(self.restart_at.items()):
+            if now >= when:
+                del self.restart_at[slot]
+                self._spawn(slot)
+        config = self.config
+        for worker in list(self.workers.values()):
+            if worker.killed:
+                continue
+            if worker.stopping:
+                if now >= worker.kill_at:
+                    log.error("worker %d (pid %d) did not stop within --graceful-timeout (%g s); "
+                              "killing it", worker.slot, worker.pid, config.graceful_timeout)
+                    self._kill_worker(worker)
+                continue
+            pid, state, beat, _reason = self.board.read(worker.record)
+            if not worker.ready:
+                if pid == worker.pid and state != STARTING:
+                    worker.ready = True
+                    self.start_failures = 0
+                    if worker is self.reload_new:
+                        self._reload_step_done(now)
+                elif now - worker.started > config.worker_start_timeout:
+                    log.error("worker %d (pid %d) did not become ready within "
+                              "--worker-start-timeout (%g s); killing it", worker.slot,
+                              worker.pid, config.worker_start_timeout)
+                    self._kill_worker(worker)
+                continue
+            if now - beat > config.worker_timeout:
+                log.error("worker %d (pid %d): its I/O loop has not turned for %.1f s "
+                          "(--worker-timeout %g s); killing it and starting another", worker.slot,
+                          worker.pid, now - beat, config.worker_timeout)
+                self._kill_worker(worker)
+            elif state in (SATURATED, STUCK):
+                log.error("worker %d (pid %d): every predict thread is held by a call past "
+                          "--predict-timeout; starting a replacement and stopping it",
+                          worker.slot, worker.pid)
+                self._stop_worker(worker, now)
+                self._spawn(worker.slot)
+
     def _reap(self):
         for worker in list(self.workers.values()):
             code = worker.reap()
@@ -216,17 +383,38 @@ class Supervisor:
                 continue
             worker.close()
             del self.workers[worker.pid]
-            self._on_exit(worker, code)
+            pid, state, _beat, reason = self.board.read(worker.record)
+            if pid == worker.pid and state != STARTING:
+                worker.ready = True   # it was, though it died before the last check saw it
+            self.board.give_back(worker.record)
+            self._on_exit(worker, code, reason)
 
-    def _on_exit(self, worker, code):
+    def _on_exit(self, worker, code, reason):
         slot, pid = worker.slot, worker.pid
-        if self.stopping:
+        if self.stopping or worker.stopping:
             log.info("worker %d (pid %d) exited with %d", slot, pid, code)
             return
+        if worker is self.reload_new:
+            log.error("reload: the new worker %d (pid %d) exited with status %d before it was "
+                      "ready%s; the reload stops and the workers running go on serving",
+                      slot, pid, code, f" ({reason})" if reason else "")
+            self._end_reload()
+            return
+        if not worker.ready:
+            self.start_failures += 1
+            if self.start_failures >= MAX_START_FAILURES:
+                log.error("workers failed to start %d times in a row; stopping. The last one "
+                          "(worker %d, pid %d) exited with status %d%s", self.start_failures,
+                          slot, pid, code, f": {reason}" if reason else "")
+                self.status = 1
+                self._stop_all()
+                return
         lived = time.monotonic() - worker.started
         delay = self.backoff.get(slot, 0.0)
-        delay = min(MAX_BACKOFF, max(0.5, delay * 2)) if lived < FAST_DEATH else 0.0
+        delay = min(MAX_BACKOFF, max(0.5, delay * 2)) if lived < FAST_DEATH or not worker.ready \
+            else 0.0
         self.backoff[slot] = delay
-        log.error("worker %d (pid %d) died with status %d after %.1fs; restarting it%s",
-                  slot, pid, code, lived, f" in {delay:.1f}s" if delay else "")
+        log.error("worker %d (pid %d) %s with status %d after %.1fs%s; starting it again%s",
+                  slot, pid, "died" if worker.ready else "failed to start", code, lived,
+                  f" ({reason})" if reason else "", f" in {delay:.1f}s" if delay else "")
         self.restart_at[slot] = time.monotonic() + delay

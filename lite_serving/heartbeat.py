@@ -1,0 +1,112 @@
+"""What each worker of ``--workers`` tells its supervisor, through memory they share.
+
+The supervisor makes a :class:`Board` before it starts any worker: one record a
+worker (twice as many records as ``--workers``, so that a worker and its
+replacement can both run during a reload). A worker writes its own record
+(:class:`Beat`); the supervisor only reads. A record holds:
+
+- ``pid``: the worker writing it (a record left by a dead worker is not read);
+- ``state``: STARTING (building its predictor), READY (listening), SATURATED
+  (every predict thread is held by a call past ``--predict-timeout``: it
+  accepts no connections), STUCK (so for longer than the timeout again);
+- ``beat``: ``time.monotonic()`` of its I/O loop's last tick (about once a
+  second; CLOCK_MONOTONIC is the same clock in every process of a machine);
+- ``reason``: why it failed to start, for the supervisor's last word.
+
+The memory is a memfd (a file with no name; any fd-backed file elsewhere), so
+that a worker started by exec (a reload) maps it by its descriptor too.
+Writes are whole aligned words, so the supervisor never reads half a value.
+"""
+
+import mmap
+import os
+import struct
+
+STARTING, READY, SATURATED, STUCK = 0, 1, 2, 3
+STATE_NAMES = ("starting", "ready", "saturated", "stuck")
+
+_HEAD = struct.Struct("=qqdq")      # pid, state, beat, length of the reason
+RECORD = 512
+REASON = RECORD - _HEAD.size
+
+
+class Board:
+    """The shared records (supervisor side: it makes them and reads them)."""
+
+    def __init__(self, records):
+        self.records = records
+        size = records * RECORD
+        try:
+            self.fd = os.memfd_create("lite_serving-workers")
+        except (AttributeError, OSError):
+            import tempfile
+            handle = tempfile.TemporaryFile(prefix="lite_serving-workers-")
+            self.fd = os.dup(handle.fileno())
+            handle.close()
+        os.ftruncate(self.fd, size)
+        self.map = mmap.mmap(self.fd, size)
+        self._free = list(range(records - 1, -1, -1))
+
+    def take(self, pid=0):
+        """A free record, cleared (None when every record is in use)."""
+        if not self._free:
+            return None
+        index = self._free.pop()
+        _HEAD.pack_into(self.map, index * RECORD, pid, STARTING, 0.0, 0)
+        return index
+
+    def give_back(self, index):
+        _HEAD.pack_into(self.map, index * RECORD, 0, STARTING, 0.0, 0)
+        self._free.append(index)
+
+    def read(self, index):
+        """``(pid, state, beat, reason)`` of a record."""
+        pid, state, beat, length = _HEAD.unpack_from(self.map, index * RECORD)
+        start = index * RECORD + _HEAD.size
+        reason = bytes(self.map[start:start + max(0, min(length, REASON))]).decode("utf-8", "replace")
+        return pid, state, beat, reason
+
+    def close(self):
+        self.map.close()
+        os.close(self.fd)
+
+
+class Beat:
+    """One worker's record (worker side)."""
+
+    def __init__(self, buffer, index):
+        self.map = buffer
+        self.offset = index * RECORD
+        self.pid = os.getpid()
+        self.state = STARTING
+        self.last = 0.0
+        self._write(STARTING, 0.0)
+
+    @classmethod
+    def attach(cls, fd, index):
+        """In a worker started by exec: map the board by its inherited descriptor."""
+        buffer = mmap.mmap(fd, os.fstat(fd).st_size)
+        os.close(fd)
+        return cls(buffer, index)
+
+    def _write(self, state, beat):
+        pid, _state, _beat, length = _HEAD.unpack_from(self.map, self.offset)
+        _HEAD.pack_into(self.map, self.offset, self.pid, state, beat, length)
+
+    def beat(self, now):
+        self.last = now
+        self._write(self.state, now)
+
+    def ready(self, now):
+        self.state = READY
+        self.beat(now)
+
+    def set_health(self, health):
+        """From the server's predict health (0 healthy, 1 saturated, 2 stuck)."""
+        self.state = (READY, SATURATED, STUCK)[health]
+        self._write(self.state, self.last)
+
+    def failed(self, reason):
+        data = reason.encode("utf-8", "replace")[:REASON]
+        self.map[self.offset + _HEAD.size:self.offset + _HEAD.size + len(data)] = data
+        _HEAD.pack_into(self.map, self.offset, self.pid, self.state, 0.0, len(data))
