@@ -89,7 +89,8 @@ class HTTPConnection:
     """The protocol of one client connection (I/O thread only)."""
 
     __slots__ = ("ctx", "transport", "peer", "state", "buf", "pos", "counted", "view", "body",
-                 "decoder", "stream", "close_after", "eof", "deadline", "recv_into", "log_prefix")
+                 "decoder", "stream", "close_after", "eof", "deadline", "recv_into", "log_prefix",
+                 "fresh")
 
     def __init__(self, ctx, transport):
         self.ctx = ctx
@@ -108,6 +109,7 @@ class HTTPConnection:
         self.eof = False           # the client closed its sending side
         self.recv_into = False     # the transport reads straight into get_buffer() (BODY)
         self.deadline = None
+        self.fresh = True          # no request head received yet
         transport.protocol = self
         self._enter(IDLE)
 
@@ -251,6 +253,7 @@ class HTTPConnection:
             if head is None:
                 break
             self.pos = pos = head.end
+            self.fresh = False
             if ctx.draining:
                 head.keep_alive = False  # shutting down: this connection ends after its answer
             if ctx.admit is not None:
@@ -623,8 +626,13 @@ class HTTPConnection:
         self.recv_into = False
 
     def drain(self):
-        """Shutting down: close now when nothing is in progress, else after the current answers."""
-        if self.state == IDLE and self.pos >= len(self.buf) and not self.transport.unsent:
+        """Shutting down: close now when nothing is in progress, else after the current answers.
+
+        A connection accepted just before, whose first request may be on its way, is left
+        to its head deadline: that request is answered (and the connection closed after it),
+        where closing at once would reset it."""
+        if (self.state == IDLE and self.pos >= len(self.buf) and not self.transport.unsent
+                and not self.fresh):
             self.abort()
 
 

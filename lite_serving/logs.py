@@ -48,6 +48,16 @@ _setup = _Setup()
 _loggers = {}
 
 
+def _after_fork_in_child():
+    """A forked worker starts with its own lock: the parent's may have been held, at the fork,
+    by a thread that does not exist in the child (a predictor module logging from a thread)."""
+    _setup.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def get_logger(name):
     """The logger called ``name`` (``lite_serving`` or one of its children)."""
     logger = _loggers.get(name)
@@ -183,7 +193,12 @@ class Logger:
     def _write(self, level, msg, args, kwargs):
         if kwargs or _handed_over() or not _setup.done:
             # stacklevel: the record names the caller of info()/error()..., not this module
-            self._logging().log(level, msg, *args, stacklevel=3, **kwargs)
+            try:
+                real = self._logging()
+            except Exception as exc:
+                self._without_logging(level, msg, args, exc)
+                return
+            real.log(level, msg, *args, stacklevel=3, **kwargs)
             return
         if level < (_setup.access_level if self._access else _setup.level):
             return
@@ -196,14 +211,17 @@ class Logger:
             except Exception:  # a message and arguments that do not fit: logging reports it its way
                 self._logging().log(level, msg, *args, stacklevel=3)
                 return
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        line = (f"{stamp},{int(now % 1 * 1000):03d} {_NAMES.get(level, f'Level {level}')} "
-                f"{self.name}[{os.getpid()}]: {text}\n")
         stream = _setup.stream
         if stream is None:  # logging was set up meanwhile
             self._logging().log(level, "%s", text, stacklevel=3)
             return
+        self._emit(stream, level, text)
+
+    def _emit(self, stream, level, text):
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        line = (f"{stamp},{int(now % 1 * 1000):03d} {_NAMES.get(level, f'Level {level}')} "
+                f"{self.name}[{os.getpid()}]: {text}\n")
         with _setup.lock:
             try:
                 stream.write(line)
@@ -224,7 +242,25 @@ class Logger:
         self._write(ERROR, msg, args, kwargs)
 
     def exception(self, msg, *args, exc_info=True, **kwargs):
-        self._logging().error(msg, *args, exc_info=exc_info, stacklevel=2, **kwargs)
+        try:
+            real = self._logging()
+        except Exception as exc:
+            self._without_logging(ERROR, msg, args, exc)
+            return
+        real.error(msg, *args, exc_info=exc_info, stacklevel=2, **kwargs)
+
+    def _without_logging(self, level, msg, args, why):
+        """``logging`` cannot be imported (no descriptor or memory left): the line is written
+        here, with the exception being handled named, its traceback left out."""
+        try:
+            text = str(msg) % args if args else str(msg)
+        except Exception:
+            text = f"{msg} {args!r}"
+        handled = why.__context__   # the exception being handled when logging was needed
+        if handled is not None:
+            text += f" [{type(handled).__name__}: {handled}]"
+        text += f" (traceback not written: {type(why).__name__}: {why})"
+        self._emit(sys.stderr, level, text)
 
     def log(self, level, msg, *args, **kwargs):
         self._write(level, msg, args, kwargs)

@@ -143,7 +143,11 @@ class EventLoop:
                 self.now = now = time.monotonic()
                 self.corked = True
                 if not events and self.on_idle is not None:
-                    self.on_idle()
+                    try:
+                        self.on_idle()
+                    except Exception:
+                        self.on_idle = None
+                        log.exception("internal error in the loop's idle work")
                 for key, mask in events:
                     target = key.data
                     if target is _WAKE:

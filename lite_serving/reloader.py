@@ -7,7 +7,7 @@ packages below it (standard library only: no inotify). On a change it stops
 the child (SIGTERM, then SIGKILL after ``--graceful-timeout`` + 5 s) and starts
 a new one. A child that exits by itself, for example on a syntax error just
 saved, is started again at the next change. SIGTERM/SIGINT stop the child,
-then the parent.
+then the parent; SIGHUP restarts the child as a change would.
 
 Files that change while the server runs (hidden files, ``__pycache__``,
 ``*.pyc``, ``*.log``, editors' swap and backup files) are not watched; a
@@ -75,9 +75,13 @@ class Reloader:
         self.graceful_timeout = graceful_timeout
         self.child = None
         self.stopping = False
+        self.restart = False
 
     def _on_signal(self, _signum, _frame):
         self.stopping = True
+
+    def _on_hangup(self, _signum, _frame):
+        self.restart = True
 
     def _start(self):
         self.child = subprocess.Popen(self.command, cwd=self.cwd, env=self.env)
@@ -98,6 +102,7 @@ class Reloader:
         """Until SIGTERM/SIGINT; returns the exit status."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
         log.info("--reload: watching %s (the files beside predictor.py and the Python packages "
                  "below it); pid %d restarts the server when they change", self.directory,
                  os.getpid())
@@ -115,12 +120,16 @@ class Reloader:
                     reported_exit = True
                 now = snapshot(self.directory)
                 changed = changed_files(files, now)
-                if not changed:
+                if self.restart:
+                    self.restart = False
+                    log.info("SIGHUP: restarting the server")
+                elif not changed:
                     continue
+                else:
+                    shown = ", ".join(os.path.relpath(p, self.directory) for p in changed[:3])
+                    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+                    log.info("%s%s changed; restarting the server", shown, more)
                 files = now
-                shown = ", ".join(os.path.relpath(p, self.directory) for p in changed[:3])
-                more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-                log.info("%s%s changed; restarting the server", shown, more)
                 self._stop_child()
                 self._start()
                 reported_exit = False

@@ -165,15 +165,24 @@ class SpooledBody:
     __slots__ = ("file", "got", "length")
 
     def __init__(self, length, initial=b""):
+        """Creating the file is part of storing the body: when it fails (a read-only or full
+        TMPDIR, no descriptor left) the error is logged and every ``write`` returns False."""
         import tempfile  # rare path; keeps start-up light
-        self.file = tempfile.TemporaryFile(prefix="lite_serving-upload-")
         self.length = length
         self.got = 0
+        try:
+            self.file = tempfile.TemporaryFile(prefix="lite_serving-upload-")
+        except OSError as exc:
+            self.file = None
+            log.error("cannot create a temporary file for an upload: %s", exc)
+            return
         if initial:
             self.write(initial)
 
     def write(self, data):
         """Append ``data``; False (the file closed, the error logged) when it cannot be stored."""
+        if self.file is None:
+            return False
         try:
             self.file.write(data)
         except OSError as exc:
@@ -183,6 +192,8 @@ class SpooledBody:
 
     def finish(self):
         """Flush what is buffered; False (the file closed, the error logged) when that fails."""
+        if self.file is None:
+            return False
         try:
             self.file.flush()
         except OSError as exc:
@@ -198,7 +209,10 @@ class SpooledBody:
         return self.file
 
     def release(self, _body=None):
+        file, self.file = self.file, None
+        if file is None:
+            return
         try:
-            self.file.close()
+            file.close()
         except OSError:  # buffered bytes that cannot be written: the file is gone all the same
             pass

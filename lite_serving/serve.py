@@ -121,7 +121,8 @@ def install_reload(parts, current_loop, in_worker=False):
     replaces it). SIGHUP's default action, ending the process, never applies."""
     import signal
 
-    parts = [part for part in parts if part is not None]
+    # keys given as flags have nothing to reload: only the key file does
+    parts = [part for part in parts if part is not None and getattr(part, "key_file", True)]
 
     def reload():
         if parts:

@@ -256,6 +256,10 @@ class Server:
             try:
                 sock, peer = lsock.accept()
             except (BlockingIOError, InterruptedError):
+                if self._accept_pauses:   # every queued connection taken: it works again
+                    log.info("accepting connections again, after %d pause(s) of %g s for want of "
+                             "descriptors or memory", self._accept_pauses, ACCEPT_PAUSE)
+                    self._accept_pauses = 0
                 return
             except OSError as exc:
                 if exc.errno in OUT_OF_RESOURCES:
@@ -263,10 +267,6 @@ class Server:
                 else:
                     log.error("accepting a connection failed: %s", exc)
                 return
-            if self._accept_pauses:
-                log.info("accepting connections again, after %d pause(s) of %g s for want of "
-                         "descriptors or memory", self._accept_pauses, ACCEPT_PAUSE)
-                self._accept_pauses = 0
             if len(ctx.connections) >= config.max_connections:
                 if self.tls is None:
                     _refuse(sock)
