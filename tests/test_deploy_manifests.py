@@ -154,6 +154,18 @@ def test_termination_grace_outlasts_the_prestop_pause_and_the_drain(kubernetes_d
     assert pod["terminationGracePeriodSeconds"] > pause + drain
 
 
+def test_the_deployment_and_the_image_set_a_predict_timeout(kubernetes_docs, monkeypatch):
+    """A predict that never returns must not leave the probes green: the shipped settings set
+    --predict-timeout, below the liveness probe's patience for a whole stuck pod."""
+    container = pod_container(only(kubernetes_docs, "Deployment"))
+    monkeypatch.setenv("LITE_SERVING_PREDICT_TIMEOUT",
+                       env_of(container)["LITE_SERVING_PREDICT_TIMEOUT"]["value"])
+    assert parse_config([]).predict_timeout > 0
+    image_env = re.search(r"^\s+LITE_SERVING_PREDICT_TIMEOUT=([0-9.]+)$", CONTAINERFILE.read_text(),
+                          re.MULTILINE)
+    assert image_env is not None and float(image_env.group(1)) > 0
+
+
 def cpu_cores(quantity):
     """A CPU quantity rounded up to whole cores, as a resourceFieldRef with divisor 1 gives it."""
     text = str(quantity)
@@ -356,6 +368,7 @@ def test_lite_serving_serves_what_the_runtime_passes(kserve_docs, tmp_path, mode
     config = parse_config(args[1:])
     assert (config.port, config.model_name) == (port["containerPort"], "iris")
     assert config.graceful_timeout < 30   # the pod's default termination grace period
+    assert config.predict_timeout > 0     # a stuck predict becomes a 504 and a failing probe
 
     iris = ROOT / "examples" / "iris"
     models = tmp_path / "models"        # stands for /mnt/models

@@ -60,6 +60,35 @@ def supervisor_pid(server):
     return int(server.wait_for(r"supervisor pid (\d+)").group(1))
 
 
+def wait_ready(server, count, timeout=60):
+    """Until ``count`` "ready in" lines (workers ready) are in the log."""
+    deadline = time.monotonic() + timeout
+    while server.log.count("ready in") < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.log.count("ready in") >= count, server.log
+
+
+FIRST_START_FAILS = """
+    import os, time
+    import openbayes_serving as serv
+    FIRST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first")
+
+    class Predictor:
+        def __init__(self):
+            try:
+                os.close(os.open(FIRST, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return   # every later start works
+            {first}
+
+        def predict(self, json):
+            return json
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
 def worker_pids(server, mark=0):
     return [int(line.split("(pid ")[1].split(")")[0]) for line in server.lines[mark:]
             if " started (pid " in line]
@@ -252,9 +281,7 @@ def test_a_wedged_worker_takes_no_connections_and_loses_none_when_killed(tmp_pat
                    "--worker-timeout", "600")
     try:
         supervisor_pid(server)
-        server.wait_for(r"ready in")
-        while server.log.count("ready in") < 2:
-            time.sleep(0.05)
+        wait_ready(server, 2)
         results = []
         hang_in_background(server, results, 1)
         time.sleep(0.5)   # the hanging request holds one worker's loop (inline dispatch)
@@ -291,8 +318,7 @@ def test_supervisor_replaces_a_worker_whose_loop_stops(tmp_path):
                    "--worker-timeout", "2")
     try:
         supervisor_pid(server)
-        while server.log.count("ready in") < 2:
-            time.sleep(0.05)
+        wait_ready(server, 2)
         mark = len(server.lines)
         results = []
         hang_in_background(server, results, 1)
@@ -315,8 +341,7 @@ def test_workers_start_though_a_thread_holds_the_log_lock_at_fork(tmp_path):
         def busy():   # a predictor module's thread that is in lite_serving's logging most of the time
             while True:
                 with logs._setup.lock:
-                    time.sleep(0.005)
-                time.sleep(0.0002)
+                    time.sleep(0.01)
 
         threading.Thread(target=busy, daemon=True).start()
 
@@ -329,43 +354,19 @@ def test_workers_start_though_a_thread_holds_the_log_lock_at_fork(tmp_path):
     """
     server = start(tmp_path / "m", source, "--workers", "4", wait=False)
     try:
-        deadline = time.monotonic() + 60
-        while server.log.count("ready in") < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.log.count("ready in") == 4, server.log
+        wait_ready(server, 4)
     finally:
         kill(server)
 
 
 def test_a_worker_that_never_becomes_ready_is_replaced(tmp_path):
-    source = """
-        import os, time
-        import openbayes_serving as serv
-        FIRST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first")
-
-        class Predictor:
-            def __init__(self):
-                try:
-                    os.close(os.open(FIRST, os.O_CREAT | os.O_EXCL))
-                except FileExistsError:
-                    return
-                time.sleep(3600)   # the first worker to start hangs in __init__
-
-            def predict(self, json):
-                return json
-
-        if __name__ == "__main__":
-            serv.run(Predictor)
-    """
+    source = FIRST_START_FAILS.format(first="time.sleep(3600)   # the first start hangs")
     server = start(tmp_path / "m", source, "--workers", "2", "--worker-start-timeout", "2",
                    wait=False)
     try:
         server.wait_for(r"did not become ready within --worker-start-timeout \(2 s\); "
                         r"killing it", timeout=30)
-        deadline = time.monotonic() + 30
-        while server.log.count("ready in") < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.log.count("ready in") == 2, server.log
+        wait_ready(server, 2)
     finally:
         kill(server)
 
@@ -398,32 +399,11 @@ def test_workers_that_never_start_end_the_supervisor_with_their_error(tmp_path):
 
 
 def test_a_worker_that_fails_once_then_works_is_restarted(tmp_path):
-    source = """
-        import os
-        import openbayes_serving as serv
-        FIRST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "first")
-
-        class Predictor:
-            def __init__(self):
-                try:
-                    os.close(os.open(FIRST, os.O_CREAT | os.O_EXCL))
-                except FileExistsError:
-                    return
-                raise RuntimeError("first start fails")
-
-            def predict(self, json):
-                return json
-
-        if __name__ == "__main__":
-            serv.run(Predictor)
-    """
+    source = FIRST_START_FAILS.format(first='raise RuntimeError("first start fails")')
     server = start(tmp_path / "m", source, "--workers", "2", wait=False)
     try:
         server.wait_for(r"failed to start with status 1")
-        deadline = time.monotonic() + 30
-        while server.log.count("ready in") < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.log.count("ready in") == 2, server.log
+        wait_ready(server, 2)
         assert server.proc.poll() is None
     finally:
         kill(server)
@@ -512,8 +492,7 @@ def test_sighup_replaces_workers_one_at_a_time_without_failing_a_request(tmp_pat
     predictor = server.directory / "predictor.py"
     try:
         sup = supervisor_pid(server)
-        while server.log.count("ready in") < 2:
-            time.sleep(0.05)
+        wait_ready(server, 2)
         stop = threading.Event()
         seen, failures = [], []
 
