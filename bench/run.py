@@ -25,9 +25,10 @@ from harness.catalog import METRICS, SCENARIOS, WORKER_COUNTS, WORKERS_METRICS, 
 from harness.envs import ENV_SPECS, EnvError, ensure_env, installed_versions  # noqa: E402
 from harness.fixtures import build_onnx_model, write_bodies, write_tls_certificate  # noqa: E402
 from harness.machine import cpu_layout, machine_info  # noqa: E402
-from harness.paths import RESULTS_DIR, TOOLS_DIR  # noqa: E402
+from harness.paths import RESULTS_DIR, TOOLS_DIR, WORK_DIR  # noqa: E402
 from harness.scenarios import Bench, Settings, run_app_scenarios, run_cold_starts, run_workers  # noqa: E402
-from harness.servers import SERVERS  # noqa: E402
+from harness.envs import EnvSpec  # noqa: E402
+from harness.servers import SERVERS, LiteServer  # noqa: E402
 from harness.wrk import ensure_wrk, wrk_version  # noqa: E402
 
 QUICK_SCENARIOS = ("echo", "msgpack", "coldstart")
@@ -70,12 +71,31 @@ def parse_args(argv):
     p.add_argument("--scenarios", type=csv_choice(SCENARIOS), help="subset of " + ",".join(SCENARIOS))
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory (default bench/results)")
     p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run lite_serving at git commit REV (column lite-base, from a worktree under "
+        "bench/.work), for an A/B run of a change",
+    )
+    p.add_argument(
         "--realtime",
         action="store_true",
         help="cold starts under SCHED_FIFO (needs root): other work on the machine cannot take the CPU "
         "from a starting server, so wall time is close to its CPU time",
     )
     return p.parse_args(argv)
+
+
+def add_baseline(rev):
+    """The server ``lite-base``: lite_serving at commit ``rev``, installed in a venv of its own."""
+    tree = WORK_DIR / f"baseline-{rev}"
+    if not tree.exists():
+        WORK_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], check=True,
+                       stdout=subprocess.DEVNULL)
+    ENV_SPECS["lite-base"] = EnvSpec("lite-base", ("onnxruntime", "numpy"), tree,
+                                     purpose=f"lite_serving at {rev}")
+    SERVERS["lite-base"] = LiteServer("lite-base", f"lite at {rev}", "lite-base",
+                                      supports_workers=True, log_facts=(r"parser: .+",))
 
 
 def settings_from(args):
@@ -170,6 +190,9 @@ def write_outputs(
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.baseline:
+        add_baseline(args.baseline)
+        args.servers = (*args.servers, "lite-base")
     settings = settings_from(args)
     command = shlex.join(["python", "bench/run.py", *argv])
     ensure_wrk(log)

@@ -19,6 +19,8 @@ import pytest
 from helpers_server import kill, start, wait_for_new
 from http_client import Connection, post, post_json, request
 
+pytestmark = pytest.mark.slow
+
 HANGING = """
     import os, time
     import openbayes_serving as serv

@@ -5,7 +5,7 @@ from .cpuwatch import NOISY_SHARE
 from .servers import SERVERS
 
 LITE_COLUMNS = ("lite", "lite-pure", "lite-py", "lite-cli")
-BASELINE_COLUMNS = ("reference", "uvicorn")
+BASELINE_COLUMNS = ("reference", "uvicorn", "lite-base")   # lite-base: --baseline REV
 
 
 def fmt(value):
