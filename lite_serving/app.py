@@ -14,6 +14,7 @@ from .encoder import encode_json, encode_result, JSON_TYPE
 from .errors import ServingError
 from .logs import get_logger
 from .metrics import Metrics
+from .predict_deadline import STUCK
 from .response import InvalidResponse, build_head, build_stream_head, cors_headers, has_body
 from .stream import StreamBody
 
@@ -116,8 +117,8 @@ class Application:
         self.batch_caller = None  # a providers.BatchCaller: POST / goes to predict_batch in batches
         self.v2_batching = False  # /v2 inference requests are run in batches
         self.metrics = Metrics()
-        # () → 0 healthy, 1 every predict thread stuck (not ready), 2 so for too long (not alive);
-        # set by the server under --predict-timeout (see predict_deadline)
+        # () → HEALTHY, SATURATED (every predict thread stuck: not ready) or STUCK (so for too
+        # long: not alive); set by the server under --predict-timeout (see predict_deadline)
         self.health = None
         self.probes = {
             "/healthz": self._alive, "/v2/health/live": self._alive,
@@ -179,7 +180,7 @@ class Application:
                            send_body=head.method == "GET")
 
     def _alive(self, head):
-        if self.health is not None and self.health() == 2:
+        if self.health is not None and self.health() == STUCK:
             return bytes_reply(503, JSON_TYPE, b'{"status":"stuck"}', head,
                                send_body=head.method == "GET")
         return bytes_reply(200, JSON_TYPE, b'{"status":"alive"}', head, send_body=head.method == "GET")

@@ -30,7 +30,7 @@ from .connection import ConnectionContext, HTTPConnection
 from .dispatch import make_dispatch
 from .loop import EventLoop
 from .logs import get_logger
-from .predict_deadline import HEALTHY, SATURATED
+from .predict_deadline import HEALTHY, STUCK
 from .request_body import BodyBuffers, MemoryBudget
 from .transport import Transport
 
@@ -39,7 +39,6 @@ log = get_logger("lite_serving")
 ACCEPT_PAUSE = 0.5     # seconds accepting stops after accept() found no descriptor or memory
 PAUSES_PER_LINE = 120   # while it lasts, one log line per this many pauses (a minute)
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-HEALTH_WORDS = {HEALTHY: "healthy", SATURATED: "saturated", 2: "stuck"}
 
 
 class Server:
@@ -192,7 +191,7 @@ class Server:
             log.error("every predict thread is held by a call past --predict-timeout: predicts "
                       "are answered 503 and /readyz fails; /healthz fails too if this lasts "
                       "another %g s", self.config.predict_timeout)
-        if health == 2:
+        if health == STUCK:
             log.error("predict threads stuck for over --predict-timeout: /healthz answers 503")
         if self.heartbeat is not None:
             self.heartbeat.set_health(health)
