@@ -152,6 +152,11 @@ class Supervisor:
     def _spawn(self, slot):
         """Start a worker for ``slot``; returns it (None when it could not be started)."""
         record = self.board.take()
+        if record is None:   # every record held by workers still stopping: try again shortly
+            log.error("cannot start worker %d yet: %d workers are still stopping", slot,
+                      sum(1 for w in self.workers.values() if w.stopping))
+            self.restart_at[slot] = time.monotonic() + 1.0
+            return None
         fresh = self.fresh_workers
         # blocked across the fork, so that the child never runs the supervisor's handlers
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
@@ -310,6 +315,9 @@ class Supervisor:
                 self._reap()
                 self._check(time.monotonic())
         finally:
+            # stopped: a stop asked for from now on changes nothing (nor the exit status)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.set_wakeup_fd(previous_wakeup)
             os.close(self._wake_r)
             os.close(self._wake_w)

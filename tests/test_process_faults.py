@@ -495,6 +495,7 @@ def test_sighup_replaces_workers_one_at_a_time_without_failing_a_request(tmp_pat
     try:
         sup = supervisor_pid(server)
         wait_ready(server, 2)
+        original = worker_pids(server)
         stop = threading.Event()
         seen, failures = [], []
 
@@ -523,6 +524,8 @@ def test_sighup_replaces_workers_one_at_a_time_without_failing_a_request(tmp_pat
         mark = len(server.lines)
         os.kill(sup, signal.SIGHUP)
         wait_for_new(server, mark, r"reload done", timeout=60)
+        for pid in original:   # the old workers finish what they accepted, then exit
+            wait_for_new(server, mark, rf"worker \d \(pid {pid}\) exited with 0", timeout=60)
         after = len(seen)
         deadline = time.monotonic() + 10
         while len(seen) < after + 50 and time.monotonic() < deadline:
