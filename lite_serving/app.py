@@ -108,6 +108,7 @@ class Application:
     def __init__(self, config):
         self.config = config
         self.caller = None
+        self.async_predict = False  # caller returns a coroutine: run on the asyncio loop thread
         self.ready = False
         self.draining = False
         self.production = config.production

@@ -285,6 +285,7 @@ def serve_one(predictor_cls, config):
             log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",
                      served_as, served_as)
         app.caller = loaded.caller
+        app.async_predict = loaded.is_async
         configure_batching(app, loaded, config)
         app.ready = True
         if loop is None:
@@ -332,9 +333,11 @@ def build(predictor_cls, config, name):
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
     if loaded.caller is not None:
-        log.info("predict gets: %s", describe_predict(loaded.predict_plan))
+        log.info("%spredict gets: %s", "async " if loaded.is_async else "",
+                 describe_predict(loaded.predict_plan))
     if loaded.batch_caller is not None:
-        log.info("predict_batch gets, as lists with one entry per request: %s",
+        log.info("%spredict_batch gets, as lists with one entry per request: %s",
+                 "async " if loaded.batch_caller.is_async else "",
                  describe_predict(loaded.batch_caller.plan))
     return loaded
 
