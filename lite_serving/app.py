@@ -109,6 +109,7 @@ class Application:
         self.config = config
         self.caller = None
         self.async_predict = False  # caller returns a coroutine: run on the asyncio loop thread
+        self.predictor = None       # the loader.LoadedPredictor, for /openapi.json and /docs
         self.ready = False
         self.draining = False
         self.production = config.production
