@@ -158,6 +158,11 @@ def load_predictor(cls, config):
                 "def that returns serv.Response(gen()) or serv.event_stream(gen()), gen being "
                 "the async generator, to stream its pieces")
     _refuse_old_config(cls, name)
+    for attribute in ("input_schema", "output_schema"):  # described by /openapi.json
+        value = getattr(cls, attribute, None)
+        if value is not None and not isinstance(value, dict):
+            raise StartupError(f"{name}.{attribute} is {type(value).__name__}; it must be a JSON "
+                               "Schema as a dict, e.g. {\"type\": \"object\"}")
     init_plan = signature_plan(cls, INIT_PROVIDERS, f"{name}.__init__")
     kwargs = {pname: INIT_PROVIDERS[key](config) for pname, key, _ in init_plan}
     instance = cls(**kwargs)
