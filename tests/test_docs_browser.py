@@ -217,15 +217,9 @@ def test_the_page_asks_for_the_api_key_and_sends_it(browser, tmp_path):
 
 def test_an_onnx_model_gets_one_field_per_input(browser, tmp_path):
     pytest.importorskip("onnxruntime")
-    from helpers_iris import IRIS
-    from conftest import LISTENING, READY, launch
-    directory = tmp_path / "iris"
-    directory.mkdir()
-    shutil.copy(os.path.join(IRIS, "model.onnx"), directory / "iris.onnx")
-    server = launch(directory, "--host", "127.0.0.1", "--port", "0")
+    from helpers_iris import serve_bare_model
+    server = serve_bare_model(tmp_path / "iris")
     try:
-        server.port = int(server.wait_for(LISTENING).group(3))
-        server.wait_for(READY)
         open_page(browser, server)
         wait_until(browser, lambda: element(browser, "v2").is_displayed())
         field = element(browser, "v2-input-features")

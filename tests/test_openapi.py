@@ -1,9 +1,7 @@
 """GET /openapi.json (valid OpenAPI 3.1, checked by openapi-spec-validator) and GET /docs, as
 routes: what they describe, who may read them, --no-docs."""
 
-import os
 import re
-import shutil
 
 import pytest
 from openapi_spec_validator import validate
@@ -83,15 +81,9 @@ def test_a_predictor_reading_uploads_is_described_with_a_form_body(serve):
 
 def test_an_onnx_model_is_described_with_its_v2_routes(serve, tmp_path):
     pytest.importorskip("onnxruntime")
-    from helpers_iris import IRIS
-    directory = tmp_path / "bare"
-    directory.mkdir()
-    shutil.copy(os.path.join(IRIS, "model.onnx"), directory / "iris.onnx")
-    from conftest import LISTENING, READY, launch
-    server = launch(directory, "--host", "127.0.0.1", "--port", "0")
+    from helpers_iris import serve_bare_model
+    server = serve_bare_model(tmp_path / "bare")
     try:
-        server.port = int(server.wait_for(LISTENING).group(3))
-        server.wait_for(READY)
         doc = description(server)
     finally:
         server.stop()
