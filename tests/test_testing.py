@@ -86,3 +86,25 @@ def test_leaving_the_block_stops_the_server():
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     with pytest.raises(RuntimeError):
         client.get("/")
+
+
+def test_init_writes_a_predictor_with_an_example_and_a_test_that_passes(tmp_path):
+    from helpers_server import run_to_exit
+    code, output = run_to_exit(["-m", "lite_serving", "init", str(tmp_path)], tmp_path)
+    assert code == 0, output
+    source = (tmp_path / "predictor.py").read_text()
+    assert "input_example = " in source and "/docs" in source
+    test_source = (tmp_path / "test_predictor.py").read_text()
+    assert "from lite_serving.testing import TestClient" in test_source
+    code, output = run_to_exit(["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_predictor.py"],
+                               tmp_path)
+    assert code == 0 and "2 passed" in output, output
+    # a test file of one's own stays, unless --force
+    (tmp_path / "test_predictor.py").write_text("# mine\n")
+    code, output = run_to_exit(["-m", "lite_serving", "init", str(tmp_path), "--force"], tmp_path)
+    assert code == 0 and (tmp_path / "test_predictor.py").read_text() != "# mine\n"
+    (tmp_path / "test_predictor.py").write_text("# mine\n")
+    (tmp_path / "predictor.py").unlink()
+    code, output = run_to_exit(["-m", "lite_serving", "init", str(tmp_path)], tmp_path)
+    assert code == 0 and "left as it is" in output
+    assert (tmp_path / "test_predictor.py").read_text() == "# mine\n"
