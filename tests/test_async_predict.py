@@ -328,3 +328,10 @@ def test_v2_and_probes_still_answer_beside_async_predict(kinds):
     with socket.create_connection((kinds.host, kinds.port)) as sock:
         sock.sendall(build_request("GET", "/readyz"))
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_async_predict_is_served_after_listening_early(serve):
+    server = serve(EVENTS, "--listen-early")
+    assert "async predict runs as tasks" in server.log
+    answer = post_json(server, {"tag": 5})
+    assert answer.status == 200 and answer.json() == {"tag": 5}
