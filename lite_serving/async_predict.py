@@ -14,6 +14,7 @@ one of those.
 """
 
 import asyncio
+import collections
 import threading
 import time
 
@@ -77,7 +78,7 @@ class AsyncDispatch(PoolDispatch):
         PoolDispatch.__init__(self, app.handle_predict, loop, threads)
         self.app = app
         self.event_loop = event_loop_thread()
-        self._incoming = []           # (connection, view), I/O thread → loop thread
+        self._incoming = collections.deque()   # (connection, view), I/O thread → loop thread
         self._start_pending = False
         self._tasks = set()           # asyncio keeps weak references only
 
@@ -97,9 +98,10 @@ class AsyncDispatch(PoolDispatch):
 
     def _start_tasks(self):
         self._start_pending = False  # before taking: a request added from now on posts again
-        incoming, self._incoming = self._incoming, []
+        incoming = self._incoming
         create, tasks = self.event_loop.loop.create_task, self._tasks
-        for conn, view in incoming:
+        while incoming:
+            conn, view = incoming.popleft()
             task = create(self._answer(conn, view))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -167,12 +169,14 @@ def async_stream_body(pieces):
 def start_stream(stream, post):
     """Produce ``stream`` (an async iterable) as a task on the loop, in its request's context."""
     event_loop = event_loop_thread()
-    stream.window = _LoopWindow(event_loop.loop, stream)
     event_loop.call_soon(_start_pump, event_loop.loop, stream, post)
 
 
 def _start_pump(loop, stream, post):
-    task = stream.window.task = loop.create_task(_pump(stream, post))
+    """On the loop thread, where the window's asyncio.Event is made (Python 3.9 binds it to the
+    loop of the thread making it)."""
+    window = stream.window = _LoopWindow(loop, stream)
+    task = window.task = loop.create_task(_pump(stream, post))
     if stream.cancelled:  # the client left before the task existed
         task.cancel()
     _pumping.add(task)
