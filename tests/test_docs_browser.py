@@ -1,5 +1,6 @@
 """GET /docs in a real browser: headless Chromium driven by selenium clicks, waits for the answer
-and keeps a screenshot of each page in the test's tmp directory.
+and keeps a screenshot of each page in ``test-artefacts/`` at the root of the checkout (ignored by
+git; CI may collect it).
 
 Chromium and its driver come from Debian (``apt-get install chromium chromium-driver``; ``.ci/run``
 installs them). Without them the tests skip saying so, except under ``CI=true``, where they fail.
@@ -18,6 +19,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1100,1300")
 WAIT = 30   # seconds a page may take to answer on a busy machine (a bound, not a measure)
+ARTEFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artefacts")
 
 PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5Erk"
            "Jggg==")
@@ -141,35 +143,35 @@ def set_text(driver, ident, text):
     field.send_keys(text)
 
 
-def screenshot(driver, tmp_path, name):
-    path = tmp_path / f"{name}.png"
-    driver.save_screenshot(str(path))
-    assert path.stat().st_size > 0
+def screenshot(driver, name):
+    os.makedirs(ARTEFACTS, exist_ok=True)
+    path = os.path.join(ARTEFACTS, f"{name}.png")
+    assert driver.save_screenshot(path) and os.path.getsize(path) > 0
     print(f"screenshot: {path}")
     return path
 
 
-def test_the_example_is_sent_and_the_answer_shown_as_json(browser, main, tmp_path):
+def test_the_example_is_sent_and_the_answer_shown_as_json(browser, main):
     open_page(browser, main)
     assert json.loads(element(browser, "editor").get_attribute("value")) == {"values": [1, 2, 3]}
     assert "Doubles numbers." in element(browser, "reads").text
     status = send(browser)
     assert status.startswith("200") and "application/json" in status
     assert element(browser, "answer").text == json.dumps({"doubled": [2, 4, 6]}, indent=2)
-    screenshot(browser, tmp_path, "docs-json-answer")
+    screenshot(browser, "docs-json-answer")
     set_text(browser, "editor", '{"values": [21]}')
     send(browser)
     assert json.loads(element(browser, "answer").text) == {"doubled": [42]}
 
 
-def test_an_image_answer_is_shown_as_an_image_and_text_as_text(browser, main, tmp_path):
+def test_an_image_answer_is_shown_as_an_image_and_text_as_text(browser, main):
     open_page(browser, main)
     set_text(browser, "editor", '{"as": "png"}')
     assert "image/png" in send(browser)
     image = element(browser, "answer-image")
     assert image.is_displayed()
     wait_until(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", image) == 1)
-    screenshot(browser, tmp_path, "docs-image-answer")
+    screenshot(browser, "docs-image-answer")
     set_text(browser, "editor", '{"as": "text"}')
     assert "text/plain" in send(browser)
     assert element(browser, "answer").text == "plain words"
@@ -193,7 +195,7 @@ def test_a_file_is_uploaded_to_a_predictor_that_reads_request_files(browser, tmp
         element(browser, "file").send_keys(str(upload))
         assert send(browser).startswith("200")
         assert json.loads(element(browser, "answer").text) == {"name": "photo.bin", "size": 1234}
-        screenshot(browser, tmp_path, "docs-upload")
+        screenshot(browser, "docs-upload")
     finally:
         kill(server)
 
@@ -209,7 +211,7 @@ def test_the_page_asks_for_the_api_key_and_sends_it(browser, tmp_path):
         wait_until(browser, lambda: element(browser, "predict").is_displayed())
         assert send(browser).startswith("200")
         assert json.loads(element(browser, "answer").text) == {"doubled": [2, 4, 6]}
-        screenshot(browser, tmp_path, "docs-api-key")
+        screenshot(browser, "docs-api-key")
     finally:
         browser.execute_script("sessionStorage.clear()")
         kill(server)
@@ -232,6 +234,6 @@ def test_an_onnx_model_gets_one_field_per_input(browser, tmp_path):
         # POST / of the zero-code model is prefilled with its inputs too
         assert json.loads(element(browser, "editor").get_attribute("value")) == {
             "inputs": {"features": [[0, 0, 0, 0]]}}
-        screenshot(browser, tmp_path, "docs-v2-model")
+        screenshot(browser, "docs-v2-model")
     finally:
         server.stop()
