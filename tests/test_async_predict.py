@@ -335,3 +335,67 @@ def test_async_predict_is_served_after_listening_early(serve):
     assert "async predict runs as tasks" in server.log
     answer = post_json(server, {"tag": 5})
     assert answer.status == 200 and answer.json() == {"tag": 5}
+
+
+BIG = """
+    import asyncio
+
+    import openbayes_serving as serv
+
+    PIECE = b"x" * 65536
+
+
+    class Predictor:
+        def __init__(self):
+            self.produced = 0
+
+        async def predict(self, json):
+            if json.get("ask"):
+                return {"produced": self.produced}
+
+            async def pieces():
+                for _ in range(json["total"] // len(PIECE)):
+                    self.produced += len(PIECE)
+                    yield PIECE
+                    await asyncio.sleep(0)
+            return serv.Response(pieces(), content_type="application/octet-stream")
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_a_slow_reader_holds_an_async_generator_back(serve):
+    import time
+    server = serve(BIG)
+    total = 64 * 1024 * 1024
+
+    def produced():
+        return post_json(server, {"ask": True}).json()["produced"]
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.settimeout(60)
+    sock.connect((server.host, server.port))
+    try:
+        body = json.dumps({"total": total}).encode()
+        sock.sendall(build_request("POST", "/", {"Content-Type": "application/json"}, body))
+        # the generator runs until the socket's buffers and the 1 MiB window are full, then
+        # waits: the count stops moving far below the total (asked through other requests,
+        # which the same event loop answers meanwhile)
+        seen = [produced()]
+        while len(seen) < 20 or len(set(seen[-10:])) > 1:
+            time.sleep(0.02)
+            seen.append(produced())
+        assert 0 < seen[-1] < 16 * 1024 * 1024, seen
+        received = 0
+        tail = b""
+        while not tail.endswith(b"\r\n0\r\n\r\n"):
+            data = sock.recv(1 << 20)
+            assert data, received
+            received += len(data)
+            tail = (tail + data)[-16:]
+    finally:
+        sock.close()
+    assert received > total and produced() == total
