@@ -109,6 +109,8 @@ class Application:
     def __init__(self, config):
         self.config = config
         self.caller = None
+        self.async_predict = False  # caller returns a coroutine: run on the asyncio loop thread
+        self.predictor = None       # the loader.LoadedPredictor, for /openapi.json and /docs
         self.ready = False
         self.draining = False
         self.production = config.production
@@ -125,6 +127,10 @@ class Application:
             "/readyz": self._readiness, "/v2/health/ready": self._readiness,
             "/metrics": self._metrics,
         }
+        if config.docs:   # answered like the probes, by the I/O thread (auth.py: a key for the first)
+            self.probes["/openapi.json"] = self._openapi
+            self.probes["/docs"] = self._docs_page
+        self._openapi_body = None
 
     def route(self, view):
         """An immediate reply for the routes the I/O thread answers, or None for predict."""
@@ -198,6 +204,24 @@ class Application:
     def _metrics(self, head):
         return bytes_reply(200, b"text/plain; version=0.0.4; charset=utf-8", self.metrics.render(),
                            head, send_body=head.method == "GET")
+
+    def _openapi(self, head):
+        if not self.ready:
+            return self._unavailable(head)
+        if self._openapi_body is None:  # once: the predictor does not change
+            from .openapi import document_bytes
+            try:
+                self._openapi_body = document_bytes(self)
+            except Exception as exc:
+                log.exception("the OpenAPI description cannot be built")
+                return json_reply(500, {"error": "the OpenAPI description cannot be built: "
+                                                 + describe_exception(exc)}, head)
+        return bytes_reply(200, JSON_TYPE, self._openapi_body, head, send_body=head.method == "GET")
+
+    def _docs_page(self, head):
+        from .docs_page import CONTENT_TYPE, HEADERS, PAGE
+        return bytes_reply(200, CONTENT_TYPE, PAGE, head, extra=HEADERS,
+                           send_body=head.method == "GET")
 
     def _options(self, head):
         extra = b"Allow: %s\r\n" % ALLOWED

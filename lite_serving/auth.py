@@ -8,7 +8,8 @@ read, so an unauthorised request costs neither memory for its body nor a call to
 ``predict``; its 401 closes the connection when a body would follow.
 
 Needing no key: the liveness and readiness probes (orchestrators cannot send one),
-CORS preflights (browsers send them without credentials), and ``/metrics``
+CORS preflights (browsers send them without credentials), the ``/docs`` page
+(static: it asks for a key and reads ``/openapi.json`` with it), and ``/metrics``
 unless ``--protect-metrics``. Keys are compared as SHA-256 digests with
 :func:`hmac.compare_digest`, so the time taken says nothing of how much of a key
 was right; they are never logged.
@@ -24,6 +25,8 @@ from .logs import get_logger
 log = get_logger("lite_serving")
 
 PROBES = frozenset(("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"))
+# The /docs page holds nothing of the model: it asks for a key, then reads /openapi.json with it.
+OPEN_PAGES = frozenset(("/docs",))
 MISSING = "this server needs an API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 INVALID = "the API key sent is not valid"
 _CHALLENGE = b"WWW-Authenticate: Bearer\r\n"
@@ -66,7 +69,7 @@ class APIKeys:
             _check_key(key, f"number {number} of --api-key / LITE_SERVING_API_KEYS")
         self.flag_keys = tuple(flag_keys)
         self.key_file = key_file
-        self.open_paths = PROBES if protect_metrics else PROBES | {"/metrics"}
+        self.open_paths = PROBES | OPEN_PAGES if protect_metrics else PROBES | OPEN_PAGES | {"/metrics"}
         file_keys = read_key_file(key_file) if key_file else []
         if not self.flag_keys and not file_keys:
             raise StartupError(f"--api-key-file {key_file} holds no key; put one key a line")

@@ -134,6 +134,9 @@ SETTINGS = (
             "file of API keys, one a line (# starts a comment), reloaded on SIGHUP", "none"),
     Setting("protect_metrics", False, bool,
             "require an API key for /metrics too (the probes never need one)"),
+    Setting("docs", True, bool,
+            "serve GET /openapi.json (an OpenAPI 3.1 description of the routes and the model) and "
+            "GET /docs (a page to try the model); --no-docs turns both off"),
 )
 # by flag, dashes read as underscores: --model_path is --model-path
 BY_FLAG = {s.flag[2:].replace("-", "_"): s for s in SETTINGS}

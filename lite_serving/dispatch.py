@@ -169,12 +169,16 @@ class PoolDispatch:
                     reply = _failed(view)
             else:
                 reply = _timed(self.deadlines, conn, view, handle)
-            self._done.append((conn, view, reply))
-            if not self._collect_pending:
-                self._collect_pending = True
-                self.loop.call_soon_threadsafe(self._collect)
+            self.post_answer(conn, view, reply)
             with lock:
                 self._idle += 1
+
+    def post_answer(self, conn, view, reply):
+        """Hand an answer computed on another thread to the I/O thread."""
+        self._done.append((conn, view, reply))
+        if not self._collect_pending:
+            self._collect_pending = True
+            self.loop.call_soon_threadsafe(self._collect)
 
     def _collect(self):
         self._collect_pending = False  # before draining: an answer added from now on posts again
@@ -509,11 +513,16 @@ class BatchDispatch:
 
 
 def make_dispatch(config, app, loop):
-    """The dispatch ``config`` asks for (``--dispatch``, ``--threads``), batching when the
-    application answers some requests in batches (``predict_batch``, a batchable ONNX model)."""
+    """The dispatch ``config`` asks for (``--dispatch``, ``--threads``; tasks on an asyncio loop for
+    ``async def predict``), batching when the application answers some requests in batches
+    (``predict_batch``, a batchable ONNX model)."""
     handle = app.handle_predict
     timeout = config.predict_timeout
-    if config.dispatch == "inline" or config.threads == 0:
+    if app.async_predict:
+        from .async_predict import AsyncDispatch
+        inner = AsyncDispatch(app, loop, max(config.threads, 1))
+        inner.timeout = timeout
+    elif config.dispatch == "inline" or config.threads == 0:
         inner = InlineDispatch(handle, loop)
     else:
         if config.dispatch == "threads":

@@ -261,6 +261,9 @@ def _from_response(resp):
     body = resp.body
     if isinstance(body, str):
         body = body.encode("utf-8")
+    elif hasattr(body, "__aiter__"):
+        from .async_predict import async_stream_body
+        body = async_stream_body(body)
     elif not isinstance(body, (bytes, bytearray, memoryview)):
         body = StreamBody(iter(body), on_close=getattr(body, "close", None))
     else:

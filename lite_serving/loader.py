@@ -3,6 +3,7 @@
 import os
 import sys
 import threading
+import time
 import types
 
 from .errors import StartupError
@@ -10,7 +11,7 @@ from .logs import get_logger
 from .onnx_model import find_model, load_session
 from .providers import (PREDICT_PROVIDERS, PROVIDER_DESCRIPTIONS, BatchCaller, build_caller,
                         provider_key, signature_plan)
-from .signature import parameters
+from .signature import async_kind, parameters
 
 log = get_logger("lite_serving")
 
@@ -32,8 +33,9 @@ class LoadedPredictor:
     """
 
     def __init__(self, instance, caller, init_plan, predict_plan, onnx_session=None,
-                 batch_caller=None):
+                 batch_caller=None, is_async=False):
         self.instance = instance
+        self.is_async = is_async            # predict is ``async def``: caller returns a coroutine
         self.caller = caller
         self.init_plan = init_plan
         self.predict_plan = predict_plan
@@ -150,7 +152,17 @@ def load_predictor(cls, config):
     for method in methods:
         func, skip_self = _unbound(cls, method)
         signature_plan(func, PREDICT_PROVIDERS, f"{name}.{method}", skip_self)
+        if async_kind(func) == "generator":
+            raise StartupError(
+                f"{name}.{method} is an async generator (async def with yield); make it an async "
+                "def that returns serv.Response(gen()) or serv.event_stream(gen()), gen being "
+                "the async generator, to stream its pieces")
     _refuse_old_config(cls, name)
+    for attribute in ("input_schema", "output_schema"):  # described by /openapi.json
+        value = getattr(cls, attribute, None)
+        if value is not None and not isinstance(value, dict):
+            raise StartupError(f"{name}.{attribute} is {type(value).__name__}; it must be a JSON "
+                               "Schema as a dict, e.g. {\"type\": \"object\"}")
     init_plan = signature_plan(cls, INIT_PROVIDERS, f"{name}.__init__")
     kwargs = {pname: INIT_PROVIDERS[key](config) for pname, key, _ in init_plan}
     instance = cls(**kwargs)
@@ -162,11 +174,34 @@ def load_predictor(cls, config):
         if not callable(bound):
             raise StartupError(f"{name} has no `{method}` method")
         plans[method] = (bound, signature_plan(bound, PREDICT_PROVIDERS, f"{name}.{method}"))
+    run_async_setup(instance, name)
+    is_async = "predict" in plans and async_kind(plans["predict"][0]) == "coroutine"
     caller = build_caller(*plans["predict"]) if "predict" in plans else None
-    batch_caller = BatchCaller(*plans["predict_batch"]) if "predict_batch" in plans else None
+    batch_caller = None
+    if "predict_batch" in plans:
+        function, plan = plans["predict_batch"]
+        batch_async = async_kind(function) == "coroutine"
+        if batch_async:  # the batch thread waits for it on the loop
+            from .async_predict import run_on_loop
+            function = run_on_loop(function)
+        batch_caller = BatchCaller(function, plan, batch_async)
     session = next((kwargs[pname] for pname, key, _ in init_plan if key == "onnx"), None)
     plan = plans["predict" if "predict" in plans else "predict_batch"][1]
-    return LoadedPredictor(instance, caller, init_plan, plan, session, batch_caller)
+    return LoadedPredictor(instance, caller, init_plan, plan, session, batch_caller, is_async)
+
+
+def run_async_setup(instance, name):
+    """``async def setup(self)``, when the predictor has one: run on the asyncio loop thread that
+    async predicts run on (so that what it makes, bound to that loop, serves them), before the
+    server is ready. A ``setup`` that is not ``async def`` is the predictor's own business."""
+    setup = getattr(instance, "setup", None)
+    if setup is None or async_kind(setup) != "coroutine":
+        return
+    from .async_predict import event_loop_thread
+    began = time.perf_counter()
+    event_loop_thread().run(setup())
+    log.info("%s.setup() ran on the asyncio event loop in %.0f ms", name,
+             (time.perf_counter() - began) * 1000)
 
 
 def start_run_thread(instance, production):

@@ -118,9 +118,10 @@ class BatchCaller:
     ``ServingError``); :meth:`call` hands ``predict_batch`` the columns.
     """
 
-    def __init__(self, predict_batch, plan):
+    def __init__(self, predict_batch, plan, is_async=False):
         self.function = predict_batch
         self.plan = plan
+        self.is_async = is_async  # an async def, which ``predict_batch`` runs on the asyncio loop
         ordered = [entry for entry in plan if not entry[2]] + [entry for entry in plan if entry[2]]
         self.providers = [PREDICT_PROVIDERS[key] for _, key, _ in ordered]
         self.positional = sum(1 for entry in plan if not entry[2])

@@ -323,15 +323,7 @@ def serve_one(predictor_cls, config, listener=None, beat=None):
         loaded = build(predictor_cls, config, name)
         if _stop["asked"]:  # the predictor's own code swallowed StopRequested
             raise StopRequested
-        if loaded.onnx_session is not None:
-            from .v2 import V2Model
-            served_as = model_name(config)
-            app.v2_model = V2Model(loaded.onnx_session, served_as)
-            log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",
-                     served_as, served_as)
-        app.caller = loaded.caller
-        configure_batching(app, loaded, config)
-        app.ready = True
+        attach_predictor(app, loaded, config)
         if loop is None:
             listener.listen(BACKLOG)
             loop = IOLoop(app, config, listener, certificates, keys, beat)
@@ -351,6 +343,22 @@ def serve_one(predictor_cls, config, listener=None, beat=None):
     loop.wait()
     log.info("stopped")
     return 0
+
+
+def attach_predictor(app, loaded, config):
+    """Give ``app`` the built predictor: its callers, its ONNX model on /v2, its batching; the
+    application is then ready."""
+    if loaded.onnx_session is not None:
+        from .v2 import V2Model
+        served_as = model_name(config)
+        app.v2_model = V2Model(loaded.onnx_session, served_as)
+        log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",
+                 served_as, served_as)
+    app.caller = loaded.caller
+    app.async_predict = loaded.is_async
+    app.predictor = loaded
+    configure_batching(app, loaded, config)
+    app.ready = True
 
 
 def configure_batching(app, loaded, config):
@@ -382,9 +390,11 @@ def build(predictor_cls, config, name):
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
     if loaded.caller is not None:
-        log.info("predict gets: %s", describe_predict(loaded.predict_plan))
+        log.info("%spredict gets: %s", "async " if loaded.is_async else "",
+                 describe_predict(loaded.predict_plan))
     if loaded.batch_caller is not None:
-        log.info("predict_batch gets, as lists with one entry per request: %s",
+        log.info("%spredict_batch gets, as lists with one entry per request: %s",
+                 "async " if loaded.batch_caller.is_async else "",
                  describe_predict(loaded.batch_caller.plan))
     return loaded
 

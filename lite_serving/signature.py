@@ -13,6 +13,7 @@ import types
 EMPTY = type("Empty", (), {"__repr__": lambda self: "EMPTY", "__slots__": ()})()
 
 _VARARGS, _VARKEYWORDS = 0x04, 0x08   # co_flags
+_COROUTINE, _ASYNC_GENERATOR = 0x80, 0x200
 
 
 class Param:
@@ -112,3 +113,26 @@ def _of_function(func):
         name = names[rest]
         params.append(Param(name, Param.VAR_KEYWORD, EMPTY, annotations.get(name, EMPTY)))
     return params
+
+
+def async_kind(func):
+    """``"coroutine"`` for an ``async def`` function, ``"generator"`` for an async generator
+    function (``async def`` with ``yield``), else None; methods, ``functools.partial`` objects
+    and objects whose ``__call__`` is one are looked through."""
+    for _ in range(8):   # a chain of wrappers, bounded
+        if isinstance(func, types.MethodType):
+            func = func.__func__
+        elif type(func).__name__ == "partial" and callable(getattr(func, "func", None)):
+            func = func.func
+        elif not isinstance(func, types.FunctionType) and not isinstance(func, type) \
+                and isinstance(getattr(type(func), "__call__", None), types.FunctionType):
+            func = type(func).__call__
+        else:
+            break
+    code = getattr(func, "__code__", None)
+    flags = getattr(code, "co_flags", 0)
+    if flags & _COROUTINE:
+        return "coroutine"
+    if flags & _ASYNC_GENERATOR:
+        return "generator"
+    return None

@@ -38,7 +38,19 @@ def _one_line(text):
 
 
 def event_stream(events, status=200, headers=None):
-    """A streamed ``text/event-stream`` :class:`Response` of ``events`` (an iterable)."""
+    """A streamed ``text/event-stream`` :class:`Response` of ``events`` (an iterable, or an
+    async iterable such as an async generator)."""
+    if hasattr(events, "__aiter__"):
+        async def async_pieces():
+            try:
+                async for item in events:
+                    yield format_event(item)
+            finally:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        return _stream_response(async_pieces(), status, headers)
+
     def pieces():
         try:
             for item in events:
@@ -47,6 +59,10 @@ def event_stream(events, status=200, headers=None):
             close = getattr(events, "close", None)
             if close is not None:
                 close()
+    return _stream_response(pieces(), status, headers)
+
+
+def _stream_response(pieces, status, headers):
     extra = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     extra.update(headers or {})
-    return Response(pieces(), status=status, headers=extra, content_type="text/event-stream")
+    return Response(pieces, status=status, headers=extra, content_type="text/event-stream")

@@ -65,6 +65,38 @@ def _as_bytes(piece):
     raise TypeError(f"a streamed body yielded {type(piece).__name__}; pieces must be bytes or str")
 
 
+def send(stream, piece, post):
+    """Post a piece (a chunk on HTTP/1.1), counted in ``queued``; an empty piece is not sent (an
+    empty chunk would end the body). False once the stream is cancelled."""
+    if stream.cancelled:
+        return False
+    piece = _as_bytes(piece)
+    if piece:
+        data = b"%x\r\n%s\r\n" % (len(piece), piece) if stream.chunked else piece
+        stream.queued += len(data)
+        post(data)
+    return True
+
+
+def held_back(stream):
+    """Whether the producer must wait: more than HIGH_WATER bytes not yet taken by the socket."""
+    return stream.backlog() > HIGH_WATER and not stream.cancelled
+
+
+def finish(stream, post):
+    """After the last piece: the final chunk, and END; ABORT when the stream was cancelled."""
+    if stream.cancelled:
+        return ABORT
+    if stream.chunked:
+        post(b"0\r\n\r\n")
+    return END
+
+
+def log_failure(stream, exc):
+    log.error("the streamed answer failed after %d bytes (%s); closing the connection",
+              stream.queued, type(exc).__name__, exc_info=not isinstance(exc, GeneratorExit))
+
+
 def pump(stream, post):
     """Run on a stream thread: iterate the body and ``post(data)`` each framed piece, then END/ABORT.
 
@@ -74,25 +106,15 @@ def pump(stream, post):
     end = ABORT
     try:
         for piece in stream.pieces:
-            if stream.cancelled:
+            if not send(stream, piece, post):
                 break
-            piece = _as_bytes(piece)
-            if not piece:
-                continue
-            data = b"%x\r\n%s\r\n" % (len(piece), piece) if stream.chunked else piece
-            stream.queued += len(data)
-            post(data)
-            while stream.backlog() > HIGH_WATER and not stream.cancelled:
+            while held_back(stream):
                 stream.window.clear()
-                if stream.backlog() > HIGH_WATER and not stream.cancelled:
+                if held_back(stream):
                     stream.window.wait(1.0)
-        if not stream.cancelled:
-            if stream.chunked:
-                post(b"0\r\n\r\n")
-            end = END
+        end = finish(stream, post)
     except BaseException as exc:
-        log.error("the streamed answer failed after %d bytes (%s); closing the connection",
-                  stream.queued, type(exc).__name__, exc_info=not isinstance(exc, GeneratorExit))
+        log_failure(stream, exc)
     finally:
         try:
             stream.close()
@@ -101,7 +123,11 @@ def pump(stream, post):
 
 
 def start(stream, post):
-    """Produce ``stream`` on a thread of its own, in the context of the request it answers."""
+    """Produce ``stream`` on a thread of its own, in the context of the request it answers
+    (an async iterable: as a task on the asyncio loop thread)."""
+    if hasattr(stream.pieces, "__aiter__"):
+        from .async_predict import start_stream
+        return start_stream(stream, post)
     context = stream.context
     if context is None:
         target, args = pump, (stream, post)

@@ -1,9 +1,10 @@
-"""``lite-serving init [FILE]`` and ``serving [FILE]``: write a commented predictor template.
+"""``lite-serving init [FILE]`` and ``serving [FILE]``: write a commented predictor template,
+and beside it a test of it using :class:`lite_serving.testing.TestClient`.
 
 ``serving`` is the command openbayes-serving installs for the same purpose; its
 template imports ``openbayes_serving``, which lite_serving also answers to.
-An existing file is overwritten only with ``--force`` or when the person at
-the terminal says yes.
+An existing predictor is overwritten only with ``--force`` or when the person at
+the terminal says yes; an existing test file only with ``--force``.
 """
 
 import os
@@ -12,8 +13,9 @@ import sys
 TEMPLATE = '''\
 """A predictor: lite_serving builds Predictor once, then calls predict for every POST /.
 
-Run it with `python predictor.py` or `lite-serving DIR` (DIR holding this file), then:
+Run it with `python {filename}` or `lite-serving DIR` (DIR holding this file), then:
     curl -X POST localhost:25252/ -H 'Content-Type: application/json' -d '{{"values": [1, 2]}}'
+or open http://localhost:25252/docs to try it in a browser. `pytest` runs {test_filename}.
 `lite-serving --help` lists every flag (port, threads, workers, ...).
 """
 
@@ -21,6 +23,12 @@ import {module} as serv
 
 
 class Predictor:
+    # What a request looks like: shown on /openapi.json, prefilled on the /docs page
+    # (a JSON Schema of the body, and an example of one). Optional; output_schema too.
+    input_schema = {{"type": "object", "required": ["values"],
+                    "properties": {{"values": {{"type": "array", "items": {{"type": "number"}}}}}}}}
+    input_example = {{"values": [1, 2]}}
+
     def __init__(self):
         """Load the model and whatever else every request needs; runs once, before the port
         accepts connections. Ask for `onnx` (def __init__(self, onnx)) to get an
@@ -35,6 +43,7 @@ class Predictor:
         `request` (a Flask-style request object). Return a dict or list (sent as JSON, or
         MessagePack when the client accepts it), a str, bytes, or serv.Response. Raise
         serv.ServingError("message", status_code=400) to answer an error yourself.
+        Waiting on other services? Make it `async def predict`: requests then wait together.
         """
         values = json.get("values") if isinstance(json, dict) else None
         if not isinstance(values, list):
@@ -47,9 +56,47 @@ if __name__ == "__main__":  # `python predictor.py` serves it; lite-serving DIR 
 '''
 
 
-def template_text(module="lite_serving"):
+TEST_TEMPLATE = '''\
+"""Tests of {filename}: run them with `pytest`.
+
+TestClient builds Predictor and serves it in this process on a free port: each request goes
+through the real server, as it will in production.
+"""
+
+from lite_serving.testing import TestClient
+
+from {stem} import Predictor
+
+
+def test_the_example_is_doubled():
+    with TestClient(Predictor) as client:
+        r = client.post("/", json=Predictor.input_example)
+        assert r.status_code == 200
+        assert r.json() == {{"doubled": [2, 4]}}
+
+
+def test_a_body_without_values_is_refused():
+    with TestClient(Predictor) as client:
+        r = client.post("/", json={{"nothing": 1}})
+        assert r.status_code == 400
+        assert "values" in r.json()["error"]
+'''
+
+
+def template_text(module="lite_serving", filename="predictor.py"):
     """The template, importing ``module`` as ``serv``."""
-    return TEMPLATE.format(module=module)
+    return TEMPLATE.format(module=module, filename=filename, test_filename=name_of_test(filename))
+
+
+def name_of_test(filename):
+    """``test_predictor.py`` for ``predictor.py``."""
+    return "test_" + os.path.basename(filename)
+
+
+def template_test_text(filename="predictor.py"):
+    """The test of the template written as ``filename``."""
+    stem = os.path.splitext(os.path.basename(filename))[0]
+    return TEST_TEMPLATE.format(filename=os.path.basename(filename), stem=stem)
 
 
 def _confirm(path):
@@ -70,13 +117,21 @@ def write_template(path, module, force=False):
         if not _confirm(path):
             sys.stderr.write(f"{path} exists and was left as it is; use --force to overwrite it\n")
             return 1
+    name = os.path.basename(path)
+    test_path = os.path.join(os.path.dirname(path), name_of_test(name))
+    write_test = force or not os.path.exists(test_path)
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(template_text(module))
+            f.write(template_text(module, name))
+        if write_test:
+            with open(test_path, "w", encoding="utf-8") as f:
+                f.write(template_test_text(name))
     except OSError as exc:
-        sys.stderr.write(f"cannot write {path}: {exc.strerror or exc}\n")
+        sys.stderr.write(f"cannot write {exc.filename or path}: {exc.strerror or exc}\n")
         return 1
-    print(f"wrote {path}: edit Predictor, then run `python {os.path.basename(path)}`")
+    tests = f" and its test {test_path}" if write_test else \
+        f" ({test_path} exists and was left as it is)"
+    print(f"wrote {path}{tests}: edit Predictor, then run `python {name}`; `pytest` runs the test")
     return 0
 
 

@@ -3,6 +3,7 @@ a check of a server through tritonclient (import after skipping when numpy or on
 missing)."""
 
 import os
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -32,3 +33,19 @@ def check_with_tritonclient(client, httpclient, model="iris"):
         result = client.infer(model, [inp], outputs=outputs)
         np.testing.assert_array_equal(result.as_numpy("label"), labels)
         np.testing.assert_allclose(result.as_numpy("probabilities"), probabilities, rtol=1e-6)
+
+
+def serve_bare_model(directory):
+    """Serve the iris model as ``DIR/iris.onnx`` with no predictor.py (zero-code); the server once
+    it is ready."""
+    from conftest import LISTENING, READY, launch
+    directory.mkdir()
+    shutil.copy(os.path.join(IRIS, "model.onnx"), directory / "iris.onnx")
+    server = launch(directory, "--host", "127.0.0.1", "--port", "0")
+    try:
+        server.port = int(server.wait_for(LISTENING).group(3))
+        server.wait_for(READY)
+    except BaseException:
+        server.stop()
+        raise
+    return server

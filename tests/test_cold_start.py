@@ -30,7 +30,9 @@ except ImportError:
     COMPILED = False
 
 HEAVY = ("orjson", "logging", "inspect", "re", "lite_serving.parser_py", "dataclasses", "uuid",
-         "traceback", "ast", "tokenize", "json")
+         "traceback", "ast", "tokenize", "json", "asyncio", "lite_serving.async_predict",
+         "lite_serving.openapi", "lite_serving.docs_page", "lite_serving.client",
+         "lite_serving.testing")
 
 REPORTER = """
     import sys

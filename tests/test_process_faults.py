@@ -257,6 +257,41 @@ def test_batch_past_the_deadline_answers_504_and_refuses_the_next(tmp_path):
         kill(server)
 
 
+def test_async_predict_past_the_deadline_is_cancelled_and_answered_504(tmp_path):
+    source = """
+        import asyncio
+        import openbayes_serving as serv
+
+        class Predictor:
+            cancelled = 0
+
+            async def predict(self, json):
+                if json.get("hang"):
+                    try:
+                        await asyncio.sleep(3600)
+                    except asyncio.CancelledError:
+                        Predictor.cancelled += 1
+                        raise
+                return {"cancelled": Predictor.cancelled}
+
+        if __name__ == "__main__":
+            serv.run(Predictor)
+    """
+    server = start(tmp_path / "m", source, "--predict-timeout", "1", "--threads", "1")
+    try:
+        results = []
+        hang_in_background(server, results, 3)
+        deadline = time.monotonic() + 30
+        while len(results) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r.status for r in results] == [504, 504, 504]
+        # cancelled, not stuck: the server is ready and predict runs
+        assert request(server, "GET", "/readyz").status == 200
+        assert post_json(server, {}).json() == {"cancelled": 3}
+    finally:
+        kill(server)
+
+
 def test_stuck_worker_stops_taking_connections_and_is_replaced(tmp_path):
     server = start(tmp_path / "m", HANGING, "--workers", "2", "--threads", "1",
                    "--dispatch", "threads", "--predict-timeout", "1")
