@@ -71,9 +71,6 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
 
-    def describe_dispatch(self):
-        return self.dispatch.describe()
-
     def serve_forever(self):
         """Run the loop until stopped and drained; ``finished`` is set once everything is closed."""
         self.access_log.start()
