@@ -265,8 +265,8 @@ class HTTPConnection:
                 self._route(RequestView(head, _EMPTY, self.peer, budget, 0, ctx.loop.now))
                 continue
             if length > ctx.max_body:
-                self._refuse(413, f"request body of {length} bytes is over the limit of "
-                                  f"{ctx.max_body}", head)
+                self._refuse(413, f"request body of {length} bytes is over --max-body-size "
+                                  f"({ctx.max_body} bytes)", head)
                 break
             if budget.held + length > budget.limit:  # MemoryBudget.reserve, on the hot path
                 self._refuse_busy(head)
@@ -344,7 +344,10 @@ class HTTPConnection:
         try:
             self.pos = decoder.feed(self.buf, self.pos)
         except ParseError as exc:
-            self._refuse(exc.status, exc.message, self.view.head)
+            message = exc.message
+            if exc.status == 413:
+                message = f"chunked request body is over --max-body-size ({self.ctx.max_body} bytes)"
+            self._refuse(exc.status, message, self.view.head)
             return
         piece = decoder.take()
         if piece and not self._chunked_store(piece):

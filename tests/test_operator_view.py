@@ -98,3 +98,43 @@ def test_a_missing_relative_file_is_named_by_its_absolute_path(tmp_path):
                                 "--ssl-certfile", "cert.pem"], tmp_path)
     assert code == 1, output
     assert f"cannot read --ssl-certfile {tmp_path / 'cert.pem'}: No such file" in output, output
+
+
+# -- 8. messages that say what to do ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory):
+    server = start(tmp_path_factory.mktemp("echo"), ECHO, "--max-body-size", "1000")
+    yield server
+    kill(server)
+
+
+def test_json_sent_as_a_form_names_the_type_and_the_fix(echo):
+    answer = post(echo, b'{"a": 1}', "application/x-www-form-urlencoded")  # curl -d
+    assert answer.status == 400
+    error = answer.json()["error"]
+    assert "sent as application/x-www-form-urlencoded" in error
+    assert "Content-Type: application/json" in error
+
+
+@pytest.mark.parametrize("body,reason", [(b"\xc1", "it holds a byte that begins no MessagePack value"),
+                                         (b"\x92\x01", "the body ends in the middle of a value"),
+                                         (b"\x01\x02", "bytes follow the end of the first value")])
+def test_a_bad_msgpack_body_says_why(echo, body, reason):
+    answer = post(echo, body, "application/msgpack")
+    assert answer.status == 400
+    assert answer.json()["error"] == f"the request body is not valid MessagePack: {reason}"
+
+
+def test_a_json_body_that_is_not_utf8_is_told_so(echo):
+    answer = post(echo, b'{"a": "caf\xe9"}', "application/json")
+    assert answer.status == 400
+    assert answer.json()["error"] == ("the request body is not valid JSON: it is not UTF-8 text "
+                                      "(byte 0xe9 at offset 10); JSON must be sent as UTF-8")
+
+
+def test_413_names_the_flag(echo):
+    answer = post(echo, b"x" * 1001, "application/json")
+    assert answer.status == 413
+    assert answer.json()["error"] == ("request body of 1001 bytes is over --max-body-size "
+                                      "(1000 bytes)")
