@@ -422,8 +422,8 @@ class HTTPConnection:
             if type(data) is _StreamBody:
                 self._start_stream(view, status, data)
                 return
-            self._finish(view, status)  # first: when the client reads, the request holds nothing
-            self.transport.write(data)
+            self._finish(view, status, len(data))  # first: when the client reads, the request
+            self.transport.write(data)               # holds nothing
             self._after_answer()
             if frame_next and self.state == IDLE and (self.pos < len(self.buf) or self.eof
                                                       or self.ctx.draining):
@@ -443,10 +443,11 @@ class HTTPConnection:
         else:
             self._enter(IDLE)
 
-    def _finish(self, view, status=None):
+    def _finish(self, view, status=None, sent=0):
         """The one place a request ends (once): counted, logged, everything it holds released.
 
-        ``status`` None: the request ended without an answer of its own being written.
+        ``status`` None: the request ended without an answer of its own being written;
+        ``sent``: the bytes of its answer.
         """
         if not view.release():
             return  # ended before
@@ -460,16 +461,24 @@ class HTTPConnection:
             seconds = monotonic() - view.started
             metrics.request_seconds.observe(seconds)
             if self.log_prefix is not None:  # the access log is on: one tuple, formatted later
-                ctx.access_log.lines.append((self.log_prefix, view.head, status, seconds))
+                ctx.access_log.lines.append((self.log_prefix, view.head, status, seconds,
+                                             view.reason, sent))
 
     def _refuse(self, status, message, head=None):
         """Answer an error the server itself finds; the connection closes after it."""
         self.body = self.decoder = None  # a body being read is released with its view
         self.recv_into = False
-        if self.view is not None and self.state in (IDLE, BODY):
-            self._finish(self.view)
-        self.ctx.metrics.by_class[status // 100] += 1
-        self.transport.write(error_reply(status, message, head)[1])
+        view = self.view
+        if view is not None and self.state in (IDLE, BODY):
+            self._finish(view)
+        ctx = self.ctx
+        ctx.metrics.by_class[status // 100] += 1
+        data = error_reply(status, message, head)[1]
+        if self.log_prefix is not None:  # every answer has its access line, refusals too
+            started = view.started if view is not None else ctx.loop.now
+            ctx.access_log.record(self.log_prefix, head, status, monotonic() - started, message,
+                                  len(data))
+        self.transport.write(data)
         self._close_after()
 
     def _refuse_head(self, head, reply):
@@ -481,6 +490,7 @@ class HTTPConnection:
         ctx.metrics.in_flight += 1
         if head.chunked or head.content_length > 0:
             self.close_after = True
+        view.reason = "no valid API key" if reply[0] == 401 else "refused before its body was read"
         self.on_answer(view, reply, False)
 
     def _refuse_busy(self, head):
@@ -500,7 +510,8 @@ class HTTPConnection:
         self._enter(STREAMING)
         ctx.metrics.by_class[status // 100] += 1
         if ctx.access_log.enabled:
-            ctx.access_log.record(self.log_prefix, view.head, status, monotonic() - view.started)
+            ctx.access_log.record(self.log_prefix, view.head, status, monotonic() - view.started,
+                                  view.reason, len(stream.head))
         stream.handed = len(stream.head)
         self.transport.write(stream.head)
         if self.state == CLOSED:  # the client left: the stream is never started

@@ -54,7 +54,7 @@ def setup_logging(config):
     format; otherwise lite_serving writes them to stderr in its own format
     (see ``logs``: without importing ``logging`` while nobody else has).
     """
-    logs.setup(logs.level_named(config.log_level), config.access_log)
+    logs.setup(logs.level_named(config.log_level), config.access_log, config.log_format)
 
 
 def raise_open_files_limit():

@@ -12,6 +12,7 @@ import pytest
 from conftest import ECHO, launch, write_predictor
 from helpers_server import kill, ready, run_to_exit, start, wait_for_new
 from http_client import Connection, post, post_json, request
+from test_cli import APP_LOGGING
 
 KEY = "k-operator-0123"
 
@@ -138,3 +139,187 @@ def test_413_names_the_flag(echo):
     assert answer.status == 413
     assert answer.json()["error"] == ("request body of 1001 bytes is over --max-body-size "
                                       "(1000 bytes)")
+
+
+# -- 3. every answer has an access line; refusals say why ------------------------------------------
+
+def raw_answer(server, data):
+    with Connection(server.host, server.port) as conn:
+        conn.send(data)
+        return conn.read_response()
+
+
+REFUSALS = [
+    (b"GET /nowhere HTTP/1.1\r\nHost: h\r\n\r\n", 404, "no route for /nowhere"),
+    (b"PUT /healthz HTTP/1.1\r\nHost: h\r\n\r\n", 405, "method PUT is not allowed on /healthz"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n",
+     413, "over --max-body-size (1000 bytes)"),
+    (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414, "request line too long"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(12)) + b"\r\n",
+     431, "too many header fields"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nHost: i\r\n\r\n", 400, "exactly one Host"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\n{x}",
+     400, "not valid JSON"),
+]
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    server = start(tmp_path_factory.mktemp("limited"), ECHO, "--max-body-size", "1000",
+                   "--max-target", "200", "--max-headers", "10", "--head-timeout", "1")
+    yield server
+    kill(server)
+
+
+@pytest.mark.parametrize("data,status,reason", REFUSALS,
+                         ids=[str(status) + "-" + reason[:12] for _, status, reason in REFUSALS])
+def test_refusals_have_an_access_line_with_their_reason(limited, data, status, reason):
+    mark = len(limited.lines)
+    answer = raw_answer(limited, data)
+    assert answer.status == status
+    line = wait_for_new(limited, mark, rf"INFO lite_serving\.access\[\d+\]: 127\.0\.0\.1:\d+ - "
+                                       rf"\".*\" {status} .* -- .*{re.escape(reason)}")
+    assert answer.json()["error"] in line
+
+
+def test_a_request_that_times_out_has_an_access_line(limited):
+    mark = len(limited.lines)
+    with Connection(limited.host, limited.port) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: h\r\n")  # the head never ends: 408 after --head-timeout
+        assert conn.read_response().status == 408
+    wait_for_new(limited, mark, r"lite_serving\.access.* 408 .* -- timed out waiting for the request")
+
+
+# -- 4. request ids --------------------------------------------------------------------------------
+
+EVENTS = """
+    import openbayes_serving as serv
+
+    class Predictor:
+        def predict(self, data):
+            serv.emit_event("seen", data)
+            return {"ok": True}
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_request_ids_are_echoed_logged_and_made_when_absent(tmp_path):
+    server = start(tmp_path / "m", EVENTS)
+    try:
+        mark = len(server.lines)
+        answer = post(server, b"one", "text/plain", headers={"X-Request-Id": "client-id-1"})
+        assert answer.status == 200 and answer.header("x-request-id") == "client-id-1"
+        wait_for_new(server, mark, r"lite_serving\.access.*\"POST / HTTP/1\.1\" 200 .* client-id-1 ")
+        wait_for_new(server, mark, r"event seen of request client-id-1 ->")
+
+        answer = post(server, b"two", "text/plain", headers={"X-Openbayes-Serving-Request-Id": "77"})
+        assert answer.header("x-request-id") == "77"
+
+        mark = len(server.lines)
+        answer = post(server, b"three", "text/plain")
+        made = answer.header("x-request-id")
+        assert made and re.fullmatch(r"[0-9a-f]{20,}", made)
+        wait_for_new(server, mark, rf"event seen of request {made} ->")
+        wait_for_new(server, mark, rf"lite_serving\.access.* 200 .* {made} ")
+        other = request(server, "GET", "/nowhere").header("x-request-id")
+        assert other and other != made  # every answer has one, each its own
+    finally:
+        kill(server)
+
+
+# -- 5. structured logs ----------------------------------------------------------------------------
+
+FAILING = """
+    import openbayes_serving as serv
+
+    class Predictor:
+        def predict(self, json):
+            return {"label": json["label"]}
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_json_logs_are_one_object_a_line(tmp_path, how):
+    flags, env = (["--log-format", "json"], None) if how == "flag" else \
+        ([], {"LITE_SERVING_LOG_FORMAT": "json"})
+    server = start(tmp_path / "m", FAILING, *flags, env=env)
+    try:
+        assert post_json(server, {"label": 1}, headers={"User-Agent": "probe/1",
+                                                          "X-Request-Id": "rid-7"}).status == 200
+        assert post_json(server, {}).status == 500   # a traceback, as a field
+        assert request(server, "GET", "/nowhere").status == 404
+        wait_for_new(server, 0, r'"status":\s*404')
+        server.stop()
+        objects = [json.loads(line) for line in server.lines]  # every line is one object
+        for obj in objects:
+            assert {"time", "level", "logger", "message"} <= set(obj), obj
+        assert any(o["message"].startswith("ready in") for o in objects)
+        access = [o for o in objects if o["logger"] == "lite_serving.access"]
+        ok = next(o for o in access if o["request_id"] == "rid-7")
+        assert ok["method"] == "POST" and ok["path"] == "/" and ok["status"] == 200
+        assert ok["user_agent"] == "probe/1" and ok["bytes_in"] == len(b'{"label": 1}')
+        assert ok["bytes_out"] > 0 and ok["duration_ms"] >= 0
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", ok["client"])
+        missing = next(o for o in access if o["status"] == 404)
+        assert missing["reason"].startswith("no route for /nowhere")
+        failed = next(o for o in objects if o["level"] == "ERROR")
+        assert "KeyError: 'label'" in failed["traceback"]
+        assert "Traceback (most recent call last)" in failed["traceback"]
+        assert "Traceback" not in failed["message"]
+    finally:
+        kill(server)
+
+
+# the application's own handler on the access logger, its format naming the access line's fields
+APP_FORMAT = APP_LOGGING.replace(
+    '"APP-FORMAT %(name)s %(message)s"',
+    '"APP %(status)s %(method)s %(path)s %(request_id)s %(bytes_out)s %(user_agent)s"')
+
+
+def test_access_fields_reach_the_applications_formatter(tmp_path):
+    server = start(tmp_path / "m", APP_FORMAT)
+    try:
+        mark = len(server.lines)
+        post_json(server, [1], headers={"X-Request-Id": "app-rid", "User-Agent": "ua/2"})
+        wait_for_new(server, mark, r"^APP 200 POST / app-rid \d+ ua/2$")
+    finally:
+        kill(server)
+
+
+# -- 7. CORS ---------------------------------------------------------------------------------------
+
+def cors_of(server, origin):
+    answer = request(server, "GET", "/", headers={"Origin": origin})
+    return (answer.header("access-control-allow-origin"),
+            answer.header("access-control-allow-credentials"))
+
+
+def test_cors_default_reflects_every_origin_with_credentials(echo):
+    assert cors_of(echo, "https://anyone.example") == ("https://anyone.example", "true")
+
+
+def test_cors_allowed_origins_only(tmp_path):
+    server = start(tmp_path / "m", ECHO, "--cors-allow-origins",
+                   "https://app.example,https://admin.example")
+    try:
+        assert cors_of(server, "https://app.example") == ("https://app.example", "true")
+        assert cors_of(server, "https://admin.example") == ("https://admin.example", "true")
+        assert cors_of(server, "https://evil.example") == (None, None)
+        preflight = request(server, "OPTIONS", "/", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert preflight.header("access-control-allow-methods") is None
+    finally:
+        kill(server)
+
+
+def test_cors_any_origin_is_never_with_credentials(tmp_path):
+    server = start(tmp_path / "m", ECHO, env={"LITE_SERVING_CORS_ALLOW_ORIGINS": "*"})
+    try:
+        assert cors_of(server, "https://anyone.example") == ("*", None)
+    finally:
+        kill(server)
