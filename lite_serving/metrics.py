@@ -5,13 +5,21 @@ histograms) without prometheus-client, which would add a dependency and
 a per-observation lock. Counters are updated by the I/O thread only, except
 the predict histogram and error counter, which predict threads update (plain
 integer increments under the GIL; a rare lost update would skew a count, never
-corrupt it). With ``--workers N`` each worker reports its own figures with a
-``pid`` label; sum them in the query (``sum without (pid) (...)``).
+corrupt it).
+
+With ``--workers N`` one scrape reports the whole server, whichever worker
+answers it: the supervisor creates a small shared memory area before it forks
+(:class:`SharedFigures`, one row of numbers per worker slot); each worker
+copies its figures into its row once a second and when it renders, and the
+worker that renders sums the rows. Nothing on the request path touches the
+area, and no lock is taken: a row is written by its worker only, and a
+scrape may see a worker's figures up to a second old. A worker that replaces
+a dead one in the same slot adds its counts to the ones its predecessor left,
+so the server's counters never go back.
 """
 
 import bisect
 import math
-import os
 
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0, 30.0)
@@ -62,17 +70,27 @@ class Histogram:
         self.total += math.fsum(values)
         self.count += n
 
-    def lines(self, name, labels):
+    def lines(self, name):
         self.fold()
         out = []
         running = 0
         for bound, n in zip(self.bounds, self.counts):
             running += n
-            out.append(f'{name}_bucket{{{labels},le="{bound}"}} {running}')
-        out.append(f'{name}_bucket{{{labels},le="+Inf"}} {self.count}')
-        out.append(f"{name}_sum{{{labels}}} {self.total:.6f}")
-        out.append(f"{name}_count{{{labels}}} {self.count}")
+            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        out.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        out.append(f"{name}_sum {self.total:.6f}")
+        out.append(f"{name}_count {self.count}")
         return out
+
+    def figures(self):
+        """Bucket counts, sum and count, for :class:`SharedFigures`."""
+        return [*self.counts, self.total, self.count]
+
+    def set_figures(self, values):
+        n = len(self.counts)
+        self.counts = [int(v) for v in values[:n]]
+        self.total = values[n]
+        self.count = int(values[n + 1])
 
 
 class Metrics:
@@ -90,6 +108,47 @@ class Metrics:
         self.bytes_out = 0
         self.in_flight = 0
         self.connections = 0
+        self.shared = None       # SharedFigures under --workers
+        self.slot = 0            # this worker's row in it
+        self._base = None        # what earlier workers of this slot counted
+
+    def share(self, shared, slot):
+        """Report into row ``slot`` of ``shared`` (a worker of ``--workers``), adding to the
+        counters an earlier worker of this slot left there."""
+        self.shared, self.slot = shared, slot
+        base = shared.row(slot)
+        for index in GAUGES:
+            base[index] = 0.0
+        self._base = base
+
+    def _histograms(self):
+        return (self.request_seconds, self.predict_seconds, self.batch_size,
+                self.batch_wait_seconds)
+
+    def figures(self):
+        """Every figure as one list of numbers (the layout of a row of SharedFigures)."""
+        values = list(self.by_class[1:6])
+        for histogram in self._histograms():
+            values += histogram.figures()
+        return values + [self.predict_errors, self.bytes_in, self.bytes_out, self.in_flight,
+                         self.connections]
+
+    def set_figures(self, values):
+        self.by_class[1:6] = [int(v) for v in values[:5]]
+        at = 5
+        for histogram in self._histograms():
+            n = len(histogram.counts) + 2
+            histogram.set_figures(values[at:at + n])
+            at += n
+        (self.predict_errors, self.bytes_in, self.bytes_out, self.in_flight,
+         self.connections) = [int(v) for v in values[at:at + 5]]
+
+    def publish(self):
+        """Fold the histograms, and under --workers copy this worker's figures into its row
+        (once a second, and before rendering)."""
+        self.fold()
+        if self.shared is not None:
+            self.shared.write(self.slot, [b + v for b, v in zip(self._base, self.figures())])
 
     def fold_some(self):
         """Fold the request histograms once enough values have gathered (every turn of the loop)."""
@@ -99,32 +158,47 @@ class Metrics:
 
     def fold(self):
         """Sort what the histograms observed into their buckets (once a second)."""
-        for histogram in (self.request_seconds, self.predict_seconds, self.batch_size,
-                          self.batch_wait_seconds):
+        for histogram in self._histograms():
             histogram.fold()
 
     def render(self):
-        labels = f'pid="{os.getpid()}"'
+        """The exposition text: this process's figures, or the whole server's under --workers."""
+        if self.shared is None:
+            return self._render()
+        self.publish()
+        server = Metrics()
+        server.batching = self.batching
+        server.set_figures(self.shared.total())
+        text = server._render()
+        per_worker = ["# HELP lite_serving_worker_requests_total Answered requests by worker slot.",
+                      "# TYPE lite_serving_worker_requests_total counter"]
+        for slot in range(self.shared.slots):
+            row = self.shared.row(slot)
+            per_worker.append(f'lite_serving_worker_requests_total{{worker="{slot}"}} '
+                              f'{int(sum(row[:5]))}')
+        return text + ("\n".join(per_worker) + "\n").encode()
+
+    def _render(self):
         lines = [
             "# HELP lite_serving_requests_total Answered requests by status class.",
             "# TYPE lite_serving_requests_total counter",
         ]
         for cls in range(1, 6):
-            lines.append(f'lite_serving_requests_total{{{labels},code="{cls}xx"}} {self.by_class[cls]}')
+            lines.append(f'lite_serving_requests_total{{code="{cls}xx"}} {self.by_class[cls]}')
         lines += ["# HELP lite_serving_request_duration_seconds From a complete request to its answer.",
                   "# TYPE lite_serving_request_duration_seconds histogram"]
-        lines += self.request_seconds.lines("lite_serving_request_duration_seconds", labels)
+        lines += self.request_seconds.lines("lite_serving_request_duration_seconds")
         lines += ["# HELP lite_serving_predict_duration_seconds Time spent in predict and encoding.",
                   "# TYPE lite_serving_predict_duration_seconds histogram"]
-        lines += self.predict_seconds.lines("lite_serving_predict_duration_seconds", labels)
+        lines += self.predict_seconds.lines("lite_serving_predict_duration_seconds")
         if self.batching:
             lines += ["# HELP lite_serving_batch_size Requests answered by one batched model call.",
                       "# TYPE lite_serving_batch_size histogram"]
-            lines += self.batch_size.lines("lite_serving_batch_size", labels)
+            lines += self.batch_size.lines("lite_serving_batch_size")
             lines += ["# HELP lite_serving_batch_wait_seconds From a request's arrival to the start "
                       "of its batch.",
                       "# TYPE lite_serving_batch_wait_seconds histogram"]
-            lines += self.batch_wait_seconds.lines("lite_serving_batch_wait_seconds", labels)
+            lines += self.batch_wait_seconds.lines("lite_serving_batch_wait_seconds")
         for name, kind, value, text in (
             ("predict_errors_total", "counter", self.predict_errors, "predict calls that raised (ServingError excluded)."),
             ("received_bytes_total", "counter", self.bytes_in, "Bytes read from clients."),
@@ -133,5 +207,34 @@ class Metrics:
             ("open_connections", "gauge", self.connections, "Open client connections."),
         ):
             lines += [f"# HELP lite_serving_{name} {text}", f"# TYPE lite_serving_{name} {kind}",
-                      f"lite_serving_{name}{{{labels}}} {value}"]
+                      f"lite_serving_{name} {value}"]
         return ("\n".join(lines) + "\n").encode()
+
+
+WIDTH = len(Metrics().figures())
+GAUGES = (WIDTH - 2, WIDTH - 1)   # in flight, open connections: a new worker starts from 0
+
+
+class SharedFigures:
+    """Rows of ``WIDTH`` numbers, one per worker slot, in memory shared by the supervisor's
+    forked workers (an anonymous shared mapping: created before the fork, gone with them)."""
+
+    def __init__(self, slots):
+        import mmap   # only under --workers
+        self.slots = slots
+        self._area = mmap.mmap(-1, slots * WIDTH * 8)
+        self._values = memoryview(self._area).cast("d")
+
+    def row(self, slot):
+        """A copy of row ``slot``."""
+        return list(self._values[slot * WIDTH:(slot + 1) * WIDTH])
+
+    def write(self, slot, values):
+        """Row ``slot`` := ``values`` (its worker only writes it)."""
+        from array import array
+        self._values[slot * WIDTH:(slot + 1) * WIDTH] = array("d", values)
+
+    def total(self):
+        """The sum of the rows."""
+        values = self._values
+        return [sum(values[slot * WIDTH + i] for slot in range(self.slots)) for i in range(WIDTH)]

@@ -233,8 +233,10 @@ def run(predictor_cls, argv=None):
     except StartupError as exc:
         fail(str(exc))
     config.port = reserve.getsockname()[1]
+    from .metrics import SharedFigures
     from .supervisor import Supervisor
-    status = Supervisor(config.workers, lambda: serve_one(predictor_cls, config),
+    figures = SharedFigures(config.workers)  # before the fork: one /metrics for all workers
+    status = Supervisor(config.workers, lambda slot: serve_one(predictor_cls, config, (figures, slot)),
                         config.graceful_timeout, forward_reload=reloads(config)).run()
     reserve.close()
     sys.exit(status)
@@ -259,8 +261,11 @@ def log_start(config):
                     "with its traceback and source lines; never use it behind a proxy")
 
 
-def serve_one(predictor_cls, config):
-    """Bind, build the predictor, listen, serve until stopped; returns the exit status."""
+def serve_one(predictor_cls, config, shared_metrics=None):
+    """Bind, build the predictor, listen, serve until stopped; returns the exit status.
+
+    ``shared_metrics``: ``(SharedFigures, slot)`` of a worker of ``--workers``.
+    """
     config_module.active = config
     started = time.perf_counter()
     try:
@@ -274,6 +279,8 @@ def serve_one(predictor_cls, config):
                  "" if config.protect_metrics else " and /metrics")
     name = class_name(predictor_cls)
     app = Application(config)
+    if shared_metrics is not None:
+        app.metrics.share(*shared_metrics)
     loop = None
     _catch_stop_signals()
     if reloads(config):

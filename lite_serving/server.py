@@ -79,8 +79,10 @@ class Server:
         self.loop.run()
 
     def close(self):
-        """Stop the dispatch's threads (after the loop has finished)."""
+        """Stop the dispatch's threads (after the loop has finished); the last figures go to
+        the server's /metrics."""
         self.dispatch.stop()
+        self.metrics.publish()
 
     def predictor_ready(self):
         """The predictor was built while the loop already ran (``--listen-early``): batch now
@@ -134,7 +136,7 @@ class Server:
         log.debug("orjson loaded in %.1f ms, while idle", (time.perf_counter() - started) * 1000)
 
     def _tick(self, now):
-        self.metrics.fold()
+        self.metrics.publish()
         self.access_log.flush()
         for conn in list(self.connections.values()):
             if conn.transport is not None:

@@ -76,7 +76,8 @@ class Worker:
 
 
 class Supervisor:
-    """Forks ``count`` processes running ``work()`` (which returns an exit status) and keeps them up."""
+    """Forks ``count`` processes running ``work(slot)`` (which returns an exit status) and keeps
+    them up; ``slot`` (0 to count - 1) is the worker's place, kept by the worker replacing it."""
 
     def __init__(self, count, work, graceful_timeout, forward_reload=False):
         self.count = count
@@ -119,7 +120,7 @@ class Supervisor:
         die_with_parent()
         status = 1
         try:
-            status = self.work() or 0
+            status = self.work(slot) or 0
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException:

@@ -323,3 +323,47 @@ def test_cors_any_origin_is_never_with_credentials(tmp_path):
         assert cors_of(server, "https://anyone.example") == ("*", None)
     finally:
         kill(server)
+
+
+# -- 6. one /metrics for all workers ---------------------------------------------------------------
+
+PID = """
+    import os
+    import openbayes_serving as serv
+
+    class Predictor:
+        def predict(self, json):
+            return {"pid": os.getpid()}
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def answered(server):
+    """The server's 2xx count and its per-worker request counts, from one scrape."""
+    from test_production_support import fetch_metrics
+    metrics = fetch_metrics(server)
+    return (metrics.value("lite_serving_requests_total", code="2xx"),
+            {ls["worker"]: v for ls, v in metrics.series("lite_serving_worker_requests_total")})
+
+
+def test_metrics_report_every_worker_and_survive_a_replaced_worker(serve):
+    import signal as signals
+    from test_production_support import wait_until
+    server = serve(PID, "--workers", "2")
+    wait_until(lambda: len(re.findall(r"ready in \d+ ms", server.log)) == 2, what="both workers")
+    pids = set()
+    for _ in range(60):  # fresh connections: the kernel spreads them over the workers
+        pids.add(post_json(server, {}).json()["pid"])
+    assert len(pids) == 2
+    # whichever worker answers the scrape, it reports the whole server (a worker's figures
+    # reach the others within a second)
+    total, per_worker = wait_until(lambda: (lambda got: got[0] >= 60 and got)(answered(server)),
+                                   what="the 60 answers of both workers in one scrape")
+    assert set(per_worker) == {"0", "1"} and all(n > 0 for n in per_worker.values()), per_worker
+    os.kill(pids.pop(), signals.SIGKILL)   # its replacement takes its slot and its counts
+    wait_until(lambda: len(re.findall(r"ready in \d+ ms", server.log)) == 3, what="a new worker")
+    for _ in range(10):
+        now, _ = answered(server)
+        assert now >= total, "a server's counter went back when a worker was replaced"
