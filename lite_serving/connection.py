@@ -475,7 +475,10 @@ class HTTPConnection:
         ctx.metrics.by_class[status // 100] += 1
         data = error_reply(status, message, head)[1]
         if self.log_prefix is not None:  # every answer has its access line, refusals too
-            started = view.started if view is not None else ctx.loop.now
+            if view is None:
+                started = ctx.loop.now
+            else:
+                started, head = view.started, head or view.head
             ctx.access_log.record(self.log_prefix, head, status, monotonic() - started, message,
                                   len(data))
         self.transport.write(data)
