@@ -367,3 +367,25 @@ def test_metrics_report_every_worker_and_survive_a_replaced_worker(serve):
     for _ in range(10):
         now, _ = answered(server)
         assert now >= total, "a server's counter went back when a worker was replaced"
+
+
+# -- 10. start-up lines in plain words ---------------------------------------------------------------
+
+def test_start_up_lines_are_short_and_the_internals_at_debug_level(tmp_path):
+    server = start(tmp_path / "m", ECHO, "--dev")
+    try:
+        ready_at = next(i for i, line in enumerate(server.lines) if "ready in" in line)
+        start_up = [line.rstrip("\n").partition("]: ")[2] for line in server.lines[:ready_at + 1]]
+        assert all(len(line) <= 160 for line in start_up), start_up
+        assert start_up[0].startswith("lite_serving ") and str(server.directory) in start_up[0]
+        assert any("development mode (--dev)" in line for line in start_up)
+        assert f"answers POST http://127.0.0.1:{server.port}/" in start_up[-1]
+        assert not any(word in server.log for word in ("parser:", "tensor codec", "json_c"))
+    finally:
+        kill(server)
+    server = start(tmp_path / "d", ECHO, "--log-level", "debug")
+    try:
+        server.wait_for(r"DEBUG lite_serving\[\d+\]: parser: .*tensor codec: .*JSON: ")
+        server.wait_for(r"DEBUG lite_serving\[\d+\]: how predict runs: predict runs on the I/O thread")
+    finally:
+        kill(server)
