@@ -145,17 +145,17 @@ class AccessLog:
         """One JSON object a line: the fields of every log line, then the access line's (those
         of :func:`fields`, built here in one dict literal: this runs once per request)."""
         dumps = json_codec.load().dumps
-        stamp, pid = iso_time(now), os.getpid()
+        # the fields every line of this write shares, written once: each line is the rest
+        start = '{"time":"%s","level":"INFO","logger":"%s","pid":%d,' % (iso_time(now), ACCESS,
+                                                                         os.getpid())
         out = []
         for record in records:
             client, head, status, seconds, reason, sent = record
             if head is None:
-                obj = {"time": stamp, "level": "INFO", "logger": ACCESS, "pid": pid,
-                       "message": f"- - {status} -- {reason}", **fields(record)}
+                obj = {"message": f"- - {status} -- {reason}", **fields(record)}
             else:
                 method, target, length = head.method, head.target, head.content_length
-                obj = {"time": stamp, "level": "INFO", "logger": ACCESS, "pid": pid,
-                       "message": f"{method} {target} {status}" + (" -- " + reason if reason else ""),
+                obj = {"message": f"{method} {target} {status}" + (" -- " + reason if reason else ""),
                        "method": method, "path": target, "status": status,
                        "duration_ms": round(seconds * 1000, 3),
                        "bytes_in": length if length >= 0 else None if head.chunked else 0,
@@ -163,6 +163,5 @@ class AccessLog:
                        "user_agent": head.user_agent, "reason": reason}
             # as text at once: orjson's bytes, kept alive by the hundred, cost several times
             # the encoding itself (their buffers are not reused)
-            out.append(dumps(obj).decode())
-        out.append("")
-        return "\n".join(out)
+            out.append(dumps(obj).decode()[1:])
+        return start + ("\n" + start).join(out) + "\n"
