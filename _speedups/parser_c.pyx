@@ -220,6 +220,7 @@ cdef _StrCache _path_cache = _StrCache()
 cdef _StrCache _ctype_cache = _StrCache()
 cdef _StrCache _accept_cache = _StrCache()
 cdef _StrCache _origin_cache = _StrCache()
+cdef _StrCache _agent_cache = _StrCache()
 
 cdef str _S_GET = "GET"
 cdef str _S_POST = "POST"
@@ -465,6 +466,9 @@ cdef struct Lifted:
     Py_ssize_t ct_s, ct_e        # first Content-Type value (ct_s -1: none)
     Py_ssize_t acc_s, acc_e, acc_n   # first Accept value, number of Accept fields
     Py_ssize_t org_s, org_e      # last Origin value (org_s -1: none)
+    Py_ssize_t rid_s, rid_e      # first X-Request-Id value (rid_s -1: none)
+    Py_ssize_t pid_s, pid_e      # first X-Openbayes-Serving-Request-Id value (pid_s -1: none)
+    Py_ssize_t ua_s, ua_e        # first User-Agent value (ua_s -1: none)
 
 
 cdef inline void _lifted_init(Lifted* f) noexcept:
@@ -477,6 +481,7 @@ cdef inline void _lifted_init(Lifted* f) noexcept:
     f.acc_s = f.acc_e = -1
     f.acc_n = 0
     f.org_s = f.org_e = -1
+    f.rid_s = f.rid_e = f.pid_s = f.pid_e = f.ua_s = f.ua_e = -1
 
 
 cdef inline int _lift(Lifted* f, const unsigned char* s, Py_ssize_t ls, Py_ssize_t n,
@@ -505,11 +510,24 @@ cdef inline int _lift(Lifted* f, const unsigned char* s, Py_ssize_t ls, Py_ssize
     elif n == 10:
         if _ieq(q, b"connection", 10):
             _connection_tokens(f, s, vs, ve)
+        elif _ieq(q, b"user-agent", 10):
+            if f.ua_s < 0:
+                f.ua_s = vs
+                f.ua_e = ve
     elif n == 12:
         if _ieq(q, b"content-type", 12):
             if f.ct_s < 0:
                 f.ct_s = vs
                 f.ct_e = ve
+        elif _ieq(q, b"x-request-id", 12):
+            if f.rid_s < 0:
+                f.rid_s = vs
+                f.rid_e = ve
+    elif n == 30:
+        if _ieq(q, b"x-openbayes-serving-request-id", 30):
+            if f.pid_s < 0:
+                f.pid_s = vs
+                f.pid_e = ve
     elif n == 14:
         if _ieq(q, b"content-length", 14):
             if f.content_length >= 0:
@@ -605,7 +623,7 @@ cdef class RequestHead:
     cdef public Py_ssize_t end
     cdef public long long content_length
     cdef public bint chunked, keep_alive, expect_continue
-    cdef public object content_type, accept, origin
+    cdef public object content_type, accept, origin, request_id, user_agent
     cdef object _fields
     cdef object _src          # bytes holding the header block, until fields is built
     cdef Py_ssize_t _hs, _he  # the header block in _src: lines, each ending in CRLF
@@ -937,6 +955,12 @@ cdef object _finish(object src, const unsigned char* s, Py_ssize_t size, Lifted*
         head.accept = _all_accept(s, hs, he)
     if f.org_s >= 0:
         head.origin = _origin_cache.get(s + f.org_s, f.org_e - f.org_s)
+    if f.rid_s >= 0:
+        head.request_id = _latin1(s + f.rid_s, f.rid_e - f.rid_s)
+    elif f.pid_s >= 0:
+        head.request_id = _latin1(s + f.pid_s, f.pid_e - f.pid_s)
+    if f.ua_s >= 0:
+        head.user_agent = _agent_cache.get(s + f.ua_s, f.ua_e - f.ua_s)
     if hs >= he:
         head._fields = []
     else:

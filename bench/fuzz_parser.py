@@ -43,6 +43,8 @@ ATTRS = (
     "content_type",
     "accept",
     "origin",
+    "request_id",
+    "user_agent",
 )
 HEAD_LIMITS = [(), (0, 200, 4, 40), (0, 64, 2, 8), (0, 1024, 20, 100)]
 CHUNK_LIMITS = [(1 << 20,), (64, 40, 2), (10, 10, 1), (1 << 70, 0, 0)]

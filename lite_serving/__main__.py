@@ -23,8 +23,8 @@ def _prog():
 
 def _fail(message):
     prog = _prog()
-    sys.stderr.write(f"usage: {prog} DIR [flags]   ({prog} --help lists the flags)\n"
-                     f"{prog}: error: {message}\n")
+    sys.stderr.write(f"{prog}: error: {message}\n"
+                     f"usage: {prog} DIR [flags]   ({prog} --help lists every flag)\n")
     sys.exit(2)
 
 
@@ -114,9 +114,10 @@ def main(argv=None):
         os.chdir(directory)
         os.execvp("bash", ["bash", "start.sh", *rest])
 
-    from . import serve
-    serve.state["cwd"] = os.getcwd()
+    from . import config, serve
+    serve.state["cwd"] = config.launch_directory = os.getcwd()
     serve.state["argv"] = argv
+    serve.state["prog"] = _prog()
     if serve.reload_requested(rest):
         return serve.reload_directory(directory, rest)
 

@@ -15,7 +15,9 @@ from .errors import ServingError
 from .logs import get_logger
 from .metrics import Metrics
 from .predict_deadline import STUCK
-from .response import InvalidResponse, build_head, build_stream_head, cors_headers, has_body
+from .request_ids import LONGEST, request_id
+from .response import (InvalidResponse, build_head, build_stream_head, cors_allows, cors_headers,
+                       has_body, set_cors_origins)
 from .stream import StreamBody
 
 log = get_logger("lite_serving")
@@ -66,19 +68,25 @@ def json_reply(status, obj, head=None, close=False, extra=b""):
 def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", send_body=True):
     """A reply with ``body`` (left out for HEAD, and with its Content-Length for 204/304)."""
     if head is None:
-        version, keep_alive = 1, False
+        version, keep_alive, own = 1, False, b""
     else:
         version, keep_alive = head.version, head.keep_alive and not close
+        rid = head.request_id
+        if not rid or len(rid) > LONGEST:  # request_id(head), inlined
+            rid = request_id(head)
+        own = b"X-Request-Id: %s\r\n" % rid.encode("latin-1")
         if head.origin is not None:
             extra += cors_headers(head.origin)
         if head.method == "HEAD":
             send_body = False
     if status == 204 or status == 304:  # no body, and no Content-Length (RFC 9110 §8.6)
-        return status, build_head(status, content_type, None, extra, version, keep_alive), not keep_alive
-    if send_body and body:
-        return (status, build_head(status, content_type, len(body), extra, version, keep_alive) + body,
+        return (status, build_head(status, content_type, None, extra, version, keep_alive, own),
                 not keep_alive)
-    return status, build_head(status, content_type, len(body), extra, version, keep_alive), not keep_alive
+    if send_body and body:
+        return (status, build_head(status, content_type, len(body), extra, version, keep_alive,
+                                   own) + body, not keep_alive)
+    return (status, build_head(status, content_type, len(body), extra, version, keep_alive, own),
+            not keep_alive)
 
 
 def stream_reply(status, content_type, stream, head, extra=b""):
@@ -94,8 +102,15 @@ def stream_reply(status, content_type, stream, head, extra=b""):
     if head.origin is not None:
         extra += cors_headers(head.origin)
     stream.chunked = head.version == 1
-    stream.head = build_stream_head(status, content_type, extra, head.version, keep_alive)
+    own = b"X-Request-Id: %s\r\n" % request_id(head).encode("latin-1")
+    stream.head = build_stream_head(status, content_type, extra, head.version, keep_alive, own)
     return status, stream, not keep_alive
+
+
+def refusal(view, status, message, extra=b""):
+    """An error answer to ``view``, its message kept for the access line."""
+    view.reason = message
+    return json_reply(status, {"error": message}, view.head, extra=extra)
 
 
 def error_reply(status, message, head=None):
@@ -122,6 +137,7 @@ class Application:
         # () → HEALTHY, SATURATED (every predict thread stuck: not ready) or STUCK (so for too
         # long: not alive); set by the server under --predict-timeout (see predict_deadline)
         self.health = None
+        set_cors_origins(config.cors_allow_origins)
         self.probes = {
             "/healthz": self._alive, "/v2/health/live": self._alive,
             "/readyz": self._readiness, "/v2/health/ready": self._readiness,
@@ -145,13 +161,12 @@ class Application:
             if head.path == "*" and method == "OPTIONS":
                 return bytes_reply(200, None, b"", head, extra=b"Allow: %s\r\n" % ALLOWED)
             if probe is not None:
-                return json_reply(405, {"error": f"method {method} is not allowed on {head.path}"},
-                                  head, extra=b"Allow: GET, HEAD\r\n")
-            return json_reply(404, {"error": f"no route for {head.path}; POST to / to predict"}, head)
+                return refusal(view, 405, f"method {method} is not allowed on {head.path}",
+                               b"Allow: GET, HEAD\r\n")
+            return refusal(view, 404, f"no route for {head.path}; POST to / to predict")
         if method == "POST":
             if not self.ready:
-                return json_reply(503, {"error": "the predictor is still loading"}, head,
-                                  extra=b"Retry-After: 1\r\n")
+                return refusal(view, 503, "the predictor is still loading", b"Retry-After: 1\r\n")
             return None
         if method == "GET" or method == "HEAD":
             if not self.ready or self.draining:  # 200 only when POST / would run predict
@@ -159,8 +174,7 @@ class Application:
             return bytes_reply(200, JSON_TYPE, ROOT_MESSAGE, head, send_body=method == "GET")
         if method == "OPTIONS":
             return self._options(head)
-        return json_reply(405, {"error": f"method {method} is not allowed on /"}, head,
-                          extra=b"Allow: %s\r\n" % ALLOWED)
+        return refusal(view, 405, f"method {method} is not allowed on /", b"Allow: %s\r\n" % ALLOWED)
 
     def _v2_route(self, view):
         """Open Inference Protocol routes: metadata here, infer on a predict thread (None)."""
@@ -225,7 +239,7 @@ class Application:
 
     def _options(self, head):
         extra = b"Allow: %s\r\n" % ALLOWED
-        if head.origin is not None:
+        if head.origin is not None and cors_allows(head.origin):
             extra += b"Access-Control-Allow-Methods: %s\r\n" % ALLOWED
             for name, value in head.fields:
                 if name == "access-control-request-headers":
@@ -268,6 +282,7 @@ class Application:
         ``logged``: the failure was logged already (once for a whole batch).
         """
         head = view.head
+        view.reason = _reason(exc)
         if isinstance(exc, ServingError):
             return self._serving_error(exc, head)
         self.metrics.predict_errors += 1
@@ -338,6 +353,7 @@ class Application:
         head = view.head
         try:
             if isinstance(result, ServingError):
+                view.reason = _reason(result)
                 return self._serving_error(result, head)
             return self._encode(result, head)
         except BaseException as exc:
@@ -383,6 +399,17 @@ class Application:
             except Exception:
                 message = "predict raised a ServingError that cannot be sent"
             return json_reply(500, {"error": message}, head)
+
+
+def _reason(exc):
+    """A failed request's reason in the access line: a ServingError's message, else the
+    exception (its traceback is in the log)."""
+    if isinstance(exc, ServingError):
+        try:
+            return str(exc.message)
+        except Exception:
+            pass
+    return "predict raised " + describe_exception(exc)
 
 
 class BatchLengthError(Exception):

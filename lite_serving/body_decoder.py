@@ -46,15 +46,39 @@ def decode_json(body):
         try:
             return stdlib_json.loads(bytes(body))
         except (ValueError, TypeError, RecursionError):  # RecursionError: nesting too deep
-            raise ServingError(f"the request body is not valid JSON: {first}", 400) from None
+            raise ServingError(f"the request body is not valid JSON: {_json_reason(body, first)}",
+                               400) from None
+
+
+def _json_reason(body, error):
+    """Why a body is not JSON, in lite_serving's words when it is not even UTF-8 text."""
+    try:
+        bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                "JSON must be sent as UTF-8")
+    return str(error)
+
+
+# why msgpack refused a body, by the name of the exception it raised (it raises several unrelated
+# types, some without a message)
+_MSGPACK_REASONS = {
+    "ExtraData": "bytes follow the end of the first value",
+    "OutOfData": "the body ends in the middle of a value",
+    "FormatError": "it holds a byte that begins no MessagePack value",
+    "StackError": "values are nested too deeply",
+}
 
 
 def decode_msgpack(body):
     import msgpack  # imported on first use: start-up stays light for JSON-only services
     try:
         return msgpack.unpackb(body, raw=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ServingError(f"the request body is not valid MessagePack: {exc}", 400) from None
+    except Exception as exc:
+        reason = _MSGPACK_REASONS.get(type(exc).__name__) or str(exc) or type(exc).__name__
+        if "incomplete input" in reason:
+            reason = "the body is empty" if not body else _MSGPACK_REASONS["OutOfData"]
+        raise ServingError(f"the request body is not valid MessagePack: {reason}", 400) from None
 
 
 def decode_payload(view):
@@ -74,4 +98,8 @@ def decode_json_argument(view):
         return decode_json(view.body)
     if kind == MSGPACK:
         return decode_msgpack(view.body)
-    raise ServingError("input must be JSON or MessagePack", 400)
+    content_type = view.head.content_type
+    sent = f"was sent as {content_type}" if content_type else "was sent without a Content-Type"
+    raise ServingError(f"input must be JSON or MessagePack: the body {sent}; send JSON with the "
+                       "header Content-Type: application/json (curl -H 'Content-Type: "
+                       "application/json', requests.post(url, json=...))", 400)

@@ -67,13 +67,15 @@ SETTINGS = (
             "accept connections while the predictor is being built: /healthz and /readyz answer at "
             "once, GET / and POST / answer 503 until it is ready (by default the port refuses "
             "connections until then, as openbayes-serving's does)"),
-    Setting("dev", None, bool,
-            "a failing predict answers a traceback page (HTML for browsers, JSON otherwise) to "
-            "clients on this machine (loopback) only; never in production",
-            "on in local development, off in notebook containers and production"),
+    Setting("dev", False, bool,
+            "development mode: a failing predict answers a traceback page (HTML for browsers, "
+            "JSON otherwise) to clients on this machine (loopback) only; never in production"),
     Setting("reload", False, bool,
             "restart the server when predictor.py or a file beside it changes (for development)"),
     Setting("log_level", "info", str, "debug, info, warning or error"),
+    Setting("log_format", "text", str,
+            "text: one line of text per event; json: one JSON object per line (time, level, "
+            "logger, message, and an access line's fields), for log collectors"),
     Setting("access_log", True, bool, "log one line per request (peer, method, target, status, "
             "duration)"),
     Setting("max_body_size", 100 * MIB, int, "largest request body in bytes (413 above it)"),
@@ -137,11 +139,21 @@ SETTINGS = (
     Setting("docs", True, bool,
             "serve GET /openapi.json (an OpenAPI 3.1 description of the routes and the model) and "
             "GET /docs (a page to try the model); --no-docs turns both off"),
+    Setting("cors_allow_origins", (), str,
+            "origins browsers may call from, comma-separated (e.g. https://app.example.com); * "
+            "allows any origin without credentials",
+            "every Origin is allowed, with credentials", many=True),
 )
 # by flag, dashes read as underscores: --model_path is --model-path
 BY_FLAG = {s.flag[2:].replace("-", "_"): s for s in SETTINGS}
 SECRETS = frozenset(("ssl_keyfile_password", "api_keys"))   # never shown by repr(Config)
 CERT_REQS = ("none", "optional", "required")
+LOG_FORMATS = ("text", "json")
+# files and directories: relative ones are relative to where the command was typed
+PATHS = ("model_path", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "api_key_file")
+# LITE_SERVING_* variables that are not settings
+OTHER_VARIABLES = ("LITE_SERVING_PURE", "LITE_SERVING_ALIAS", "LITE_SERVING_NO_EXT",
+                   "LITE_SERVING_RELOADER_PID", "LITE_SERVING_WORKER")
 KIND_NAMES = {int: "an integer", float: "a number", str: "a text", bool: "a boolean"}
 
 
@@ -167,15 +179,17 @@ class Config:
 
     @property
     def dev_page(self):
-        """Whether a failed predict answers loopback clients with its traceback (never in production)."""
-        env = detect_env()
-        if env == "production":
-            return False
-        return env == "local" if self.dev is None else bool(self.dev)
+        """Whether a failed predict answers loopback clients with its traceback: only when
+        asked for (``--dev``), never in production."""
+        return bool(self.dev) and detect_env() != "production"
 
 
 # The settings of the serving process, for code that runs far from the server (form parsing).
 active = Config()
+
+# The directory the command was typed in: ``lite-serving DIR`` moves into DIR before the
+# predictor (and so parse_config) runs, and sets this first.
+launch_directory = None
 
 
 def env_name(field_name):
@@ -272,7 +286,10 @@ def _exact_flags(argv):
 def build_argparser(prog="lite_serving", directory=False):
     """The argparse parser of every flag, for ``--help`` and error messages.
 
-    ``directory``: show the DIR argument of ``lite-serving DIR [flags]``.
+    ``directory``: show the DIR argument of ``lite-serving DIR [flags]``. Flags
+    must be spelled in full (an abbreviation could silently mean another flag),
+    and an error is one line naming the command as typed, then where the flags
+    are listed, instead of argparse's usage block.
     """
     import argparse
 
@@ -286,14 +303,20 @@ def build_argparser(prog="lite_serving", directory=False):
                 width = 100
             super().__init__(prog, width=width, max_help_position=32)
 
-    parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=HelpFormatter,
+    class ArgumentParser(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(2, f"{self.prog}: error: {_with_suggestion(message)}\n"
+                         f"({self.prog} --help lists every flag)\n")
+
+    parser = ArgumentParser(
+        prog=prog, formatter_class=HelpFormatter, allow_abbrev=False,
         description="Serve a predictor.py over HTTP." + (
             " DIR holds predictor.py (or a .onnx model, or a start.sh to run instead); "
             "`lite-serving init [FILE]` writes a commented predictor template." if directory else ""),
         epilog="Every flag can also be set by the environment variable named beside it; the flag "
-               "wins. The environment is local development unless OPENBAYES_JOB_URL (notebook "
-               "containers) or OPENBAYES_SERVING_PRODUCTION (production) is set.")
+               "wins. Paths are relative to the directory the command runs in. The environment is "
+               "local development unless OPENBAYES_JOB_URL (notebook containers) or "
+               "OPENBAYES_SERVING_PRODUCTION (production) is set.")
     if directory:
         parser.add_argument("directory", metavar="DIR", help="the model directory, or a predictor .py file")
     for s in SETTINGS:
@@ -312,19 +335,46 @@ def build_argparser(prog="lite_serving", directory=False):
     return parser
 
 
+def _with_suggestion(message):
+    """argparse's message about an unknown flag, with the flag it most likely meant."""
+    if not message.startswith("unrecognized arguments:"):
+        return message
+    known = [s.flag for s in SETTINGS] + ["--no-" + s.flag[2:] for s in SETTINGS if s.kind is bool]
+    for arg in message.partition(":")[2].split():
+        if arg.startswith("--"):
+            near = _closest(arg.partition("=")[0], known)
+            if near:
+                return f"{message}; did you mean {near}? (flags must be spelled in full)"
+    return message
+
+
+def _closest(word, candidates):
+    """The candidate ``word`` most likely meant: one it abbreviates, else the most similar."""
+    starting = [c for c in candidates if c.startswith(word)]
+    if len(starting) == 1:
+        return starting[0]
+    import difflib   # only on the way to an error or a warning
+    near = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return near[0] if near else None
+
+
 def _metavar(setting):
     name = setting.name
     if name in ("host", "port"):
         return name.upper()
+    if name == "max_batch_delay":
+        return "MS"
     if setting.kind is float:
         return "SECONDS"
+    if name == "max_batch_size":
+        return "REQUESTS"
     if name.endswith(("_size", "target", "_memory", "_input", "_output")):
         return "BYTES"
     if name.endswith(("file", "_certs")):
         return "FILE"
     return {"model_path": "PATH", "model_name": "NAME", "dispatch": "MODE", "log_level": "LEVEL",
             "ssl_keyfile_password": "PASSWORD", "ssl_cert_reqs": "MODE", "ssl_ciphers": "CIPHERS",
-            "api_keys": "KEY"}.get(name, "N")
+            "api_keys": "KEY", "log_format": "FORMAT", "cors_allow_origins": "ORIGINS"}.get(name, "N")
 
 
 def _fail(prog, message):
@@ -358,8 +408,17 @@ def parse_config(argv=None, prog="lite_serving"):
         values.setdefault("port", default_port())
     except ConfigError as exc:
         _fail(prog, str(exc))
+    base = launch_directory or os.getcwd()
+    for name in PATHS:
+        if values.get(name):
+            values[name] = os.path.normpath(os.path.join(base, os.path.expanduser(values[name])))
+    if "cors_allow_origins" in values:  # "a,b" in a flag as in the variable
+        values["cors_allow_origins"] = tuple(
+            o.strip() for item in values["cors_allow_origins"] for o in item.split(",") if o.strip())
     values.setdefault("model_path", default_model_path())
     config = Config(**values)
+    if config.log_format not in LOG_FORMATS:
+        _fail(prog, f"--log-format must be text or json, got {config.log_format!r}")
     if config.threads < 0 or config.workers < 1:
         _fail(prog, "--threads must be >= 0 and --workers >= 1")
     if config.dispatch not in ("auto", "threads", "inline"):
@@ -377,6 +436,21 @@ def parse_config(argv=None, prog="lite_serving"):
         _fail(prog, "--max-pending-input and --max-pending-output must be positive")
     _check_tls(config, prog)
     return config
+
+
+def unknown_variables(environ=None):
+    """A warning for each ``LITE_SERVING_*`` variable that is no setting, naming the closest one."""
+    environ = os.environ if environ is None else environ
+    known = {s.env for s in SETTINGS}
+    unknown = [name for name in environ if name.startswith("LITE_SERVING_")
+               and name not in known and name not in OTHER_VARIABLES]
+    warnings = []
+    for name in sorted(unknown):
+        near = _closest(name, sorted(known) + list(OTHER_VARIABLES))
+        hint = f"; did you mean {near}?" if near else "; `lite-serving --help` lists the variables"
+        warnings.append(f"environment variable {name} is not a lite_serving setting and is "
+                        f"ignored{hint}")
+    return warnings
 
 
 def _check_tls(config, prog):

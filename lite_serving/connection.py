@@ -269,8 +269,8 @@ class HTTPConnection:
                 self._route(RequestView(head, _EMPTY, self.peer, budget, 0, ctx.loop.now))
                 continue
             if length > ctx.max_body:
-                self._refuse(413, f"request body of {length} bytes is over the limit of "
-                                  f"{ctx.max_body}", head)
+                self._refuse(413, f"request body of {length} bytes is over --max-body-size "
+                                  f"({ctx.max_body} bytes)", head)
                 break
             if budget.held + length > budget.limit:  # MemoryBudget.reserve, on the hot path
                 self._refuse_busy(head)
@@ -348,7 +348,10 @@ class HTTPConnection:
         try:
             self.pos = decoder.feed(self.buf, self.pos)
         except ParseError as exc:
-            self._refuse(exc.status, exc.message, self.view.head)
+            message = exc.message
+            if exc.status == 413:
+                message = f"chunked request body is over --max-body-size ({self.ctx.max_body} bytes)"
+            self._refuse(exc.status, message, self.view.head)
             return
         piece = decoder.take()
         if piece and not self._chunked_store(piece):
@@ -425,8 +428,8 @@ class HTTPConnection:
             if type(data) is _StreamBody:
                 self._start_stream(view, status, data)
                 return
-            self._finish(view, status)  # first: when the client reads, the request holds nothing
-            self.transport.write(data)
+            self._finish(view, status, len(data))  # first: when the client reads, the request
+            self.transport.write(data)               # holds nothing
             self._after_answer()
             if frame_next and self.state == IDLE and (self.pos < len(self.buf) or self.eof
                                                       or self.ctx.draining):
@@ -446,10 +449,11 @@ class HTTPConnection:
         else:
             self._enter(IDLE)
 
-    def _finish(self, view, status=None):
+    def _finish(self, view, status=None, sent=0):
         """The one place a request ends (once): counted, logged, everything it holds released.
 
-        ``status`` None: the request ended without an answer of its own being written.
+        ``status`` None: the request ended without an answer of its own being written;
+        ``sent``: the bytes of its answer.
         """
         if not view.release():
             return  # ended before
@@ -463,16 +467,27 @@ class HTTPConnection:
             seconds = monotonic() - view.started
             metrics.request_seconds.observe(seconds)
             if self.log_prefix is not None:  # the access log is on: one tuple, formatted later
-                ctx.access_log.lines.append((self.log_prefix, view.head, status, seconds))
+                ctx.access_log.lines.append((self.log_prefix, view.head, status, seconds,
+                                             view.reason, sent))
 
     def _refuse(self, status, message, head=None):
         """Answer an error the server itself finds; the connection closes after it."""
         self.body = self.decoder = None  # a body being read is released with its view
         self.recv_into = False
-        if self.view is not None and self.state in (IDLE, BODY):
-            self._finish(self.view)
-        self.ctx.metrics.by_class[status // 100] += 1
-        self.transport.write(error_reply(status, message, head)[1])
+        view = self.view
+        if view is not None and self.state in (IDLE, BODY):
+            self._finish(view)
+        ctx = self.ctx
+        ctx.metrics.by_class[status // 100] += 1
+        data = error_reply(status, message, head)[1]
+        if self.log_prefix is not None:  # every answer has its access line, refusals too
+            if view is None:
+                started = ctx.loop.now
+            else:
+                started, head = view.started, head or view.head
+            ctx.access_log.record(self.log_prefix, head, status, monotonic() - started, message,
+                                  len(data))
+        self.transport.write(data)
         self._close_after()
 
     def _refuse_head(self, head, reply):
@@ -484,6 +499,7 @@ class HTTPConnection:
         ctx.metrics.in_flight += 1
         if head.chunked or head.content_length > 0:
             self.close_after = True
+        view.reason = "no valid API key" if reply[0] == 401 else "refused before its body was read"
         self.on_answer(view, reply, False)
 
     def _refuse_busy(self, head):
@@ -503,7 +519,8 @@ class HTTPConnection:
         self._enter(STREAMING)
         ctx.metrics.by_class[status // 100] += 1
         if ctx.access_log.enabled:
-            ctx.access_log.record(self.log_prefix, view.head, status, monotonic() - view.started)
+            ctx.access_log.record(self.log_prefix, view.head, status, monotonic() - view.started,
+                                  view.reason, len(stream.head))
         stream.handed = len(stream.head)
         self.transport.write(stream.head)
         if self.state == CLOSED:  # the client left: the stream is never started

@@ -78,6 +78,8 @@ class InlineDispatch:
     def describe(self):
         return "predict runs on the I/O thread"
 
+    summary = describe
+
     def submit(self, conn, view, handle=None):
         self.ready.append((conn, view, handle or self.handle))
 
@@ -125,6 +127,8 @@ class PoolDispatch:
 
     def describe(self):
         return f"predict runs on up to {self.threads} threads"
+
+    summary = describe
 
     def pending(self):
         return False
@@ -229,6 +233,9 @@ class AutoDispatch(PoolDispatch):
         return (f"predict runs on the I/O thread, handing the sockets to another thread when it "
                 f"takes over {RESCUE_AFTER * 1000:.0f} ms; on up to {self.threads} threads if it is "
                 "often slow")
+
+    def summary(self):
+        return f"predict runs on the I/O thread, on up to {self.threads} threads when slow"
 
     def submit(self, conn, view, handle=None):
         if self.adaptive and (self.deadlines is None or not self.deadlines.saturated):
@@ -349,12 +356,21 @@ class BatchDispatch:
             what.append("predict_batch")
         if self.app.v2_batching:
             what.append("the ONNX model (/v2 inference requests whose shapes agree)")
-        wait = (f"waiting up to {self.delay * 1000:g} ms for a fuller batch" if self.delay else
-                "those waiting when the model becomes free, with no added wait")
+        wait = self._wait_text()
         lone = (f" (a lone request whose call takes under {INLINE_BELOW * 1000:g} ms runs on the "
                 "I/O thread, as predict does)" if self._may_inline() else "")
         return (f"{' and '.join(what)} gets up to {self.max_size} requests a call, {wait}, on a "
                 f"thread of its own{lone}; other requests: {self.inner.describe()}")
+
+    def summary(self):
+        what = " and ".join(name for name, used in (("predict_batch", self.app.batch_caller),
+                                                    ("the ONNX model", self.app.v2_batching)) if used)
+        return (f"{what} gets up to {self.max_size} requests a call, {self._wait_text()}; "
+                f"{self.inner.summary()}")
+
+    def _wait_text(self):
+        return (f"waiting up to {self.delay * 1000:g} ms for a fuller batch" if self.delay else
+                "those waiting when the model becomes free, with no added wait")
 
     def submit(self, conn, view):
         if self.app.batchable(view):

@@ -44,8 +44,11 @@ def _placeholder(data):
 
 
 def current_request_id():
-    """The integer in the current request's X-Openbayes-Serving-Request-Id, or 0."""
+    """The current request's id: the integer in its X-Openbayes-Serving-Request-Id (what the
+    platform's collector files events under), else its X-Request-Id, else the id lite_serving
+    made for it (the one its answer and access line carry); 0 outside a request."""
     from .app import request_head_here
+    from .request_ids import request_id
     head = request_head_here()
     if head is None:
         return 0
@@ -54,8 +57,8 @@ def current_request_id():
             try:
                 return int(value)
             except ValueError:
-                return 0
-    return 0
+                break
+    return request_id(head)
 
 
 def post_event(body):
@@ -76,12 +79,16 @@ def emit_event(name, data, id=None):
     except Exception as exc:
         log.error("event %r not recorded: its data cannot be encoded: %s", name, exc)
         return
-    if detect_env() != "production":
-        log.info("event %s -> %s", name, _placeholder(data))
-        return
     req_id = id if id is not None else current_request_id()
+    if detect_env() != "production":
+        log.info("event %s of request %s -> %s", name, req_id or "-", _placeholder(data))
+        return
+    if type(req_id) is str and not req_id.isdigit():  # the collector files events by number
+        log.error("event %r of request %s not recorded: the platform's collector needs the "
+                  "number in X-Openbayes-Serving-Request-Id", name, req_id)
+        return
     if not req_id:
-        log.error("event %r not recorded: no request id (X-Openbayes-Serving-Request-Id)", name)
+        log.error("event %r not recorded: it was emitted outside a request and given no id", name)
         return
     import msgpack
     try:

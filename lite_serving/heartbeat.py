@@ -13,6 +13,12 @@ replacement can both run during a reload). A worker writes its own record
   second; CLOCK_MONOTONIC is the same clock in every process of a machine);
 - ``reason``: why it failed to start, for the supervisor's last word.
 
+After the records, the board holds the rows of ``/metrics`` (``metrics.SharedFigures``): one
+per record, written by its worker, and one where the supervisor keeps the counts of workers
+that have exited, so that one scrape of any worker reports the whole server. A header says how
+many records there are and how wide a row is (a worker of another version, started by a
+reload, whose rows would not match, then reports only itself).
+
 The memory is a memfd (a file with no name; any fd-backed file elsewhere), so
 that a worker started by exec (a reload) maps it by its descriptor too.
 Writes are whole aligned words, so the supervisor never reads half a value.
@@ -26,6 +32,7 @@ STARTING, READY, SATURATED, STUCK = 0, 1, 2, 3
 STATE_NAMES = ("starting", "ready", "saturated", "stuck")
 
 _HEAD = struct.Struct("=qqdq")      # pid, state, beat, length of the reason
+_BOARD = struct.Struct("=qq")       # records, width of a metrics row (in doubles)
 RECORD = 512
 REASON = RECORD - _HEAD.size
 
@@ -34,8 +41,9 @@ class Board:
     """The shared records (supervisor side: it makes them and reads them)."""
 
     def __init__(self, records):
+        from .metrics import WIDTH
         self.records = records
-        size = records * RECORD
+        size = _BOARD.size + records * RECORD + (records + 1) * WIDTH * 8
         try:
             self.fd = os.memfd_create("lite_serving-workers")
         except (AttributeError, OSError):
@@ -45,6 +53,8 @@ class Board:
             handle.close()
         os.ftruncate(self.fd, size)
         self.map = mmap.mmap(self.fd, size)
+        _BOARD.pack_into(self.map, 0, records, WIDTH)
+        self.figures = _figures(self.map)
         self._free = list(range(records - 1, -1, -1))
 
     def take(self, pid=0):
@@ -52,23 +62,40 @@ class Board:
         if not self._free:
             return None
         index = self._free.pop()
-        _HEAD.pack_into(self.map, index * RECORD, pid, STARTING, 0.0, 0)
+        _HEAD.pack_into(self.map, _offset(index), pid, STARTING, 0.0, 0)
         return index
 
     def give_back(self, index):
-        _HEAD.pack_into(self.map, index * RECORD, 0, STARTING, 0.0, 0)
+        """The worker of record ``index`` has exited: its counts are kept, its record freed."""
+        self.figures.retire(index)
+        _HEAD.pack_into(self.map, _offset(index), 0, STARTING, 0.0, 0)
         self._free.append(index)
 
     def read(self, index):
         """``(pid, state, beat, reason)`` of a record."""
-        pid, state, beat, length = _HEAD.unpack_from(self.map, index * RECORD)
-        start = index * RECORD + _HEAD.size
+        pid, state, beat, length = _HEAD.unpack_from(self.map, _offset(index))
+        start = _offset(index) + _HEAD.size
         reason = bytes(self.map[start:start + max(0, min(length, REASON))]).decode("utf-8", "replace")
         return pid, state, beat, reason
 
     def close(self):
+        self.figures = None   # its view of the map goes first
         self.map.close()
         os.close(self.fd)
+
+
+def _offset(index):
+    return _BOARD.size + index * RECORD
+
+
+def _figures(buffer):
+    """The board's metrics rows as a SharedFigures, or None when its rows are not this version's."""
+    from .metrics import WIDTH, SharedFigures
+    records, width = _BOARD.unpack_from(buffer, 0)
+    if width != WIDTH:
+        return None
+    start = _BOARD.size + records * RECORD
+    return SharedFigures(memoryview(buffer)[start:start + (records + 1) * WIDTH * 8], records + 1)
 
 
 class Beat:
@@ -76,7 +103,8 @@ class Beat:
 
     def __init__(self, buffer, index):
         self.map = buffer
-        self.offset = index * RECORD
+        self.index = index
+        self.offset = _offset(index)
         self.pid = os.getpid()
         self.state = STARTING
         self.last = 0.0
@@ -88,6 +116,11 @@ class Beat:
         buffer = mmap.mmap(fd, os.fstat(fd).st_size)
         os.close(fd)
         return cls(buffer, index)
+
+    def shared_figures(self):
+        """The board's metrics rows (None when they are another version's); this worker's row
+        is ``index``."""
+        return _figures(self.map)
 
     def _write(self, state, beat):
         pid, _state, _beat, length = _HEAD.unpack_from(self.map, self.offset)

@@ -17,6 +17,11 @@ starts (:func:`setup`), as it always was:
 
 Lines with a traceback (``exception``, ``exc_info``) always go through
 ``logging``: they are rare, and its formatting of them is the reference.
+
+``--log-format json`` makes every line one JSON object (``time``, ``level``,
+``logger``, ``pid``, ``message``, then the record's own fields, a traceback as
+``traceback``), both where lite_serving writes its lines itself and in its
+handler in ``logging``.
 """
 
 import os
@@ -41,6 +46,7 @@ class _Setup:
         self.stream = None       # lite_serving writes here itself (logging not imported yet)
         self.level = INFO        # of the lite_serving logger
         self.access_level = INFO
+        self.json = False        # --log-format json
         self.lock = threading.Lock()
 
 
@@ -66,10 +72,12 @@ def get_logger(name):
     return logger
 
 
-def setup(level, access_log):
-    """lite_serving's loggers at ``level``; access lines at INFO when ``access_log``, else WARNING."""
+def setup(level, access_log, log_format="text"):
+    """lite_serving's loggers at ``level``; access lines at INFO when ``access_log``, else WARNING;
+    ``log_format`` "json": one JSON object a line."""
     _setup.level = level
     _setup.access_level = INFO if access_log else WARNING
+    _setup.json = log_format == "json"
     _setup.done = True
     if "logging" in sys.modules:
         _setup.stream = None
@@ -161,11 +169,76 @@ def _configure_logging(own_only):
     logger.setLevel(_setup.level)
     if own_only or (not logger.handlers and not logging.getLogger().handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(_json_formatter() if _setup.json else logging.Formatter(FORMAT))
         handler.lite_serving_own = True  # the access log may write in this format itself
         logger.addHandler(handler)
         logger.propagate = False
     logging.getLogger(ACCESS).setLevel(_setup.access_level)
+
+
+def json_wanted():
+    """Whether lines are JSON objects (``--log-format json``)."""
+    return _setup.json
+
+
+def iso_time(seconds):
+    """``2026-12-07T11:55:27.123Z``: UTC, milliseconds, as log collectors read it."""
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)),
+                         int(seconds % 1 * 1000))
+
+
+def json_line(seconds, level, name, pid, message, fields=None):
+    """One log line as a JSON object (without its newline)."""
+    obj = {"time": iso_time(seconds), "level": level, "logger": name, "pid": pid,
+           "message": message}
+    if fields:
+        obj.update(fields)
+    return flat_json(obj)
+
+
+_ESCAPES = {**{i: "\\u%04x" % i for i in range(32)}, 0x22: '\\"', 0x5C: "\\\\",
+            0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def flat_json(obj):
+    """A dict of text, numbers, booleans and None as JSON text (other values as their text),
+    without importing a JSON module: the start-up lines come before any is loaded."""
+    parts = []
+    for key, value in obj.items():
+        if value is None:
+            text = "null"
+        elif value is True or value is False:
+            text = "true" if value else "false"
+        elif type(value) is int or (type(value) is float and value == value
+                                     and value not in (float("inf"), float("-inf"))):
+            text = repr(value)
+        else:
+            text = '"' + str(value).translate(_ESCAPES) + '"'
+        parts.append('"' + str(key).translate(_ESCAPES) + '":' + text)
+    return "{" + ",".join(parts) + "}"
+
+
+def _json_formatter():
+    """A ``logging.Formatter`` writing each record as one JSON object: the fields above, the
+    record's own fields (``extra=``), and its traceback as ``traceback``."""
+    import logging
+
+    standard = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+        "message", "asctime", "taskName"}
+
+    class JSONFormatter(logging.Formatter):
+        def format(self, record):
+            fields = {key: value for key, value in record.__dict__.items() if key not in standard}
+            if record.exc_info:
+                fields["traceback"] = self.formatException(record.exc_info)
+            elif record.exc_text:
+                fields["traceback"] = record.exc_text
+            if record.stack_info:
+                fields["stack"] = self.formatStack(record.stack_info)
+            return json_line(record.created, record.levelname, record.name, record.process,
+                             record.getMessage(), fields)
+
+    return JSONFormatter()
 
 
 class Logger:
@@ -219,9 +292,13 @@ class Logger:
 
     def _emit(self, stream, level, text):
         now = time.time()
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        line = (f"{stamp},{int(now % 1 * 1000):03d} {_NAMES.get(level, f'Level {level}')} "
-                f"{self.name}[{os.getpid()}]: {text}\n")
+        if _setup.json:
+            line = json_line(now, _NAMES.get(level, f"Level {level}"), self.name, os.getpid(),
+                             text) + "\n"
+        else:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            line = (f"{stamp},{int(now % 1 * 1000):03d} {_NAMES.get(level, f'Level {level}')} "
+                    f"{self.name}[{os.getpid()}]: {text}\n")
         with _setup.lock:
             try:
                 stream.write(line)

@@ -210,7 +210,8 @@ def _parse(data, boundary, fd, max_parts, max_field, files):
             raise ServingError("malformed multipart body: the closing boundary is missing", 400)
         parts += 1
         if parts > max_parts:
-            raise ServingError(f"more than {max_parts} parts in a multipart body", 413)
+            raise ServingError(f"more than {max_parts} parts in a multipart body "
+                                  "(--max-form-parts)", 413)
         disposition, params = _header_params(headers.get("content-disposition", ""))
         if disposition != "form-data" or "name" not in params:
             raise ServingError("malformed multipart body: a part without "
@@ -227,7 +228,8 @@ def _parse(data, boundary, fd, max_parts, max_field, files):
                                         headers, size))
         else:
             if size > max_field:
-                raise ServingError(f"form field {name!r} is larger than {max_field} bytes", 413)
+                raise ServingError(f"form field {name!r} is larger than {max_field} bytes "
+                                  "(--max-form-field-size)", 413)
             charset = _header_params(headers.get("content-type", ""))[1].get("charset", "utf-8")
             try:
                 value = bytes(data[content_start:content_end]).decode(charset, "replace")

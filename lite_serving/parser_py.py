@@ -44,7 +44,7 @@ class RequestHead:
 
     __slots__ = ("method", "target", "path", "query", "version", "fields", "end",
                  "content_length", "chunked", "keep_alive", "expect_continue",
-                 "content_type", "accept", "origin")
+                 "content_type", "accept", "origin", "request_id", "user_agent")
 
     def __repr__(self):
         return f"<RequestHead {self.method} {self.target} HTTP/1.{self.version}>"
@@ -219,7 +219,7 @@ def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS,
     hosts = 0
     conn_tokens = b""
     expect = None
-    content_type = accept = origin = None
+    content_type = accept = origin = request_id = platform_id = user_agent = None
     for line in lines[1:]:
         if b"\r" in line or b"\n" in line:
             raise ParseError(400, "bare CR or LF in request head")
@@ -243,6 +243,15 @@ def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS,
             accept = value.decode("latin-1") if accept is None else accept + "," + value.decode("latin-1")
         elif name == b"origin":
             origin = value.decode("latin-1")
+        elif name == b"x-request-id":
+            if request_id is None:
+                request_id = value.decode("latin-1")
+        elif name == b"x-openbayes-serving-request-id":
+            if platform_id is None:
+                platform_id = value.decode("latin-1")
+        elif name == b"user-agent":
+            if user_agent is None:
+                user_agent = value.decode("latin-1")
         fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     chunked = False
@@ -283,6 +292,8 @@ def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS,
     head.content_type = content_type
     head.accept = accept
     head.origin = origin
+    head.request_id = request_id if request_id is not None else platform_id
+    head.user_agent = user_agent
     return head
 
 

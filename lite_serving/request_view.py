@@ -194,7 +194,7 @@ class RequestView:
     """
 
     __slots__ = ("head", "body", "peer", "trailers", "started", "spool", "sink", "reserved",
-                 "budget", "resources", "done", "_headers", "_params")
+                 "budget", "resources", "done", "reason", "_headers", "_params")
 
     def __init__(self, head, body, peer=None, budget=None, reserved=0, started=0.0):
         self.head = head
@@ -209,6 +209,7 @@ class RequestView:
         self.trailers = None
         self.started = started
         self.done = False         # the connection has ended this request (answered or dropped)
+        self.reason = None        # why it was refused or failed, for the access line
         self._headers = None
         self._params = None
 

@@ -128,14 +128,18 @@ def connection_header(version, keep_alive):
     return b""
 
 
-def build_head(status, content_type, length, extra=b"", version=1, keep_alive=True):
+def build_head(status, content_type, length, extra=b"", version=1, keep_alive=True, own=b""):
     """A full response head; the one place answer heads are built and checked.
 
     ``content_type`` is bytes or None; ``extra`` holds ready header lines;
-    ``length`` None leaves Content-Length out (204 and 304 answers have none).
+    ``own`` lines the server made from values known to be valid (the request
+    id), added unchecked; ``length`` None leaves Content-Length out (204 and
+    304 answers have none).
     """
     if extra or content_type not in _good_values:
         _check_fields(content_type, extra)
+    if own:
+        extra += own
     conn = b"" if keep_alive and version else connection_header(version, keep_alive)
     if length is None:
         ctype = b"" if content_type is None else b"Content-Type: %s\r\n" % content_type
@@ -147,9 +151,10 @@ def build_head(status, content_type, length, extra=b"", version=1, keep_alive=Tr
         status_line(status), server_and_date(), content_type, length, extra, conn)
 
 
-def build_stream_head(status, content_type, extra=b"", version=1, keep_alive=True):
+def build_stream_head(status, content_type, extra=b"", version=1, keep_alive=True, own=b""):
     """The head of a streamed answer: chunked on HTTP/1.1; on HTTP/1.0 the body ends at close."""
     _check_fields(content_type, extra)
+    extra += own
     if version == 0:
         framing, conn = b"", b"Connection: close\r\n"
     else:
@@ -163,8 +168,38 @@ def has_body(status, method):
     return status != 204 and status != 304 and method != "HEAD"
 
 
+class _CORS:
+    """``--cors-allow-origins``: None reflects every origin with credentials (the reference's
+    way); a frozenset allows those origins only; ``any_origin`` ("*") allows every origin
+    without credentials."""
+
+    origins = None
+    any_origin = False
+
+
+def set_cors_origins(origins):
+    """Which origins the CORS lines allow (``--cors-allow-origins``; empty: every one, with
+    credentials)."""
+    _CORS.origins = frozenset(origins) if origins else None
+    _CORS.any_origin = "*" in (origins or ())
+
+
+def cors_allows(origin):
+    """Whether a browser calling from ``origin`` may read the answers."""
+    return _CORS.origins is None or _CORS.any_origin or origin in _CORS.origins
+
+
+_ANY_ORIGIN = b"Access-Control-Allow-Origin: *\r\n"
+_VARY = b"Vary: Origin\r\n"
+
+
 def cors_headers(origin):
     """CORS lines added to every answer of a request that carries ``Origin``."""
+    if _CORS.origins is not None:
+        if _CORS.any_origin:
+            return _ANY_ORIGIN   # never with credentials: browsers refuse "*" with them
+        if origin not in _CORS.origins:
+            return _VARY
     return b"Access-Control-Allow-Origin: %s\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n" % (
         origin.encode("latin-1"),)
 

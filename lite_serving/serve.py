@@ -40,9 +40,10 @@ from .parser import PARSER_NAME
 
 log = logs.get_logger("lite_serving")
 
-# served: run() was called; cwd/argv: how __main__ was started (for --reload's child);
-# beat: this worker's heartbeat.Beat under --workers (a start-up failure is written there)
-state = {"served": False, "cwd": None, "argv": None, "beat": None}
+# served: run() was called; cwd/argv/prog: how __main__ was started (for --reload's child and
+# for messages that name the command as typed); beat: this worker's heartbeat.Beat under
+# --workers (a start-up failure is written there)
+state = {"served": False, "cwd": None, "argv": None, "prog": None, "beat": None}
 
 BACKLOG = 2048
 RELOADER_ENV = "LITE_SERVING_RELOADER_PID"   # set for the child of a --reload parent
@@ -58,7 +59,7 @@ def setup_logging(config):
     format; otherwise lite_serving writes them to stderr in its own format
     (see ``logs``: without importing ``logging`` while nobody else has).
     """
-    logs.setup(logs.level_named(config.log_level), config.access_log)
+    logs.setup(logs.level_named(config.log_level), config.access_log, config.log_format)
 
 
 def raise_open_files_limit():
@@ -182,8 +183,12 @@ class IOLoop:
         self.server.loop.call_soon_threadsafe(fn)
 
     def describe_dispatch(self):
-        """How predict is run, in words, for the ready line."""
-        return self.server.describe_dispatch()
+        """How predict is run, in words and in full."""
+        return self.server.dispatch.describe()
+
+    def summarize_dispatch(self):
+        """How predict is run, in a few words, for the ready line."""
+        return self.server.dispatch.summary()
 
     def install_signal_handlers(self):
         """SIGTERM/SIGINT drain the server (graceful shutdown)."""
@@ -224,7 +229,7 @@ def _catch_stop_signals():
 def run(predictor_cls, argv=None):
     """Serve ``predictor_cls`` until SIGTERM/SIGINT; the entry point predictor.py files call."""
     state["served"] = True
-    prog = os.path.basename(sys.argv[0]) or "lite_serving"
+    prog = state["prog"] or "python " + (os.path.basename(sys.argv[0]) or "predictor.py")
     config = parse_config(argv, prog=prog)
     setup_logging(config)
     log_start(config)
@@ -276,15 +281,22 @@ def serve_exec_worker(predictor_cls, config, spec):
 
 
 def log_start(config):
-    """The first lines: version, parser, which package answers to openbayes_serving, warnings."""
-    log.info("lite_serving %s on Python %s, pid %d; parser: %s", __version__, sys.version.split()[0],
-             os.getpid(), PARSER_NAME)
+    """The first lines: version and what is served, then what an operator must know
+    (development mode, unknown variables); the implementations in use at debug level."""
+    log.info("lite_serving %s on Python %s, pid %d, serving %s", __version__,
+             sys.version.split()[0], os.getpid(), os.path.dirname(os.path.abspath(sys.argv[0])))
+    log.debug("parser: %s", PARSER_NAME)
     alias = sys.modules.get("lite_serving_alias")
     if alias is not None and alias.shadowed:
         log.info("openbayes_serving is served by lite_serving; the installed openbayes-serving %s "
                  "is not used", alias.shadowed)
+    for warning in config_module.unknown_variables():
+        log.warning("%s", warning)
     if config.dev and config.production:
         log.warning("--dev is ignored in production: failed requests answer without a traceback")
+    elif config.dev_page:
+        log.warning("development mode (--dev): a failing predict answers clients on this machine "
+                    "with its traceback and source lines; never use it behind a proxy")
 
 
 def serve_one(predictor_cls, config, listener=None, beat=None):
@@ -308,6 +320,13 @@ def serve_one(predictor_cls, config, listener=None, beat=None):
                  "" if config.protect_metrics else " and /metrics")
     name = class_name(predictor_cls)
     app = Application(config)
+    if beat is not None:   # one /metrics for the whole server: this worker's row of the board
+        figures = beat.shared_figures()
+        if figures is not None:
+            app.metrics.share(figures, beat.index)
+        else:
+            log.warning("this worker's /metrics cannot be added to the other workers' (another "
+                        "version of lite_serving started them): it reports itself only")
     loop = None
     _catch_stop_signals()
     install_reload((certificates, keys), lambda: loop, in_worker=beat is not None)
@@ -339,7 +358,8 @@ def serve_one(predictor_cls, config, listener=None, beat=None):
     start_run_thread(loaded.instance, config.production)
     v2 = f" and /v2/models/{app.v2_model.name}/infer" if app.v2_model is not None else ""
     log.info("ready in %.0f ms: %s answers POST %s/%s (%s)", (time.perf_counter() - started) * 1000,
-             name, address, v2, loop.describe_dispatch())
+             name, address, v2, loop.summarize_dispatch())
+    log.debug("how predict runs: %s", loop.describe_dispatch())
     loop.wait()
     log.info("stopped")
     return 0
@@ -412,7 +432,7 @@ def reload_requested(flags):
         return False
     if not (os.environ.get(config_module.env_name("reload")) or any(a.startswith("--re") for a in flags)):
         return False
-    return parse_config(flags, prog="lite-serving").reload
+    return parse_config(flags, prog=state["prog"] or "lite-serving").reload
 
 
 def launch_command():
@@ -427,7 +447,7 @@ def launch_command():
 
 def reload_directory(directory, flags):
     """``lite-serving DIR --reload``: reload without importing the predictor in this process."""
-    config = parse_config(flags, prog="lite-serving")
+    config = parse_config(flags, prog=state["prog"] or "lite-serving")
     setup_logging(config)
     log_start(config)
     return _reload(config, directory, launch_command())

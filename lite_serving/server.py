@@ -96,9 +96,6 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
 
-    def describe_dispatch(self):
-        return self.dispatch.describe()
-
     def serve_forever(self):
         """Run the loop until stopped and drained; ``finished`` is set once everything is closed."""
         self.access_log.start()
@@ -107,8 +104,10 @@ class Server:
         self.loop.run()
 
     def close(self):
-        """Stop the dispatch's threads (after the loop has finished)."""
+        """Stop the dispatch's threads (after the loop has finished); the last figures go to
+        the server's /metrics."""
         self.dispatch.stop()
+        self.metrics.publish()
 
     def predictor_ready(self):
         """The predictor was built while the loop already ran (``--listen-early``): batch now
@@ -232,7 +231,7 @@ class Server:
             self.heartbeat.beat(now)
         if self.deadlines:
             self._check_health(now)
-        self.metrics.fold()
+        self.metrics.publish()
         self.access_log.flush()
         for conn in list(self.connections.values()):
             if conn.transport is not None:

@@ -120,7 +120,8 @@ class Worker:
 
 
 class Supervisor:
-    """Starts ``count`` workers running ``work(beat)`` on ``listener`` and keeps them up.
+    """Starts ``count`` workers running ``work(beat)`` on ``listener`` and keeps them up;
+    ``beat`` is the worker's record on the board (its heartbeat, and its row of /metrics).
 
     ``command`` and ``cwd``: how to start a worker in a new interpreter (a reload).
     """

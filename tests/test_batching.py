@@ -367,7 +367,7 @@ def runs_off_the_batch_thread_soon(srv, tries=50, **obj):
 
 
 def test_a_lone_short_batch_runs_on_the_io_thread_and_a_longer_one_on_the_batch_thread(tmp_path):
-    srv = start(tmp_path / "where", WHERE)
+    srv = start(tmp_path / "where", WHERE, "--log-level", "debug")  # the full description
     try:
         # the first lone request has no measured call yet: the batch thread runs it
         assert thread_of(srv) == BATCH_THREAD

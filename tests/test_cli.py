@@ -215,10 +215,11 @@ def assert_adds(server, addend):
 def test_onnx_model_in_the_model_directory(tmp_path, onnx_ready):
     directory = tmp_path / "m"
     make_model(directory / "model.onnx", 1.0)
-    srv = start(directory, ONNX_SOURCE)
+    srv = start(directory, ONNX_SOURCE, "--log-level", "debug")
     try:
         assert_adds(srv, 1.0)
-        # the start-up block names the class, what __init__ and predict get, parser, address
+        # the start-up block names the class, what __init__ and predict get, address (the
+        # parser at debug level)
         log = srv.log
         assert "OnnxAdder" in log
         assert any("__init__" in line and "onnx" in line for line in srv.lines), log

@@ -107,7 +107,7 @@ REQUIRE_COMPILED = os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("
 def server(request, tmp_path_factory):
     directory = write_predictor(tmp_path_factory.mktemp(f"codec_{request.param}"), PREDICTOR)
     env = {"LITE_SERVING_PURE": "1"} if request.param == "pure" else {"LITE_SERVING_PURE": "0"}
-    srv = helpers_session.start(directory, env=env)
+    srv = helpers_session.start(directory, "--log-level", "debug", env=env)  # the codec's line
     srv.kind = request.param
     yield srv
     helpers_session.stop(srv)

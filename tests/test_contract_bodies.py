@@ -173,7 +173,10 @@ def test_json_argument_refuses_other_media_types_without_calling_predict(json_se
     before = calls(json_server)
     resp = post(json_server, b'{"a": 1}', content_type)
     assert resp.status == 400
-    assert resp.json() == {"error": "input must be JSON or MessagePack"}
+    error = resp.json()["error"]
+    assert error.startswith("input must be JSON or MessagePack: the body was sent ")
+    assert (content_type or "without a Content-Type") in error
+    assert "Content-Type: application/json" in error  # what to do
     assert calls(json_server) == before + 1
 
 

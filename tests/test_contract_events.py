@@ -269,3 +269,31 @@ def test_production_events_from_a_streamed_generator_keep_the_request_id(tmp_pat
         assert "no request id" not in srv.log
     finally:
         kill(srv)
+
+
+RAW_EVENT = """
+    import openbayes_serving as serv
+
+    class Predictor:
+        def predict(self, data):
+            serv.emit_event("upload", data)
+            return {"size": len(data)}
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_a_form_typed_body_reaches_predict_and_its_event_as_the_bytes_sent(tmp_path, collector):
+    """``curl --data-binary @dog.png URL`` sends application/x-www-form-urlencoded: predict gets
+    the raw body (openbayes-serving's is empty), and so does an event emitted with it."""
+    server = start(tmp_path / "m", RAW_EVENT, env=PRODUCTION)
+    try:
+        image = b"\x89PNG\r\n\x1a\n\x00\xff&=+"
+        answer = post(server, image, "application/x-www-form-urlencoded",
+                      headers=[("X-Openbayes-Serving-Request-Id", "31")])
+        assert answer.status == 200 and answer.json() == {"size": len(image)}
+        (event,) = [msgpack.unpackb(body, raw=False) for *_, body in collector.wait_for(1)]
+        assert event == {"id": 31, "name": "upload", "data": image}
+    finally:
+        kill(server)

@@ -403,3 +403,17 @@ def test_lite_serving_serves_what_the_runtime_passes(kserve_docs, tmp_path, mode
         assert outputs["label"]["data"] == labels.tolist()
     finally:
         assert server.stop(signal.SIGTERM) == 0, server.log
+
+
+def test_every_deployment_states_its_production_settings(kubernetes_docs, kserve_docs):
+    """The traceback page stays off and the access log on, whatever a default becomes."""
+    containers = [pod_container(d) for d in kubernetes_docs if d["kind"] == "Deployment"]
+    containers += [c for d in kserve_docs if d["kind"] == "ServingRuntime"
+                   for c in d["spec"]["containers"]]
+    assert len(containers) == 2
+    for container in containers:
+        env = env_of(container)
+        assert env["LITE_SERVING_DEV"]["value"] == "0"
+        assert env["LITE_SERVING_ACCESS_LOG"]["value"] == "1"
+    (image_env,) = containerfile_instruction("ENV")
+    assert "LITE_SERVING_DEV=0" in image_env and "LITE_SERVING_ACCESS_LOG=1" in image_env

@@ -54,8 +54,22 @@ def failing(tmp_path):
         stop(server)
 
 
+def test_dev_page_is_off_unless_asked_for(failing):
+    """Behind a sidecar or a queue proxy in the same pod every client is loopback: the traceback
+    page is shown only with --dev (or LITE_SERVING_DEV=1), and the log says when it is on."""
+    server = failing()
+    answer = post_json(server, {"no": "labels"})
+    assert answer.status == 500
+    assert answer.json() == {"error": "predict failed: KeyError: 'labels'"}
+    assert "development mode" not in server.log
+    server = failing(env={"LITE_SERVING_DEV": "1"})
+    server.wait_for(r"WARNING .*development mode \(--dev\): a failing predict answers clients on "
+                    r"this machine with its traceback")
+    assert "traceback" in post_json(server, {"no": "labels"}).json()
+
+
 def test_dev_page_is_json_for_programs(failing):
-    server = failing()  # local development: --dev is on by default
+    server = failing("--dev")
     answer = post_json(server, {"no": "labels"})
     assert answer.status == 500
     body = answer.json()

@@ -35,7 +35,8 @@ def P(request):
 
 
 ATTRS = ("method", "target", "path", "query", "version", "fields", "end", "content_length",
-         "chunked", "keep_alive", "expect_continue", "content_type", "accept", "origin")
+         "chunked", "keep_alive", "expect_continue", "content_type", "accept", "origin",
+         "request_id", "user_agent")
 
 GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
 POST = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n"
@@ -77,7 +78,8 @@ def test_simple_get(P):
         "method": "GET", "target": "/", "path": "/", "query": "", "version": 1,
         "fields": [("host", "example.com")], "end": len(GET), "content_length": -1,
         "chunked": False, "keep_alive": True, "expect_continue": False,
-        "content_type": None, "accept": None, "origin": None,
+        "content_type": None, "accept": None, "origin": None, "request_id": None,
+        "user_agent": None,
     }
     for name in ("method", "target", "path", "query"):
         assert type(getattr(head, name)) is str
@@ -232,6 +234,15 @@ def test_accept_joined_content_type_first_origin_last(P):
     assert head.content_type == "text/plain"
     assert head.origin == "http://two"
     assert parse(P, req(b"Host: h", b"Accept:")).accept == ""
+
+
+def test_request_id_and_user_agent_lifted(P):
+    head = parse(P, req(b"Host: h", b"X-Openbayes-Serving-Request-Id: 42", b"User-Agent: curl/8",
+                        b"x-request-id:  abc-1 ", b"X-Request-Id: second", b"user-agent: other"))
+    assert head.request_id == "abc-1"  # X-Request-Id first, over the platform's id
+    assert head.user_agent == "curl/8"
+    head = parse(P, req(b"Host: h", b"X-OpenBayes-Serving-Request-Id: 42"))
+    assert head.request_id == "42" and head.user_agent is None
 
 
 def test_field_names_lowercased_in_order(P):

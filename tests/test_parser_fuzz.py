@@ -33,7 +33,8 @@ def fuzz_settings(default):
 
 
 ATTRS = ("method", "target", "path", "query", "version", "fields", "end", "content_length",
-         "chunked", "keep_alive", "expect_continue", "content_type", "accept", "origin")
+         "chunked", "keep_alive", "expect_continue", "content_type", "accept", "origin",
+         "request_id", "user_agent")
 
 
 def typed(value):
