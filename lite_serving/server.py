@@ -245,6 +245,7 @@ class Server:
         for conn in list(self.connections.values()):
             conn.abort()
         self.access_log.flush()
+        self.metrics.publish()   # under --workers: the last figures, which the supervisor keeps
 
     # -- accepting -------------------------------------------------------
 

@@ -91,6 +91,11 @@ FIRST_START_FAILS = """
 """
 
 
+def answered_2xx(server):
+    text = request(server, "GET", "/metrics").body.decode()
+    return int(float(text.split('lite_serving_requests_total{code="2xx"} ')[1].split()[0]))
+
+
 def worker_pids(server, mark=0):
     return [int(line.split("(pid ")[1].split(")")[0]) for line in server.lines[mark:]
             if " started (pid " in line]
@@ -571,5 +576,10 @@ def test_sighup_replaces_workers_one_at_a_time_without_failing_a_request(tmp_pat
         assert failures == []
         assert seen[0] == 1 and set(seen[after:]) == {2}, (seen[:3], seen[after:][:3])
         assert len(seen[after:]) >= 50
+        # one /metrics for the whole server, old workers' counts included: nothing went back
+        deadline = time.monotonic() + 10
+        while answered_2xx(server) < len(seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answered_2xx(server) >= len(seen)
     finally:
         kill(server)
