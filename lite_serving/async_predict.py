@@ -19,11 +19,14 @@ import threading
 import time
 
 from .app import current_request, error_reply
-from .dispatch import PoolDispatch
+from .dispatch import PoolDispatch, _busy_reply, _returned_late
+from .predict_deadline import LATE, PredictDeadlines
 from .logs import get_logger
 from .stream import ABORT, StreamBody, finish, held_back, log_failure, send
 
 log = get_logger("lite_serving")
+
+ASYNC_GRACE = 1.0   # seconds past --predict-timeout before the I/O loop steps in (see set_timeout)
 
 _loops = []
 _loops_lock = threading.Lock()
@@ -82,14 +85,37 @@ class AsyncDispatch(PoolDispatch):
         self._start_pending = False
         self._tasks = set()           # asyncio keeps weak references only
         self.timeout = 0              # --predict-timeout: a task past it is cancelled, 504
+        self.loop_deadlines = None    # the I/O loop's backstop for a task that blocks its loop
 
     def describe(self):
         return ("async predict runs as tasks on one asyncio event loop in a thread of its own, "
                 "as many at a time as requests arrive")
 
+    def summary(self):
+        return "async predict runs as tasks on one asyncio event loop"
+
+    def set_timeout(self, timeout, metrics):
+        """``--predict-timeout``: the task is cancelled at ``timeout`` by its own loop; and the
+        I/O loop answers 504 one second later, counting the asyncio loop as stuck, if that loop
+        was held (a coroutine that blocks it cannot be cancelled)."""
+        self.timeout = timeout
+        self.loop_deadlines = PredictDeadlines(
+            timeout, 1, metrics, what="the asyncio loop of async predict", grace=ASYNC_GRACE)
+
+    def all_deadlines(self):
+        return PoolDispatch.all_deadlines(self) + (
+            [self.loop_deadlines] if self.loop_deadlines is not None else [])
+
+    def refuse_waiting(self):
+        PoolDispatch.refuse_waiting(self)   # /v2 requests queued for the pool; tasks wait on
+
     def submit(self, conn, view, handle=None):
         if handle is not None or view.head.path != "/":
             PoolDispatch.submit(self, conn, view, handle)
+            return
+        if self.loop_deadlines is not None and self.loop_deadlines.saturated:
+            self.loop.call_soon_threadsafe(conn.on_answer, view,
+                                           _busy_reply(self.loop_deadlines, view))
             return
         self.submitted += 1
         self._incoming.append((conn, view))
@@ -112,8 +138,10 @@ class AsyncDispatch(PoolDispatch):
         head = view.head
         current_request.set(head)  # this task's own context: emit_event finds its request
         began = time.perf_counter()
+        key = None
         try:
             if self.timeout:
+                key = self.loop_deadlines.begin([(conn, view)])
                 reply = await self._within_timeout(view)
             else:
                 reply = app._encode(await app.caller(view), head)
@@ -121,6 +149,9 @@ class AsyncDispatch(PoolDispatch):
             reply = app._failure(exc, view)
         finally:
             app.metrics.predict_seconds.observe(time.perf_counter() - began)
+        if key is not None and self.loop_deadlines.end(key):
+            _returned_late(view)   # the I/O loop answered 504 while this loop was held
+            reply = LATE
         self.post_answer(conn, view, reply)
 
     async def _within_timeout(self, view):

@@ -43,9 +43,9 @@ def _failed(view):
     return error_reply(500, "internal error", view.head)
 
 
-def _timed(deadlines, conn, view, handle):
+def _timed(deadlines, conn, view, handle, pooled=True):
     """``handle(view)`` under ``--predict-timeout``: LATE when it returned past its deadline."""
-    key = deadlines.begin([(conn, view)])
+    key = deadlines.begin([(conn, view)], pooled)
     try:
         reply = handle(view)
     except BaseException:
@@ -65,6 +65,16 @@ def _returned_late(view):
 def _busy_reply(deadlines, view):
     from .app import error_reply
     return error_reply(503, deadlines.describe_saturation(), view.head)
+
+
+def deliver(conn, view, reply):
+    """``conn.on_answer`` from the I/O thread's own work (deadlines, refusals): an error closes
+    that connection, never the loop."""
+    try:
+        conn.on_answer(view, reply)
+    except Exception:
+        log.exception("internal error while answering a request; closing its connection")
+        conn.abort()
 
 
 class InlineDispatch:
@@ -210,7 +220,7 @@ class PoolDispatch:
                 self._waiting -= 1
             self.submitted -= 1
             conn, view, _handle = item
-            conn.on_answer(view, _busy_reply(self.deadlines, view))
+            deliver(conn, view, _busy_reply(self.deadlines, view))
 
     def stop(self):
         for _ in self._workers:
@@ -271,8 +281,8 @@ class AutoDispatch(PoolDispatch):
                     reply = handle(view)
                 except BaseException:
                     reply = _failed(view)
-            else:
-                reply = _timed(deadlines, conn, view, handle)
+            else:   # on the I/O thread: stuck here, it holds no pool thread
+                reply = _timed(deadlines, conn, view, handle, pooled=False)
             with lock:
                 lost = loop.owner is not token
                 if lost or not ready:
@@ -520,7 +530,7 @@ class BatchDispatch:
                     break
                 self._waiting -= 1
                 conn, view = item
-                conn.on_answer(view, _busy_reply(self.deadlines, view))
+                deliver(conn, view, _busy_reply(self.deadlines, view))
         if getattr(self.inner, "deadlines", None) is not None and self.inner.deadlines.saturated:
             self.inner.refuse_waiting()
 
@@ -537,7 +547,8 @@ def make_dispatch(config, app, loop):
     if app.async_predict:
         from .async_predict import AsyncDispatch
         inner = AsyncDispatch(app, loop, max(config.threads, 1))
-        inner.timeout = timeout
+        if timeout:
+            inner.set_timeout(timeout, app.metrics)
     elif config.dispatch == "inline" or config.threads == 0:
         inner = InlineDispatch(handle, loop)
     else:

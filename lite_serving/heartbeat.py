@@ -1,8 +1,8 @@
 """What each worker of ``--workers`` tells its supervisor, through memory they share.
 
 The supervisor makes a :class:`Board` before it starts any worker: one record a
-worker (twice as many records as ``--workers``, so that a worker and its
-replacement can both run during a reload). A worker writes its own record
+worker process (3 × ``--workers`` + 2 records, so that workers that are still
+draining and their replacements can run side by side). A worker writes its own record
 (:class:`Beat`); the supervisor only reads. A record holds:
 
 - ``pid``: the worker writing it (a record left by a dead worker is not read);

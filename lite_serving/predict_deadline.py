@@ -8,15 +8,20 @@
 - A thread cannot be stopped, so the call is then *stuck*: its answer, if it
   ever comes, is dropped (``end`` returns True and the dispatch delivers
   :data:`LATE`, which a connection ignores), and its thread counts as taken.
-- While stuck calls hold every slot (``slots``: the predict threads, or the
-  batch thread), the dispatch is *saturated*: new predicts, and those queued
+- While stuck calls hold every slot (``slots``: the predict threads, the batch
+  thread, or the asyncio loop of ``async def predict``), the dispatch is
+  *saturated*: new predicts, and those queued
   for a thread, are answered 503 at once; ``/readyz`` answers 503; and once
   that has lasted longer than the timeout again, ``/healthz`` answers 503 too,
   so that an orchestrator restarts the process (:meth:`health`). When a stuck
   call returns, its slot is free again and all goes back to 200.
 
-Calls start in deadline order (every call has the same timeout), so the
-earliest deadline is the first entry of ``_running``. The lock is held for a
+Under ``--dispatch auto`` a call that got stuck on the I/O thread (which the
+watchdog then handed over) holds no pool thread: it is stuck, but does not count
+towards saturation (``pooled=False``). An ``async def predict`` is cancelled by
+its own loop at the timeout; its deadline here is ``grace`` later, a backstop
+for a coroutine that blocks that loop. Calls start in deadline order (every call
+has the same timeout), so the earliest deadline is the first entry of ``_running``. The lock is held for a
 dictionary operation at the start and end of each call (only when the timeout
 is set) and by the I/O thread while it looks at the first entry.
 """
@@ -33,23 +38,27 @@ HEALTHY, SATURATED, STUCK = 0, 1, 2   # health(): all well; /readyz fails; /heal
 class PredictDeadlines:
     """The deadlines of the calls of one kind of predict thread (the pool, or the batch thread)."""
 
-    def __init__(self, timeout, slots, metrics):
-        self.timeout = timeout
+    def __init__(self, timeout, slots, metrics, what=None, grace=0.0):
+        self.timeout = timeout          # --predict-timeout, as the messages give it
         self.slots = max(1, slots)
         self.metrics = metrics
+        self.what = what or f"every predict thread ({self.slots})"
+        self._after = timeout + grace
         self._lock = threading.Lock()
-        self._running = {}      # key → (deadline, [(connection, view), ...]), in deadline order
-        self._stuck = set()     # keys of calls past their deadline that have not returned
+        self._running = {}      # key → (deadline, requests, pooled), in deadline order
+        self._stuck = {}        # key → pooled, of calls past their deadline that have not returned
+        self._pooled_stuck = 0
         self._saturated_since = None   # when every slot was last seen stuck (I/O thread)
 
     # -- the thread running a call ---------------------------------------------------
 
-    def begin(self, requests):
-        """A call answering ``requests`` (``[(connection, view), ...]``) starts now; its key."""
+    def begin(self, requests, pooled=True):
+        """A call answering ``requests`` (``[(connection, view), ...]``) starts now, on a thread
+        of the slots (``pooled``) or not; its key."""
         key = object()
-        deadline = monotonic() + self.timeout
+        deadline = monotonic() + self._after
         with self._lock:
-            self._running[key] = (deadline, requests)
+            self._running[key] = (deadline, requests, pooled)
         return key
 
     def end(self, key):
@@ -57,8 +66,8 @@ class PredictDeadlines:
         with self._lock:
             if self._running.pop(key, None) is not None:
                 return False
-            self._stuck.discard(key)
-            self.metrics.predicts_stuck = len(self._stuck)
+            if self._stuck.pop(key):
+                self._pooled_stuck -= 1
         return True
 
     # -- the I/O thread --------------------------------------------------------------
@@ -68,7 +77,7 @@ class PredictDeadlines:
         if not self._running:
             return None
         with self._lock:
-            for deadline, _requests in self._running.values():
+            for deadline, _requests, _pooled in self._running.values():
                 return max(0.0, deadline - now)
         return None
 
@@ -79,21 +88,25 @@ class PredictDeadlines:
             running = self._running
             while running:
                 key = next(iter(running))
-                deadline, requests = running[key]
+                deadline, requests, pooled = running[key]
                 if deadline > now:
                     break
                 del running[key]
-                self._stuck.add(key)
+                self._stuck[key] = pooled
+                self._pooled_stuck += pooled
                 expired += requests
-            if expired:
-                self.metrics.predict_timeouts += len(expired)
-                self.metrics.predicts_stuck = len(self._stuck)
+        self.metrics.predict_timeouts += len(expired)
         return expired
+
+    @property
+    def stuck(self):
+        """Calls past their deadline that have not returned."""
+        return len(self._stuck)
 
     @property
     def saturated(self):
         """Every slot is held by a stuck call."""
-        return len(self._stuck) >= self.slots
+        return self._pooled_stuck >= self.slots
 
     def health(self, now):
         """HEALTHY, SATURATED (not ready), or STUCK (saturated for over the timeout: not alive)."""
@@ -105,5 +118,5 @@ class PredictDeadlines:
         return STUCK if now - self._saturated_since > self.timeout else SATURATED
 
     def describe_saturation(self):
-        return (f"every predict thread ({self.slots}) is held by a call that ran past "
-                f"--predict-timeout ({self.timeout:g} s); retry shortly")
+        return (f"{self.what} is held by a call that ran past --predict-timeout "
+                f"({self.timeout:g} s); retry shortly")

@@ -229,6 +229,8 @@ def _catch_stop_signals():
 def run(predictor_cls, argv=None):
     """Serve ``predictor_cls`` until SIGTERM/SIGINT; the entry point predictor.py files call."""
     state["served"] = True
+    import signal
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # until the handler of this process is installed
     prog = state["prog"] or "python " + (os.path.basename(sys.argv[0]) or "predictor.py")
     config = parse_config(argv, prog=prog)
     setup_logging(config)
@@ -272,6 +274,7 @@ def serve_exec_worker(predictor_cls, config, spec):
     die_with_parent()
     beat = Beat.attach(board_fd, record)
     listener = socket.socket(fileno=listen_fd)
+    listener.set_inheritable(False)   # processes the predictor starts must not hold the port
     try:
         return serve_one(predictor_cls, config, listener, beat)
     except BaseException as exc:

@@ -27,7 +27,7 @@ from . import json_codec
 from .access_log import AccessLog
 from .app import error_reply
 from .connection import ConnectionContext, HTTPConnection
-from .dispatch import make_dispatch
+from .dispatch import deliver, make_dispatch
 from .loop import EventLoop
 from .logs import get_logger
 from .predict_deadline import HEALTHY, STUCK
@@ -166,7 +166,7 @@ class Server:
             message = (f"predict did not answer within --predict-timeout "
                        f"({deadlines.timeout:g} s)")
             for conn, view in expired:
-                conn.on_answer(view, error_reply(504, message, view.head))
+                deliver(conn, view, error_reply(504, message, view.head))
             log.error("%d predict call(s) ran past --predict-timeout (%g s): answered 504; their "
                       "threads are stuck until the calls return", len(expired), deadlines.timeout)
             if deadlines.saturated:
@@ -179,13 +179,14 @@ class Server:
         return self.health
 
     def _check_health(self, now):
+        self.metrics.predicts_stuck = sum(d.stuck for d in self.deadlines)
         health = max(d.health(now) for d in self.deadlines)
         if health == self.health:
             return
         before, self.health = self.health, health
         if health == HEALTHY:
-            log.info("the stuck predict calls returned: predicts run again, /readyz and /healthz "
-                     "answer 200")
+            log.info("a stuck predict call returned and freed its thread: predicts run again, "
+                     "/readyz and /healthz answer 200")
         elif before == HEALTHY:
             log.error("every predict thread is held by a call past --predict-timeout: predicts "
                       "are answered 503 and /readyz fails; /healthz fails too if this lasts "

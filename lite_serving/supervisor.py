@@ -19,8 +19,10 @@ what is watched                                when the deadline passes
 a new worker builds its predictor and listens  ``--worker-start-timeout``: killed; a failed start
 a ready worker's I/O loop ticks (≈ 1/s)        ``--worker-timeout`` without a tick: killed
                                                (it cannot drain) and started again
-every predict thread of a worker stuck         at once: a replacement starts, and the worker
-(``--predict-timeout``)                        is stopped (it accepts nothing meanwhile)
+every predict thread of a worker stuck         at once: the worker is stopped (it accepts
+(``--predict-timeout``)                        nothing meanwhile) and a replacement starts (after
+                                               a pause when its slot was replaced so within
+                                               ``SATURATION_WINDOW``)
 a stopped worker drains                        ``--graceful-timeout`` + ``KILL_MARGIN``: killed
 a worker that was ready dies                   started again; after a death within
                                                ``FAST_DEATH`` of its start, after a pause that
@@ -35,7 +37,8 @@ exits after them). SIGHUP passes SIGHUP on to the workers when they have
 certificates or key files to reload, and replaces the workers one at a time
 (a rolling reload): a new worker is started from the command that started the
 server, in a new interpreter, so that a changed predictor.py and model are
-read; once it is ready, one old worker is stopped and drains. A new worker
+read; once it is ready, the other workers of its slot are stopped and drain
+(while it starts, a worker of its slot that dies is not started again). A new worker
 that fails to start ends the reload and the old ones go on serving. After a
 complete reload, workers started again after a death are started the same way.
 
@@ -58,6 +61,7 @@ MAX_BACKOFF = 30.0
 KILL_MARGIN = 5.0       # seconds past --graceful-timeout before a stopped worker is killed
 CHECK = 0.25            # seconds between reads of the workers' records
 MAX_START_FAILURES = 5  # workers failing to start this many times in a row end the supervisor
+SATURATION_WINDOW = 60.0  # a slot saturated again within this is replaced after a pause
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -143,20 +147,22 @@ class Supervisor:
         self.start_failures = 0   # workers in a row that ended before they were ready
         self.fresh_workers = False  # after a reload: start workers from the command
         self.reload_slots = []      # slots the reload in progress has still to replace
-        self.reload_new = None      # the new worker the reload waits for
-        self.reload_old = None      # the worker it replaces once ready
+        self.reload_new = None      # the new worker the reload waits for (its slot's others stop)
+        self.saturation_replaced = {}   # slot -> (when, pause) of its last saturated replacement
         self._asked = set()         # signals noted by the handlers, handled by the loop
         self._wake_r = self._wake_w = None
 
     # -- processes -------------------------------------------------------
 
-    def _spawn(self, slot):
-        """Start a worker for ``slot``; returns it (None when it could not be started)."""
+    def _spawn(self, slot, retry=True):
+        """Start a worker for ``slot``; returns it (None when it could not be started, and then,
+        when ``retry``, it is tried again later)."""
         record = self.board.take()
         if record is None:   # every record held by workers still stopping: try again shortly
             log.error("cannot start worker %d yet: %d workers are still stopping", slot,
                       sum(1 for w in self.workers.values() if w.stopping))
-            self.restart_at[slot] = time.monotonic() + 1.0
+            if retry:
+                self.restart_at[slot] = time.monotonic() + 1.0
             return None
         fresh = self.fresh_workers
         # blocked across the fork, so that the child never runs the supervisor's handlers
@@ -168,8 +174,9 @@ class Supervisor:
             worker = self.workers[pid] = Worker(slot, pid, record, fresh)
         except OSError as exc:
             self.board.give_back(record)
-            log.error("cannot start worker %d: %s; trying again in %g s", slot, exc, MAX_BACKOFF)
-            self.restart_at[slot] = time.monotonic() + MAX_BACKOFF
+            log.error("cannot start worker %d: %s", slot, exc)
+            if retry:
+                self.restart_at[slot] = time.monotonic() + MAX_BACKOFF
             return None
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
@@ -276,25 +283,33 @@ class Supervisor:
             self._end_reload()
             return
         slot = self.reload_slots.pop(0)
-        old = [w for w in self.workers.values() if w.slot == slot and not w.stopping]
-        self.reload_old = old[0] if old else None
         saved, self.fresh_workers = self.fresh_workers, True
-        self.reload_new = self._spawn(slot)
+        self.reload_new = self._spawn(slot, retry=False)
         self.fresh_workers = saved
         if self.reload_new is None:
+            log.error("reload: no new worker could be started for slot %d; the reload stops and "
+                      "the workers running go on serving", slot)
             self._end_reload()
 
     def _reload_step_done(self, now):
-        old = self.reload_old
-        if old is not None and old.pid in self.workers and not old.stopping:
-            log.info("reload: worker %d (pid %d) is ready; stopping worker pid %d, which drains",
-                     self.reload_new.slot, self.reload_new.pid, old.pid)
-            self._stop_worker(old, now)
+        """The new worker of a slot is ready: every other worker of that slot (the one it
+        replaces, and any started meanwhile) stops and drains, and no restart of the slot is due."""
+        new = self.reload_new
+        self.restart_at.pop(new.slot, None)
+        for worker in list(self.workers.values()):
+            if worker.slot == new.slot and worker is not new and not worker.stopping:
+                log.info("reload: worker %d (pid %d) is ready; stopping worker pid %d, which "
+                         "drains", new.slot, new.pid, worker.pid)
+                self._stop_worker(worker, now)
         self._reload_next()
+
+    def _loading_for(self, slot):
+        """A new worker of the reload in progress is starting for ``slot``."""
+        return self.reload_new is not None and self.reload_new.slot == slot
 
     def _end_reload(self):
         self.reload_slots = []
-        self.reload_new = self.reload_old = None
+        self.reload_new = None
 
     # -- the loop --------------------------------------------------------
 
@@ -379,11 +394,28 @@ class Supervisor:
                           worker.pid, now - beat, config.worker_timeout)
                 self._kill_worker(worker)
             elif state in (SATURATED, STUCK):
-                log.error("worker %d (pid %d): every predict thread is held by a call past "
-                          "--predict-timeout; starting a replacement and stopping it",
-                          worker.slot, worker.pid)
                 self._stop_worker(worker, now)
-                self._spawn(worker.slot)
+                self._replace_saturated(worker, now)
+
+    def _replace_saturated(self, worker, now):
+        """A replacement for a worker whose predict threads are all stuck: at once, unless this
+        slot's last one was replaced less than SATURATION_WINDOW ago (predicts slow everywhere:
+        a model load every --predict-timeout would only add load), then after a pause that
+        doubles up to MAX_BACKOFF."""
+        slot = worker.slot
+        last, pause = self.saturation_replaced.get(slot, (None, 0.0))
+        pause = min(MAX_BACKOFF, max(1.0, pause * 2)) if last is not None and \
+            now - last < SATURATION_WINDOW else 0.0
+        self.saturation_replaced[slot] = (now, pause)
+        log.error("worker %d (pid %d): every predict thread is held by a call past "
+                  "--predict-timeout; stopping it and starting a replacement%s", slot,
+                  worker.pid, f" in {pause:g} s" if pause else "")
+        if self._loading_for(slot):
+            return   # the reload's new worker for this slot takes its place
+        if pause:
+            self.restart_at[slot] = now + pause
+        else:
+            self._spawn(slot)
 
     def _reap(self):
         for worker in list(self.workers.values()):
@@ -408,6 +440,12 @@ class Supervisor:
                       "ready%s; the reload stops and the workers running go on serving",
                       slot, pid, code, f" ({reason})" if reason else "")
             self._end_reload()
+            if not any(w.slot == slot and not w.stopping for w in self.workers.values()):
+                self.restart_at.setdefault(slot, time.monotonic() + 0.5)   # its slot is empty
+            return
+        if self._loading_for(slot):
+            log.error("worker %d (pid %d) died with status %d; the reload's new worker for its "
+                      "slot takes its place", slot, pid, code)
             return
         if not worker.ready:
             self.start_failures += 1

@@ -209,7 +209,7 @@ def test_stuck_predicts_answer_504_then_fail_readiness_then_liveness_then_recove
                    for line in metrics.splitlines()), metrics
         mark = len(server.lines)
         release(server)
-        wait_for_new(server, mark, r"the stuck predict calls returned")
+        wait_for_new(server, mark, r"a stuck predict call returned and freed its thread")
         assert request(server, "GET", "/readyz").status == 200
         assert request(server, "GET", "/healthz").status == 200
         assert post_json(server, {"x": 2}).json()["echo"] == {"x": 2}
@@ -256,7 +256,7 @@ def test_batch_past_the_deadline_answers_504_and_refuses_the_next(tmp_path):
         assert post_json(server, {"x": 1}, timeout=5).status == 503
         mark = len(server.lines)
         release(server)
-        wait_for_new(server, mark, r"the stuck predict calls returned")
+        wait_for_new(server, mark, r"a stuck predict call returned and freed its thread")
         assert post_json(server, {"x": 1}).json() == {"echo": {"x": 1}}
     finally:
         kill(server)
@@ -297,6 +297,37 @@ def test_async_predict_past_the_deadline_is_cancelled_and_answered_504(tmp_path)
         kill(server)
 
 
+def test_async_predict_that_blocks_its_loop_is_answered_504_by_the_io_loop(tmp_path):
+    source = """
+        import os, time
+        import openbayes_serving as serv
+        RELEASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release")
+
+        class Predictor:
+            async def predict(self, json):
+                if json.get("hang"):
+                    while not os.path.exists(RELEASE):   # blocks the asyncio loop: no await
+                        time.sleep(0.02)
+                return {"ok": True}
+
+        if __name__ == "__main__":
+            serv.run(Predictor)
+    """
+    server = start(tmp_path / "m", source, "--predict-timeout", "1")
+    try:
+        results = []
+        hang_in_background(server, results, 1)[0].join(30)
+        assert results[0].status == 504
+        assert post_json(server, {}, timeout=5).status == 503     # its loop is held
+        assert request(server, "GET", "/readyz").status == 503
+        mark = len(server.lines)
+        release(server)
+        wait_for_new(server, mark, r"a stuck predict call returned and freed its thread")
+        assert post_json(server, {}).json() == {"ok": True}
+    finally:
+        kill(server)
+
+
 def test_stuck_worker_stops_taking_connections_and_is_replaced(tmp_path):
     server = start(tmp_path / "m", HANGING, "--workers", "2", "--threads", "1",
                    "--dispatch", "threads", "--predict-timeout", "1")
@@ -306,7 +337,7 @@ def test_stuck_worker_stops_taking_connections_and_is_replaced(tmp_path):
         hang_in_background(server, results, 1)[0].join(30)
         assert results[0].status == 504
         server.wait_for(r"every predict thread is held by a call past --predict-timeout; "
-                        r"starting a replacement")
+                        r"stopping it and starting a replacement")
         # the stuck worker accepts nothing: clients get answers, not 503s
         for _ in range(10):
             assert post_json(server, {"x": 1}, timeout=10).status == 200
@@ -526,6 +557,39 @@ VERSIONED = """
     if __name__ == "__main__":
         serv.run(Predictor)
 """
+
+
+def children(pid):
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        found |= {int(p) for p in open(f"/proc/{pid}/task/{task}/children").read().split()}
+    return found
+
+
+def test_a_worker_dying_during_a_reload_leaves_exactly_the_new_workers(tmp_path):
+    from helpers_server import dedent
+    slow = VERSIONED.format(version=2).replace(
+        "def __init__(self):\n", "def __init__(self):\n            __import__('time').sleep(2)\n")
+    server = start(tmp_path / "m", VERSIONED.format(version=1), "--workers", "2")
+    try:
+        sup = supervisor_pid(server)
+        wait_ready(server, 2)
+        original = worker_pids(server)
+        (server.directory / "predictor.py").write_text(dedent(slow))
+        mark = len(server.lines)
+        os.kill(sup, signal.SIGHUP)
+        wait_for_new(server, mark, r"from a new interpreter")
+        os.kill(original[0], signal.SIGKILL)    # the worker being replaced dies meanwhile
+        wait_for_new(server, mark, r"reload done", timeout=60)
+        for pid in original[1:]:
+            wait_for_new(server, mark, rf"worker \d \(pid {pid}\) exited with 0", timeout=60)
+        deadline = time.monotonic() + 10
+        while len(children(sup)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(children(sup)) == 2, server.log
+        assert {post_json(server, {}).json()["version"] for _ in range(20)} == {2}
+    finally:
+        kill(server)
 
 
 def test_sighup_replaces_workers_one_at_a_time_without_failing_a_request(tmp_path):
