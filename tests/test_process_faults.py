@@ -58,6 +58,19 @@ def hang_in_background(server, results, count=1):
     return threads
 
 
+def hang_then_release(server):
+    """One predict that hangs (its only slot): 504 at the deadline, then 503 for a new predict
+    and for /readyz while it hangs; once released, the log says the slot is free again."""
+    results = []
+    hang_in_background(server, results, 1)[0].join(30)
+    assert results[0].status == 504
+    assert post_json(server, {"x": 1}, timeout=5).status == 503
+    assert request(server, "GET", "/readyz").status == 503
+    mark = len(server.lines)
+    release(server)
+    wait_for_new(server, mark, r"a stuck predict call returned and freed its thread")
+
+
 def supervisor_pid(server):
     return int(server.wait_for(r"supervisor pid (\d+)").group(1))
 
@@ -250,13 +263,7 @@ def test_batch_past_the_deadline_answers_504_and_refuses_the_next(tmp_path):
     """
     server = start(tmp_path / "m", source, "--predict-timeout", "1")
     try:
-        results = []
-        hang_in_background(server, results, 1)[0].join(30)
-        assert results[0].status == 504
-        assert post_json(server, {"x": 1}, timeout=5).status == 503
-        mark = len(server.lines)
-        release(server)
-        wait_for_new(server, mark, r"a stuck predict call returned and freed its thread")
+        hang_then_release(server)
         assert post_json(server, {"x": 1}).json() == {"echo": {"x": 1}}
     finally:
         kill(server)
@@ -315,14 +322,7 @@ def test_async_predict_that_blocks_its_loop_is_answered_504_by_the_io_loop(tmp_p
     """
     server = start(tmp_path / "m", source, "--predict-timeout", "1")
     try:
-        results = []
-        hang_in_background(server, results, 1)[0].join(30)
-        assert results[0].status == 504
-        assert post_json(server, {}, timeout=5).status == 503     # its loop is held
-        assert request(server, "GET", "/readyz").status == 503
-        mark = len(server.lines)
-        release(server)
-        wait_for_new(server, mark, r"a stuck predict call returned and freed its thread")
+        hang_then_release(server)   # its asyncio loop was held: 503 and /readyz 503 meanwhile
         assert post_json(server, {}).json() == {"ok": True}
     finally:
         kill(server)
