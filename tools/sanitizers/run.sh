@@ -48,4 +48,4 @@ PYTHONMALLOC=malloc PYTHONPATH="$stage" PYTHONDONTWRITEBYTECODE=1 \
 LITE_SERVING_REQUIRE_COMPILED=1 \
 ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=1:${ASAN_OPTIONS:-}" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
-    "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}" "$@"
+    "$PYTHON" -m pytest -q -p no:cacheprovider --capture=sys "${TESTS[@]}" "$@"
