@@ -1077,12 +1077,16 @@ cdef class ChunkedDecoder:
         """Append p[:n]; ``avail`` (>= n) bytes of input are at hand, so room for
         them (within max_body) costs no more memory than the input itself."""
         cdef Py_ssize_t cap
-        if self._len + n > self._cap:
-            cap = self._cap * 2
+        if n > self._cap - self._len:
+            if n > PY_SSIZE_T_MAX - self._len:  # no bytes object holds the body (32-bit platforms)
+                raise MemoryError("the decoded body does not fit one bytes object")
+            if avail > PY_SSIZE_T_MAX - self._len:
+                avail = n
+            cap = self._cap * 2 if self._cap <= PY_SSIZE_T_MAX // 2 else PY_SSIZE_T_MAX
             if cap < self._len + avail:
                 cap = self._len + avail
             if self._fast and <unsigned long long>cap > self._max:
-                cap = <Py_ssize_t>self._max
+                cap = <Py_ssize_t>self._max  # below cap: fits
             if cap < self._len + n:
                 cap = self._len + n
             if self._buf == NULL:
