@@ -10,7 +10,8 @@
 # The build goes to a temporary directory: the checkout's own modules are left as they are.
 # Python is not built with the sanitizers: libasan is preloaded, PYTHONMALLOC=malloc sends every
 # object to the checked allocator, leak detection is off (Python keeps memory until exit) and a
-# failed allocation returns NULL (Python's MemoryError, which some tests expect).
+# failed allocation returns NULL (Python's MemoryError, which some tests expect: the two
+# "AddressSanitizer failed to allocate" warnings come from the array too large for memory).
 # LITE_SERVING_FUZZ_EXAMPLES sets the hypothesis examples of each property test (default: the
 # tests' own). A few minutes on two cores.
 set -euo pipefail
