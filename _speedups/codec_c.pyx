@@ -25,6 +25,7 @@ cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     bint PyUnicode_CheckExact(object o)
     Py_ssize_t PyBytes_GET_SIZE(object o)
+    const Py_ssize_t PY_SSIZE_T_MAX
 
 cdef extern from "Python.h":
     # a new bytes object held by hand, so that it can be shrunk in place once written
@@ -269,16 +270,48 @@ cdef int element_kind(const char* fmt, Py_ssize_t itemsize, Walk* w):
     return 0
 
 
-cdef Py_ssize_t headers_size(const Py_ssize_t* shape, int ndim):
-    """Bytes of every array header of a C-order walk of ``shape``."""
-    cdef Py_ssize_t total = 0, count = 1
+cdef inline bint add_to(Py_ssize_t* total, Py_ssize_t more) noexcept nogil:
+    """``total += more`` for sizes (both >= 0); False, ``total`` unchanged, past PY_SSIZE_T_MAX."""
+    if more > PY_SSIZE_T_MAX - total[0]:
+        return False
+    total[0] += more
+    return True
+
+
+cdef inline bint multiply(Py_ssize_t* total, Py_ssize_t by) noexcept nogil:
+    """``total *= by`` for sizes (both >= 0); False, ``total`` unchanged, past PY_SSIZE_T_MAX."""
+    if by != 0 and total[0] > PY_SSIZE_T_MAX // by:
+        return False
+    total[0] *= by
+    return True
+
+
+cdef bint packed_bound(const Py_ssize_t* shape, int ndim, Py_ssize_t per_element,
+                       Py_ssize_t* bound) noexcept:
+    """The most bytes the MessagePack of an array of ``shape`` takes, each element at most
+    ``per_element``: every array header of a C-order walk, then the elements. False when that
+    is past PY_SSIZE_T_MAX (codec_py.packed_bound computes the same number with Python ints)."""
+    cdef Py_ssize_t total = 0, count = 1, headers
     cdef int depth
     for depth in range(ndim):
-        total += count * header_size(shape[depth])
-        count *= shape[depth]
-        if count == 0:
+        headers = count
+        if not (multiply(&headers, header_size(shape[depth])) and add_to(&total, headers)):
+            return False
+        if shape[depth] == 0:
+            count = 0  # no sub-array below this depth: nothing more to write
             break
-    return total
+        if not multiply(&count, shape[depth]):
+            return False  # the next depth's headers, or the elements, take more still
+    if not (multiply(&count, per_element) and add_to(&total, count)):
+        return False
+    bound[0] = total
+    return True
+
+
+cdef str too_large(shape):
+    """codec_py's message for an array whose MessagePack no bytes object could hold."""
+    return (f"the MessagePack of an array of shape {tuple(shape)} would take more than "
+            f"{PY_SSIZE_T_MAX} bytes, the most a bytes object holds on this platform")
 
 
 def pack_array(array):
@@ -302,7 +335,8 @@ def pack_array(array):
             if <uint64_t>view.shape[depth] > U32_MAX:
                 raise ValueError(f"an array dimension of {view.shape[depth]} is longer than "
                                  "MessagePack allows (2**32 - 1)")
-            count *= view.shape[depth]
+            if not multiply(&count, view.shape[depth]):  # a broadcast view can be that long
+                count = PY_SSIZE_T_MAX  # packed_bound refuses it, unless a later dimension is 0
         # the most an element can take: integers are shrunk to their form once written
         if w.kind == BOOL:
             bound = 1
@@ -312,7 +346,8 @@ def pack_array(array):
             bound = 1 + w.itemsize
         else:
             bound = 5
-        bound = headers_size(view.shape, view.ndim) + count * bound
+        if not packed_bound(view.shape, view.ndim, bound, &bound):
+            raise OverflowError(too_large([view.shape[depth] for depth in range(view.ndim)]))
         packed = new_bytes(NULL, bound)
         w.out = <unsigned char*>bytes_data(packed)
         if count >= NO_GIL_FROM:
@@ -347,7 +382,7 @@ def split_length_prefixed(data, bint decode=False):
             length = (<uint32_t>p[position] | (<uint32_t>p[position + 1] << 8)
                       | (<uint32_t>p[position + 2] << 16) | (<uint32_t>p[position + 3] << 24))
             position += 4
-            if length > end - position:
+            if length > <size_t>(end - position):
                 raise ValueError(f"has an element of {length} bytes that runs past its end")
             if decode:
                 try:
@@ -386,7 +421,9 @@ def join_length_prefixed(items):
         if <uint64_t>size > U32_MAX:
             raise ValueError(f"an element of {size} bytes is longer than its 4-byte length allows")
         encoded.append(item)
-        total += 4 + size
+        if not add_to(&total, 4) or not add_to(&total, size):
+            raise OverflowError(f"the elements would take more than {PY_SSIZE_T_MAX} bytes, "
+                                "the most a bytes object holds on this platform")
     result = PyBytes_FromStringAndSize(NULL, total)
     o = <unsigned char*>PyBytes_AS_STRING(result)
     for item in encoded:

@@ -41,8 +41,13 @@ __all__ = ["loads", "dumps", "NOT_PLAIN", "MAX_DEPTH"]
 
 NOT_PLAIN = type("NotPlain", (), {"__repr__": lambda self: "NOT_PLAIN", "__slots__": (),
                                   "__module__": __name__})()
-cdef const unsigned long long U64_MAX = 0xFFFFFFFFFFFFFFFFULL
-cdef const unsigned long long I64_MIN_MAGNITUDE = 0x8000000000000000ULL
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+cdef extern from *:
+    # spelled in C: Cython would write them as decimal constants too large for a signed type
+    const unsigned long long U64_MAX "0xFFFFFFFFFFFFFFFFULL"
+    const unsigned long long I64_MIN_MAGNITUDE "0x8000000000000000ULL"
 
 cdef enum:
     DEPTH_LIMIT = 128      # containers inside containers; deeper documents are left to orjson
@@ -406,9 +411,13 @@ cdef class _Writer:
     cdef inline int room(self, Py_ssize_t more) except -1:
         cdef Py_ssize_t wanted
         cdef char* grown
-        if self.size + more <= self.capacity:
+        if more <= self.capacity - self.size:
             return 0
-        wanted = max(self.capacity * 2, self.size + more + 64)
+        if more > PY_SSIZE_T_MAX - 64 - self.size:  # the text could not be one bytes object
+            raise MemoryError()
+        wanted = self.size + more + 64
+        if self.capacity <= PY_SSIZE_T_MAX // 2 and self.capacity * 2 > wanted:
+            wanted = self.capacity * 2
         grown = <char*>PyMem_Realloc(self.buf, wanted)
         if grown == NULL:
             raise MemoryError()

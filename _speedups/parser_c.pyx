@@ -35,6 +35,8 @@ cdef extern from "Python.h":
     Py_ssize_t PyByteArray_GET_SIZE(object o)
     bint PyLong_CheckExact(object o)
     Py_ssize_t PyLong_AsSsize_t(object o)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+    const Py_ssize_t PY_SSIZE_T_MAX
     bint PyUnicode_CheckExact(object o)
     int PyUnicode_KIND(object o)
     int PyUnicode_1BYTE_KIND
@@ -70,7 +72,12 @@ cdef object _py():
     return _pure_module
 
 cdef Py_ssize_t _MAX_CHUNK_LINE = MAX_CHUNK_LINE
-cdef Py_ssize_t _BIG = (<Py_ssize_t>1) << 56   # limits above this go to parser_py
+# limits above this go to parser_py: sums of two of them and a position stay in Py_ssize_t
+# (2**61 - 1 on 64-bit platforms, 2**29 - 1 on 32-bit ones)
+cdef Py_ssize_t _BIG = PY_SSIZE_T_MAX >> 2
+# ChunkedDecoder's limits past this are held at it: no buffer comes near, so it answers as with
+# the exact value, and a position plus or minus one of them stays in a long long
+cdef long long _LIMIT_CAP = (<long long>1) << 62
 
 # ---------------------------------------------------------------- byte classes
 
@@ -649,7 +656,7 @@ cdef class RequestHead:
 # ---------------------------------------------------------------- parse_head
 
 cdef inline bint _index_arg(object o, Py_ssize_t* out) noexcept:
-    """A plain int in [0, 2**56]: the range parse_head computes with in C."""
+    """A plain int in [0, _BIG]: the range parse_head computes with in C."""
     cdef Py_ssize_t v
     if not PyLong_CheckExact(o):
         return False
@@ -675,10 +682,10 @@ def parse_head(buf, start=0, max_head=MAX_HEAD, max_headers=MAX_HEADERS, max_tar
             and _index_arg(max_headers, &c_max_headers) and _index_arg(max_target, &c_max_target)):
         # negative offsets, huge or non-int limits: parser_py's exact semantics
         return _py().parse_head(buf, start, max_head, max_headers, max_target)
-    if PyBytes_CheckExact(buf):
+    if PyBytes_CheckExact(buf) and c_start <= PyBytes_GET_SIZE(buf):
         return _parse_head_fast(buf, <const unsigned char*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf),
                                 c_start, c_max_head, c_max_headers, c_max_target)
-    if not PyByteArray_CheckExact(buf):
+    if not PyByteArray_CheckExact(buf) or c_start > PyByteArray_GET_SIZE(buf):
         return _py().parse_head(buf, start, max_head, max_headers, max_target)
     # hold a buffer export so the bytearray cannot be resized under our pointer;
     # PyByteArray_AS_STRING, like PyBytes_AS_STRING, is followed by a NUL byte
@@ -770,9 +777,7 @@ cdef object _parse_head_exact(object src, const unsigned char* s, Py_ssize_t siz
         if q != NULL:
             end = q - s
     if end < 0:
-        lim = start + max_target + 32
-        if lim > size:
-            lim = size
+        lim = size if size - start <= max_target + 32 else start + max_target + 32
         if start < size and _find_crlf(s, start, lim) < 0 and size - start > max_target + 32:
             _raise(414, "request line too long")
         if size - origin >= max_head:
@@ -977,6 +982,17 @@ cdef object _finish(object src, const unsigned char* s, Py_ssize_t size, Lifted*
 
 # ---------------------------------------------------------------- ChunkedDecoder
 
+cdef long long _capped(object limit) except? -1:
+    """An int limit as a long long, held within +-_LIMIT_CAP."""
+    cdef int overflow = 0
+    cdef long long value = PyLong_AsLongLongAndOverflow(limit, &overflow)
+    if overflow > 0 or value > _LIMIT_CAP:
+        return _LIMIT_CAP
+    if overflow < 0 or value < -_LIMIT_CAP:
+        return -_LIMIT_CAP
+    return value
+
+
 cdef enum:
     _SIZE = 0
     _DATA = 1
@@ -989,10 +1005,11 @@ cdef class ChunkedDecoder:
     """Incremental decoder of a chunked request body (see parser_py.ChunkedDecoder)."""
 
     cdef readonly object max_body
-    cdef readonly Py_ssize_t max_trailer, max_fields
+    cdef readonly object max_trailer, max_fields  # as given, like parser_py
+    cdef long long _max_trailer, _max_fields        # the same, held within +-_LIMIT_CAP
     cdef readonly int state
     cdef readonly unsigned long long remaining
-    cdef readonly Py_ssize_t trailer_bytes
+    cdef readonly long long trailer_bytes
     cdef public object trailers
     cdef bint _fast                 # 0 <= max_body < 2**63: size counted in C
     cdef unsigned long long _max, _size
@@ -1010,6 +1027,8 @@ cdef class ChunkedDecoder:
         self.max_body = max_body
         self.max_trailer = max_trailer
         self.max_fields = max_fields
+        self._max_trailer = _capped(max_trailer)
+        self._max_fields = _capped(max_fields)
         self.state = _SIZE
         self.remaining = 0
         self.trailer_bytes = 0
@@ -1018,12 +1037,11 @@ cdef class ChunkedDecoder:
         self._size = 0
         self._size_obj = 0
         self._fast = False
-        cdef Py_ssize_t limit
+        cdef long long limit
+        cdef int overflow = 0
         if PyLong_CheckExact(max_body):
-            limit = PyLong_AsSsize_t(max_body)
-            if limit == -1 and PyErr_Occurred() != NULL:
-                PyErr_Clear()      # past 63 bits: count with Python ints
-            elif limit >= 0:
+            limit = PyLong_AsLongLongAndOverflow(max_body, &overflow)
+            if overflow == 0 and limit >= 0:  # past 63 bits: count with Python ints
                 self._max = <unsigned long long>limit
                 self._fast = True
 
@@ -1083,12 +1101,16 @@ cdef class ChunkedDecoder:
         """Append p[:n]; ``avail`` (>= n) bytes of input are at hand, so room for
         them (within max_body) costs no more memory than the input itself."""
         cdef Py_ssize_t cap
-        if self._len + n > self._cap:
-            cap = self._cap * 2
+        if n > self._cap - self._len:
+            if n > PY_SSIZE_T_MAX - self._len:  # no bytes object holds the body (32-bit platforms)
+                raise MemoryError("the decoded body does not fit one bytes object")
+            if avail > PY_SSIZE_T_MAX - self._len:
+                avail = n
+            cap = self._cap * 2 if self._cap <= PY_SSIZE_T_MAX // 2 else PY_SSIZE_T_MAX
             if cap < self._len + avail:
                 cap = self._len + avail
             if self._fast and <unsigned long long>cap > self._max:
-                cap = <Py_ssize_t>self._max
+                cap = <Py_ssize_t>self._max  # below cap: fits
             if cap < self._len + n:
                 cap = self._len + n
             if self._buf == NULL:
@@ -1147,18 +1169,20 @@ cdef class ChunkedDecoder:
     cdef Py_ssize_t _trailer_line(self, const unsigned char* s, Py_ssize_t size,
                                   Py_ssize_t pos) except? -2:
         """One trailer line; returns the new pos, or -(pos+1) when it needs more bytes."""
-        cdef Py_ssize_t lim, eol
-        # buf.find(b"\r\n", pos, pos + max_trailer - trailer_bytes + 2), slice-normalized
-        lim = pos + self.max_trailer - self.trailer_bytes + 2
-        if lim < 0:
-            lim += size
-            if lim < 0:
-                lim = 0
-        if lim > size:
+        cdef Py_ssize_t eol
+        cdef long long lim, room = self._max_trailer - self.trailer_bytes
+        # buf.find(b"\r\n", pos, pos + room + 2), slice-normalized, with no sum past the buffer
+        if room + 2 >= size - pos:
             lim = size
-        eol = _find_crlf(s, pos, lim) if lim > pos else -1
+        else:
+            lim = pos + room + 2
+            if lim < 0:
+                lim += size
+                if lim < 0:
+                    lim = 0
+        eol = _find_crlf(s, pos, <Py_ssize_t>lim) if lim > pos else -1
         if eol < 0:
-            if size - pos >= self.max_trailer - self.trailer_bytes:
+            if size - pos >= room:
                 _raise(431, "chunked trailer section too large")
             return -pos - 1
         self.trailer_bytes += eol + 2 - pos
@@ -1167,7 +1191,7 @@ cdef class ChunkedDecoder:
             return pos + 2
         if _has_cr_or_lf(s, pos, eol):
             _raise(400, "bare CR or LF in chunked trailer")
-        if self._ntrailers >= self.max_fields:
+        if self._ntrailers >= self._max_fields:
             _raise(431, "too many trailer fields")
         _split_field_check(s, pos, eol)
         self.trailers.append(_build_fields(s, pos, eol + 2)[0])

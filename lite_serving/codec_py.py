@@ -22,13 +22,20 @@ equals ``array.tolist()``, values and Python types alike:
   quiet, as hardware conversions make it.
 
 Other dtypes (complex, long double, datetime, strings, objects, records) get
-``None``: the caller keeps its own way for them.
+``None``: the caller keeps its own way for them. Long double is refused even
+where it is 8 bytes (armv7, aarch64 with some compilers), so that every platform
+answers alike.
+
+An array whose MessagePack could take more than ``sys.maxsize`` bytes (a
+broadcast view can be that large at no cost) raises ``OverflowError`` before
+anything is written; :func:`packed_bound` is that most.
 
 Nothing here imports numpy: the functions that need it are only given numpy
 arrays, so numpy is loaded already when they ask for it.
 """
 
 import struct
+import sys
 from itertools import chain
 
 __all__ = ["pack_array", "split_length_prefixed", "join_length_prefixed"]
@@ -69,13 +76,16 @@ def pack_array(array):
     """MessagePack bytes of a numpy array (see the module docstring); None for other dtypes."""
     dtype = array.dtype
     kind, size = dtype.kind, dtype.itemsize
-    if kind not in "biuf" or (kind == "f" and size not in (2, 4, 8)):
+    if kind not in "biuf" or (kind == "f" and (size not in (2, 4, 8) or dtype.char == "g")):
         return None
     import numpy as np
 
     shape = array.shape
     for length in shape:
         array_header(length)  # refuses a dimension MessagePack cannot hold
+    if packed_bound(shape, _element_bound(kind, size)) > sys.maxsize:
+        raise OverflowError(f"the MessagePack of an array of shape {shape} would take more than "
+                            f"{sys.maxsize} bytes, the most a bytes object holds on this platform")
     if array.size == 0:
         return _empty(shape)
     if kind == "b":
@@ -89,6 +99,25 @@ def pack_array(array):
             import msgpack
             return msgpack.packb(array.tolist())
     return _lay_out(np, shape, parts)
+
+
+def _element_bound(kind, size):
+    """The most bytes one element takes: true/false, float 32 or 64, an integer's tag and value."""
+    if kind == "b":
+        return 1
+    if kind == "f":
+        return 9 if size == 8 else 5
+    return 1 + size
+
+
+def packed_bound(shape, per_element):
+    """The most bytes of the MessagePack of an array of ``shape``: its headers, then elements
+    of at most ``per_element`` bytes (codec_c computes the same, refusing it past sys.maxsize)."""
+    headers, count = 0, 1
+    for length in shape:
+        headers += count * len(array_header(length))
+        count *= length
+    return headers + count * per_element
 
 
 def _empty(shape):
@@ -188,11 +217,14 @@ def join_length_prefixed(items):
         encoded = list(map(str.encode, items))
     else:
         encoded = list(map(_element_bytes, items))
-    longest = max(map(len, encoded), default=0)
+    lengths = list(map(len, encoded))
+    longest = max(lengths, default=0)
     if longest > 0xFFFFFFFF:
         raise ValueError(f"an element of {longest} bytes is longer than its 4-byte length allows")
-    lengths = map(_LENGTH.pack, map(len, encoded))
-    return b"".join(chain.from_iterable(zip(lengths, encoded)))
+    if 4 * len(lengths) + sum(lengths) > sys.maxsize:
+        raise OverflowError(f"the elements would take more than {sys.maxsize} bytes, "
+                            "the most a bytes object holds on this platform")
+    return b"".join(chain.from_iterable(zip(map(_LENGTH.pack, lengths), encoded)))
 
 
 def _element_bytes(item):

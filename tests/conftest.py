@@ -77,6 +77,12 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def examples(default):
+    """Hypothesis examples for a property test: LITE_SERVING_FUZZ_EXAMPLES when set (fewer under
+    emulation, many more for a long fuzzing session), else ``default``."""
+    return int(os.environ.get("LITE_SERVING_FUZZ_EXAMPLES", "0") or 0) or default
+
+
 def package_root():
     """The directory holding the lite_serving the tests import (site-packages or a source tree)."""
     import lite_serving

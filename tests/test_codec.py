@@ -12,6 +12,7 @@ import importlib.util
 import math
 import os
 import struct
+import sys
 
 import msgpack
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 np = pytest.importorskip("numpy")
 hnp = pytest.importorskip("hypothesis.extra.numpy")
 
+from conftest import examples  # noqa: E402
 from lite_serving import codec_py  # noqa: E402
 
 # None when this checkout has not compiled it (python setup.py build_ext --inplace)
@@ -194,12 +196,67 @@ def test_other_dtypes_are_left_to_the_caller(C, array):
     assert C.pack_array(array) is None
 
 
-def test_a_dimension_msgpack_cannot_hold_is_refused(C):
-    array = np.empty((2**32, 0), dtype=np.float32)
+# the longest dimension this platform's numpy builds: 2**63 - 1, or 2**31 - 1 on 32-bit ones
+LONGEST_DIMENSION = int(np.iinfo(np.intp).max)
+
+
+@pytest.mark.parametrize("length", [2**31 - 1, 2**32 - 1, 2**32])
+def test_a_dimension_msgpack_cannot_hold_is_refused(C, length):
+    """A dimension past 2**32 - 1 is refused, even in an empty array; up to it, it is written.
+
+    32-bit numpy builds no dimension past 2**31 - 1: there, the dimensions it can build pack."""
+    if length > LONGEST_DIMENSION:
+        pytest.skip(f"numpy builds no dimension of {length} on this platform")
+    array = np.empty((0, length), dtype=bool)  # numpy's limit counts the bytes of the rows
+    if length <= 2**32 - 1:
+        assert C.pack_array(array) == b"\x90"
+        return
     with pytest.raises(ValueError) as caught:
         C.pack_array(array)
-    assert str(caught.value) == ("an array dimension of 4294967296 is longer than MessagePack "
+    assert str(caught.value) == (f"an array dimension of {length} is longer than MessagePack "
                                  "allows (2**32 - 1)")
+
+
+# Arrays whose MessagePack could not fit a bytes object: broadcast views cost nothing however
+# many elements they show. BITS is 63 (31 on 32-bit platforms): sizes go up to 2**BITS - 1.
+BITS = sys.maxsize.bit_length()
+HALF = BITS // 2
+# numpy itself refuses views of more than sys.maxsize bytes: each case is within that
+TOO_LARGE = {
+    "float16 as float 32": ("float16", (2**HALF, 2**(BITS - 2 - HALF))),
+    "float64": ("float64", (2**HALF, 2**(BITS - 3 - HALF) - 1)),
+    "int8 as fixints": ("int8", (2**HALF, 2**(BITS - HALF) - 1)),
+    "int64": ("int64", (2**HALF, 2**(BITS - 3 - HALF) - 1)),
+    "headers and elements": ("bool", (2**HALF, 2**(BITS - HALF) - 1)),
+    "headers alone": ("bool", (2**HALF, 2**(BITS - HALF) - 1, 0)),
+    "the first report": ("float16", (2147614724, 1717882063)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TOO_LARGE))
+def test_an_array_too_large_for_a_bytes_object_is_refused(C, case):
+    """Past sys.maxsize bytes at most, refused before anything is allocated (it used to wrap
+    around to a small buffer, and writing past it crashed the process)."""
+    dtype, shape = TOO_LARGE[case]
+    if max(shape) > LONGEST_DIMENSION:
+        pytest.skip(f"numpy builds no dimension of {max(shape)} on this platform")
+    array = np.broadcast_to(np.zeros((), dtype=dtype), shape)
+    per_element = {"float16": 5, "float32": 5, "float64": 9, "bool": 1, "int8": 2, "int64": 9}[dtype]
+    assert codec_py.packed_bound(shape, per_element) > sys.maxsize  # the cases are what they say
+    with pytest.raises(OverflowError) as caught:
+        C.pack_array(array)
+    assert str(caught.value) == (f"the MessagePack of an array of shape {shape} would take more "
+                                 f"than {sys.maxsize} bytes, the most a bytes object holds on "
+                                 "this platform")
+
+
+@pytest.mark.skipif(BITS < 63, reason="on 32-bit platforms such an array could be allocated")
+def test_an_array_too_large_for_memory_is_a_memory_error(C):
+    """Within sys.maxsize bytes but past what memory holds: MemoryError, and nothing written."""
+    shape = (2**31, 2**28)
+    assert codec_py.packed_bound(shape, 9) < sys.maxsize
+    with pytest.raises(MemoryError):
+        C.pack_array(np.broadcast_to(np.float64(1), shape))
 
 
 def test_large_arrays(C):
@@ -234,7 +291,7 @@ def arrays(draw):
     return array
 
 
-PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
@@ -280,6 +337,18 @@ def test_split_and_join(C):
     assert C.join_length_prefixed([]) == b""
 
 
+@pytest.mark.skipif(BITS > 31, reason="64-bit: no list of elements comes near sys.maxsize bytes; "
+                    "tools/cross/run.sh runs this under 32-bit emulation")
+@pytest.mark.parametrize("kind", [bytes, str])
+def test_join_past_the_largest_bytes_object_is_refused(C, kind):
+    """On 32 bits, 2**11 elements of 1 MiB (the same object, so cheap) add up past 2**31 - 1."""
+    item = kind(2**20) if kind is bytes else "x" * 2**20
+    with pytest.raises(OverflowError) as caught:
+        C.join_length_prefixed([item] * (sys.maxsize // (2**20 + 4) + 1))
+    assert str(caught.value) == (f"the elements would take more than {sys.maxsize} bytes, the "
+                                 "most a bytes object holds on this platform")
+
+
 def test_join_takes_bytes_likes_and_writes_anything_else_as_text(C):
     assert C.join_length_prefixed([bytearray(b"ab"), memoryview(b"c"), 7, 1.5, None]) == \
         prefixed(b"ab", b"c", b"7", b"1.5", b"None")
@@ -310,7 +379,7 @@ def test_text_that_cannot_be_utf8_is_refused(C):
         C.join_length_prefixed(["\ud800"])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(items=st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=20)), max_size=30))
 def test_property_join_then_split(items):
     for C in (codec_py, codec_c) if codec_c is not None else (codec_py,):
@@ -318,7 +387,7 @@ def test_property_join_then_split(items):
         assert C.split_length_prefixed(data) == [i if isinstance(i, bytes) else i.encode() for i in items]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=st.binary(max_size=40), decode=st.booleans())
 def test_property_split_agrees_on_any_bytes(data, decode):
     C = compiled_or_skip()

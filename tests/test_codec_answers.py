@@ -58,6 +58,8 @@ def values(case):
                 "python": [float("nan"), float("inf"), 0.5]}
     if case == "big":
         return {"y": rng.random(200_000, dtype=np.float32), "n": 200_000}
+    if case == "too-large":  # its MessagePack would take more than 2**63 - 1 bytes
+        return {"y": np.broadcast_to(np.float16(1), (2147614724, 1717882063))}
     raise KeyError(case)
 '''
 
@@ -184,6 +186,16 @@ def test_msgpack_arrays_inside_structures_take_the_codec(server, case):
 def test_msgpack_keeps_bytes_binary(server):
     decoded = msgpack.unpackb(ask(server, "nested", "application/x-msgpack").body)
     assert decoded["raw"] == b"\x00\xffbin" and decoded["labels"] == ["cat", "dög"]
+
+
+def test_an_array_too_large_to_pack_is_an_error_answer(server):
+    """The predictor's mistake costs its request only: a 500, and the next request is served
+    (the size once wrapped around, and writing past the buffer crashed the worker)."""
+    headers = {"Host": "t", "Content-Type": "application/json", "Accept": "application/msgpack"}
+    with Connection(server.host, server.port, timeout=30) as conn:
+        conn.request("POST", "/", headers, orjson.dumps({"case": "too-large"}))
+        assert conn.read_response().status == 500
+    assert msgpack.unpackb(ask(server, "nested", "application/msgpack").body)["count"] == 4
 
 
 # -- JSON -----------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
+
 try:
     json_c = importlib.import_module("lite_serving.json_c")
     _MISSING = None
@@ -68,7 +70,7 @@ PLAIN = st.recursive(SCALARS, lambda inner: st.one_of(
     max_leaves=30)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PLAIN)
 def test_plain_values_are_written_as_orjson_writes_them(value):
     assert json_c.dumps(value) == orjson_dumps(value)
@@ -140,7 +142,7 @@ def test_a_self_containing_list_is_left_to_orjson_not_a_crash():
 
 # -- reading ------------------------------------------------------------------------------
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PLAIN)
 def test_what_orjson_writes_is_read_back_as_orjson_reads_it(value):
     document = orjson_dumps(value)
@@ -175,7 +177,7 @@ def _encode(document):
     return document.encode("utf-8", "surrogatepass")
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SPACE, DOCUMENT, SPACE)
 def test_documents_read_as_orjson_reads_them(before, document, after):
     data = _encode(before + document + after)
@@ -189,7 +191,7 @@ def test_documents_read_as_orjson_reads_them(before, document, after):
         assert same(got, expected)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(DOCUMENT, st.lists(st.tuples(st.integers(0, 10**6), st.binary(min_size=0, max_size=2)),
                           max_size=3))
 def test_damaged_documents_are_never_read_differently(document, edits):

@@ -8,6 +8,7 @@ missing parser_c fail instead.
 
 import importlib
 import os
+import sys
 
 import pytest
 
@@ -22,16 +23,19 @@ except ImportError as exc:  # not compiled in this checkout
     _C_MISSING = f"lite_serving.parser_c is not built ({exc}); run: python setup.py build_ext --inplace"
 
 
-@pytest.fixture(params=["py", "c"])
-def P(request):
-    """The parser module under test."""
-    if request.param == "py":
-        return parser_py
+def compiled_or_skip():
+    """parser_c; a skip when it is missing, a failure under LITE_SERVING_REQUIRE_COMPILED=1."""
     if parser_c is None:
         if os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("", "0"):
             pytest.fail(_C_MISSING)
         pytest.skip(_C_MISSING)
     return parser_c
+
+
+@pytest.fixture(params=["py", "c"])
+def P(request):
+    """The parser module under test."""
+    return parser_py if request.param == "py" else compiled_or_skip()
 
 
 ATTRS = ("method", "target", "path", "query", "version", "fields", "end", "content_length",
@@ -62,6 +66,24 @@ def assert_error(P, data, status, message, **kw):
 def req(*lines, version=b"HTTP/1.1", method=b"GET", target=b"/"):
     """A request head: request line, the given field lines, the blank line."""
     return b"\r\n".join([method + b" " + target + b" " + version, *lines]) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("limit", [None, 2**16, 2**29 - 1, sys.maxsize >> 2])
+def test_the_compiled_parser_answers_itself(limit):
+    """parser_c parses a head in C for any limit up to sys.maxsize >> 2 (2**29 - 1 on 32-bit
+    platforms): its own RequestHead answers, not parser_py's. Its bound on limits was once 0 on
+    armv7, so that every head went to parser_py, a hundred times slower."""
+    P = compiled_or_skip()
+    kw = {} if limit is None else {"max_head": limit, "max_headers": limit, "max_target": limit}
+    for data in (GET, bytearray(POST)):
+        assert type(P.parse_head(data, **kw)) is P.RequestHead
+    # past it, parser_py's exact rules
+    assert type(P.parse_head(GET, max_head=(sys.maxsize >> 2) + 1)) is parser_py.RequestHead
+
+
+def test_a_start_past_the_end_is_an_incomplete_head(P):
+    assert P.parse_head(GET, start=len(GET) + 100) is None
+    assert P.parse_head(bytearray(GET), start=len(GET) + 1) is None
 
 
 def test_one_exception_class(P):
@@ -637,6 +659,22 @@ def test_trailer_section_too_large(P):
                        max_trailer=20)
     dec, _ = decode(P, b"0\r\nX: vvvv\r\n\r\n", max_trailer=11)
     assert dec.done and dec.trailers == [("x", "vvvv")]
+
+
+# the limits a 32-bit Py_ssize_t holds, and 64-bit's, at and past their ends
+LIMITS = [2**31 - 1, 2**31, 2**32, 2**63 - 1, 2**63, 2**64]
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+def test_trailer_limits_of_any_size(P, limit):
+    """Any int is a limit, as in parser_py (a position plus the limit once wrapped around, so
+    the last trailer line was never found, or the limit did not fit a C integer)."""
+    data = b"3\r\nabc\r\n0\r\nX: v\r\n\r\n"
+    dec, pos = decode(P, data, max_trailer=limit, max_fields=limit)
+    assert (dec.done, pos, dec.body(), dec.trailers) == (True, len(data), b"abc", [("x", "v")])
+    assert (dec.max_trailer, dec.max_fields) == (limit, limit)
+    dec, pos = decode(P, data[:-2], max_trailer=limit)  # the blank line still to come
+    assert (dec.done, pos, dec.trailer_bytes) == (False, len(data) - 2, 6)
 
 
 def test_too_many_trailers(P):
