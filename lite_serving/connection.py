@@ -115,8 +115,10 @@ class HTTPConnection:
 
     @property
     def gone(self):
-        """The connection is closed (read by the batch thread: a request it need not run)."""
-        return self.state == CLOSED
+        """The client closed the connection, or its sending side (read by the batch thread: a
+        request it need not run). A client that half-closes and still waits for its answer is
+        rare; nginx (499) and uvicorn (``http.disconnect``) take end-of-file as leaving too."""
+        return self.eof or self.state == CLOSED
 
     # -- transitions: the one place states change and deadlines are chosen ----------
 
@@ -407,10 +409,11 @@ class HTTPConnection:
     def on_answer(self, view, reply, frame_next=True):
         """The answer to ``view``: from the dispatch (I/O thread), or found while framing
         (``frame_next`` False: the framing loop goes on by itself)."""
-        if self.state == CLOSED:  # the client left while predict ran
+        if self.state == CLOSED or not reply[0]:  # the client left (status 0: dropped unanswered)
             if type(reply[1]) is _StreamBody:
                 reply[1].close()
             self._finish(view)
+            self._close_after()
             return
         try:
             status, data, close = reply
