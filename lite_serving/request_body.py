@@ -2,8 +2,10 @@
 
 Three places a body can be: a ``bytes`` slice of the bytes read with its head
 (small bodies, the usual case, handled by the connection itself); a
-:class:`MemoryBody`, a buffer that grows as the bytes come in, so memory
-follows what arrived and never what a client merely declared; or a
+:class:`MemoryBody`, a buffer whose memory is taken as the bytes come in
+(a large one is an anonymous mapping whose pages the kernel supplies when first
+written), so memory follows what arrived and never what a client merely
+declared; or a
 :class:`SpooledBody`, a temporary file for ``multipart/form-data`` uploads
 larger than ``--spool-size``. Every body is released once, by
 :meth:`RequestView.release <lite_serving.request_view.RequestView.release>`,
@@ -18,8 +20,49 @@ from .logs import get_logger
 
 log = get_logger("lite_serving")
 
-FIRST_SIZE = 256 * 1024      # a fresh buffer starts this large and doubles as bytes arrive
-_ZEROS = memoryview(bytes(FIRST_SIZE))
+FIRST_SIZE = 256 * 1024      # a chunked body's buffer starts this large and doubles as bytes arrive
+GRAIN = 64 * 1024            # buffer sizes are multiples of this
+
+
+def size_class(n):
+    """The buffer size for ``n`` bytes: rounded up to an eighth of the power of two below ``n``
+    (at least GRAIN), so that bodies of nearby sizes share buffers, none over 12.5% too large."""
+    step = max(GRAIN, (1 << (n.bit_length() - 1)) >> 3)
+    return -(-n // step) * step
+
+
+HUGE_FROM = 4 * 1024 * 1024
+_HUGEPAGE = 14   # MADV_HUGEPAGE (Linux); None where madvise says no
+
+
+def new_buffer(size):
+    """A zero-filled writable buffer of ``size`` bytes.
+
+    Above FIRST_SIZE, an anonymous mapping: the kernel hands out zeroed pages as bytes are
+    first written into them, so the process holds what arrived, not what was declared, no
+    byte is written twice, and growing it (``resize``: mremap) moves no bytes.
+    """
+    if size <= FIRST_SIZE:
+        return bytearray(size)
+    import mmap  # first large body only: start-up stays light
+    # private: plain anonymous memory (a shared one is a shmem file, which mremap cannot grow)
+    buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    if size >= HUGE_FROM and _HUGEPAGE is not None:
+        buf.madvise(_HUGEPAGE)   # one page fault per 2 MiB instead of per 4 KiB
+    return buf
+
+
+def _exported(buf):
+    """Whether something (a slice, a numpy array over the body) still reads ``buf``."""
+    try:
+        if type(buf) is bytearray:
+            buf.append(0)   # a bytearray cannot change size while a view of it lives
+            buf.pop()
+        else:
+            buf.resize(len(buf))  # nor can a mapping
+    except BufferError:
+        return True
+    return False
 
 
 class MemoryBudget:
@@ -56,39 +99,46 @@ class MemoryBudget:
 class BodyBuffers:
     """Receive buffers for large bodies, reused from one request to the next.
 
-    A fresh multi-megabyte buffer costs more to allocate (zero-filling new
-    pages) than to fill from the socket; keeping a few spares, up to
-    ``keep_bytes`` in all, makes a large upload cost one copy from the kernel.
-    A spare is memory the process already holds, so handing one out whole
-    costs nothing; without a spare a buffer starts small and grows.
+    A fresh multi-megabyte buffer costs more to set up (the kernel zeroing each new page as
+    it is first touched) than to fill from the socket; keeping recent buffers, up to
+    ``keep_bytes`` in all (the oldest go first), makes a large upload cost one copy from
+    the kernel. A body takes the smallest spare that holds it.
     """
-
-    GRAIN = 64 * 1024
 
     def __init__(self, keep_bytes=32 * 1024 * 1024):
         self.keep_bytes = keep_bytes
-        self.spare = []
+        self.spare = []          # oldest first
         self.spare_bytes = 0
 
     def take(self, length):
-        """A spare buffer that holds ``length`` bytes, or a new one of at most FIRST_SIZE."""
-        size = -(-length // self.GRAIN) * self.GRAIN
+        """A buffer for a body of ``length`` bytes (-1: not known, a chunked body)."""
+        size = size_class(length) if length > 0 else FIRST_SIZE
         spare = self.spare
+        best = -1
         for i in range(len(spare)):
-            if len(spare[i]) == size:
-                buf = spare.pop(i)
-                self.spare_bytes -= len(buf)
-                return buf
-        return bytearray(min(size, FIRST_SIZE))
+            n = len(spare[i])
+            if size <= n and (best < 0 or n < len(spare[best])):
+                best = i
+        if best >= 0 and (length < 0 or len(spare[best]) <= 4 * size):
+            buf = spare.pop(best)
+            self.spare_bytes -= len(buf)
+            return buf
+        return new_buffer(size)
 
     def give(self, buf):
-        if self.spare_bytes + len(buf) <= self.keep_bytes and len(buf) % self.GRAIN == 0:
-            self.spare.append(buf)
-            self.spare_bytes += len(buf)
+        """Keep ``buf`` for a later body (nothing reads it any more)."""
+        n = len(buf)
+        if n > self.keep_bytes:
+            return
+        spare = self.spare
+        while spare and self.spare_bytes + n > self.keep_bytes:
+            self.spare_bytes -= len(spare.pop(0))
+        spare.append(buf)
+        self.spare_bytes += n
 
 
 class MemoryBody:
-    """A body read into a buffer that grows with the bytes received (never beyond ``length``).
+    """A body read into a buffer (never beyond ``length``), grown as bytes arrive when chunked.
 
     ``length`` is the declared Content-Length, or -1 for a chunked body.
     The request sees the body as a memoryview of the buffer (no copy).
@@ -100,22 +150,22 @@ class MemoryBody:
         self.buffers = buffers
         self.length = length
         self.got = 0
-        self.buf = buffers.take(length) if length > 0 else bytearray()
+        self.buf = buffers.take(length)
 
     def _grow(self, need):
-        """Make room for ``need`` more bytes: double, bounded by the declared length.
-
-        Zeros are appended in pieces, never as one large temporary object.
-        """
+        """Make room for ``need`` more bytes: at least double (a chunked body)."""
         buf = self.buf
-        cap = len(buf)
-        want = max(cap * 2, self.got + need)
-        if self.length > 0:
-            want = min(want, -(-self.length // BodyBuffers.GRAIN) * BodyBuffers.GRAIN)
-        while cap < want:
-            step = min(want - cap, len(_ZEROS))
-            buf += _ZEROS[:step]
-            cap += step
+        size = size_class(max(len(buf) * 2, self.got + need))
+        if type(buf) is bytearray:
+            if size <= FIRST_SIZE:
+                buf.extend(bytes(size - len(buf)))
+                return
+            bigger = new_buffer(size)
+            bigger[:self.got] = memoryview(buf)[:self.got]
+            self.buffers.give(buf)
+            self.buf = bigger
+        else:
+            buf.resize(size)
 
     def room(self, limit):
         """A writable view of the next bytes of the buffer, at most ``limit`` long."""
@@ -128,13 +178,11 @@ class MemoryBody:
         self.got += n
 
     def write(self, data):
-        """Append ``data``: into the room the buffer has, the rest by growing it as it goes."""
-        buf, got, n = self.buf, self.got, len(data)
-        fits = min(n, len(buf) - got)
-        if fits:
-            buf[got:got + fits] = data[:fits] if fits < n else data
-        if fits < n:
-            buf += data[fits:]   # the bytearray grows by its own amortised steps
+        """Append ``data``, growing the buffer when it is full."""
+        got, n = self.got, len(data)
+        if got + n > len(self.buf):
+            self._grow(n)
+        self.buf[got:got + n] = data
         self.got = got + n
         return True
 
@@ -149,14 +197,8 @@ class MemoryBody:
             return
         if type(body) is memoryview:
             body.release()
-        try:
-            # views derived from the body (slices, numpy arrays) survive release(); a
-            # bytearray cannot change size while any of them lives
-            buf.append(0)
-            buf.pop()
-        except BufferError:  # something still reads it: leave the buffer to it
-            return
-        self.buffers.give(buf)
+        if not _exported(buf):   # else the buffer is left to what still reads it
+            self.buffers.give(buf)
 
 
 class SpooledBody:
