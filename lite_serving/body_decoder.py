@@ -50,9 +50,11 @@ def decode_json(body):
 
 
 def decode_msgpack(body):
+    """A MessagePack body; numpy arrays sent as ``array_ext`` values come out as arrays."""
     import msgpack  # imported on first use: start-up stays light for JSON-only services
+    from .array_ext import ext_hook
     try:
-        return msgpack.unpackb(body, raw=False)
+        return msgpack.unpackb(body, raw=False, ext_hook=ext_hook)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ServingError(f"the request body is not valid MessagePack: {exc}", 400) from None
 
