@@ -43,7 +43,7 @@ from . import stream as streams
 from .app import error_reply
 from .logs import get_logger
 from .parser import ChunkedDecoder, ParseError, parse_head
-from .request_body import MemoryBody, SpooledBody
+from .request_body import MemoryBody, MultipartSink
 from .request_view import RequestView
 
 log = get_logger("lite_serving")
@@ -100,7 +100,7 @@ class HTTPConnection:
         self.pos = 0
         self.counted = 0           # of ``buf``, bytes counted in the memory budget
         self.view = None           # the request in progress
-        self.body = None           # MemoryBody / SpooledBody being filled (BODY)
+        self.body = None           # MemoryBody / MultipartSink being filled (BODY)
         self.decoder = None        # ChunkedDecoder of a chunked body (BODY)
         self.stream = None         # StreamBody being sent (STREAMING)
         self.close_after = False   # the answer in progress is the last one
@@ -180,7 +180,7 @@ class HTTPConnection:
         body = self.body
         if type(body) is MemoryBody:
             body.filled(n)
-        elif not body.write(self.ctx.scratch[:n]):
+        elif not body.write(memoryview(self.ctx.scratch)[:n]):
             self._spool_failed()
             return
         self.deadline = self.ctx.loop.now + self.ctx.body_timeout
@@ -313,9 +313,9 @@ class HTTPConnection:
         self.buf, self.pos = _EMPTY, 0
         view = self._new_view(head, length)
         if length > ctx.spool_size and _is_multipart(head.content_type):
-            ctx.budget.give(length)   # the body goes to disk, not to memory
+            ctx.budget.give(length)   # the body is parsed as it arrives, its files go to disk
             view.reserved = 0
-            sink = SpooledBody(length)
+            sink = MultipartSink(head.content_type, length)
             if not sink.write(data[pos:]):
                 self._spool_failed()
                 return
@@ -360,7 +360,7 @@ class HTTPConnection:
         ctx, view, sink = self.ctx, self.view, self.body
         if type(sink) is MemoryBody:
             if sink.got + len(piece) > ctx.spool_size and _is_multipart(view.head.content_type):
-                spooled = SpooledBody(-1, bytes(sink.content()))
+                spooled = MultipartSink(view.head.content_type, -1, sink.content())
                 sink.release(None)
                 ctx.budget.give(view.reserved)
                 view.reserved = 0
@@ -381,7 +381,7 @@ class HTTPConnection:
         self.recv_into = False
         if self.decoder is not None:
             view.trailers, self.decoder = self.decoder.trailers, None
-        if type(sink) is SpooledBody:
+        if type(sink) is MultipartSink:
             if not sink.finish():
                 self._spool_failed()
                 return

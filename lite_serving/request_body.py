@@ -6,8 +6,9 @@ Three places a body can be: a ``bytes`` slice of the bytes read with its head
 (a large one is an anonymous mapping whose pages the kernel supplies when first
 written), so memory follows what arrived and never what a client merely
 declared; or a
-:class:`SpooledBody`, a temporary file for ``multipart/form-data`` uploads
-larger than ``--spool-size``. Every body is released once, by
+:class:`MultipartSink`, for ``multipart/form-data`` uploads larger than
+``--spool-size``: parsed as they arrive, each file part written to a temporary
+file of its own. Every body is released once, by
 :meth:`RequestView.release <lite_serving.request_view.RequestView.release>`,
 when its answer has been written or its connection is gone.
 
@@ -16,6 +17,10 @@ bodies are admitted against it before they are read, and read-ahead input
 and unsent answers count in it too.
 """
 
+import io
+import os
+
+from .errors import ServingError
 from .logs import get_logger
 
 log = get_logger("lite_serving")
@@ -201,46 +206,207 @@ class MemoryBody:
             self.buffers.give(buf)
 
 
-class SpooledBody:
-    """A large multipart body written to a temporary file as it arrives."""
+SPILL = 1024 * 1024   # bytes of a multipart body outside file parts kept in memory in one run
 
-    __slots__ = ("file", "got", "length")
 
-    def __init__(self, length, initial=b""):
-        import tempfile  # rare path; keeps start-up light
-        self.file = tempfile.TemporaryFile(prefix="lite_serving-upload-")
+class MultipartSink:
+    """A large ``multipart/form-data`` body, parsed as it arrives.
+
+    The connection writes the body's bytes as they come; a
+    :class:`~lite_serving.multipart.MultipartParser` finds the parts in them, each file part
+    goes to a temporary file of its own, fields are kept as text. Nothing is read twice and
+    the body is never whole in memory. The raw body stays readable (:meth:`content`: a file
+    reading the parts' bytes in order, for ``data``, ``request.stream``, ``get_data()``);
+    what lies outside file parts (delimiters, headers, fields, preamble) is kept in memory,
+    a run of more than SPILL bytes in a file. A malformed body is kept the same way, its
+    error given to whoever asks for the form (:meth:`parts`).
+    """
+
+    __slots__ = ("parser", "got", "length", "error", "segments", "pending", "spill", "spill_size",
+                 "part", "upload", "form", "files", "files_open")
+
+    def __init__(self, content_type, length, initial=b""):
+        from . import config
+        from .multipart import MultipartParser, _header_params, boundary_of
+        from .request_view import MultiDict
         self.length = length
         self.got = 0
+        self.error = None
+        self.segments = []        # the raw body: bytes, or (file, size) read with os.pread
+        self.pending = bytearray()  # the run of literal bytes being gathered
+        self.spill = None           # ... or the file it continues in, once over SPILL
+        self.spill_size = 0
+        self.part = None          # the file of the file part being received
+        self.upload = None        # ... and its FileStorage
+        self.form = MultiDict()
+        self.files = MultiDict()
+        self.files_open = []      # every file this body opened, closed by release()
+        self.parser = None
+        try:
+            boundary = boundary_of(_header_params(content_type)[1])
+        except ServingError as exc:
+            self.error = exc      # kept raw; request.form says what is wrong
+        else:
+            settings = config.active
+            self.parser = MultipartParser(boundary, self, settings.max_form_parts,
+                                          settings.max_form_field_size)
         if initial:
             self.write(initial)
 
+    # -- from the connection -------------------------------------------------------
+
     def write(self, data):
-        """Append ``data``; False (the file closed, the error logged) when it cannot be stored."""
+        """Take the next bytes; False (the files closed, the error logged) when they cannot be
+        stored."""
+        self.got += len(data)
         try:
-            self.file.write(data)
+            if self.parser is None:
+                self.literal(data)
+                return True
+            try:
+                self.parser.feed(data)
+            except ServingError as exc:
+                self._malformed(exc)
         except OSError as exc:
             return self._failed(exc)
-        self.got += len(data)
         return True
 
     def finish(self):
-        """Flush what is buffered; False (the file closed, the error logged) when that fails."""
+        """The body is complete; False (the files closed, the error logged) when what is held
+        cannot be written."""
         try:
-            self.file.flush()
+            if self.parser is not None:
+                try:
+                    self.parser.close()
+                except ServingError as exc:
+                    self._malformed(exc)
+            self._end_literal()
         except OSError as exc:
             return self._failed(exc)
         return True
+
+    def content(self):
+        """The raw body, as a file."""
+        return io.BufferedReader(_SegmentsReader(self.segments))
+
+    def parts(self):
+        """``(form, files)`` of the body, or its ServingError."""
+        if self.error is not None:
+            raise self.error
+        for _name, upload in self.files.items(multi=True):
+            upload.stream.seek(0)
+        return self.form, self.files
+
+    def release(self, _body=None):
+        for file in self.files_open:
+            try:
+                file.close()
+            except OSError:
+                pass
+        self.files_open = []
+
+    # -- from the parser ---------------------------------------------------------------
+
+    def literal(self, data):
+        if self.spill is not None:
+            self.spill.write(data)
+            self.spill_size += len(data)
+        elif len(self.pending) + len(data) > SPILL:
+            self.spill = self._new_file()
+            self.spill.write(self.pending)
+            self.spill.write(data)
+            self.spill_size = len(self.pending) + len(data)
+            self.pending = bytearray()
+        else:
+            self.pending += data
+
+    def field(self, name, value):
+        self.form.add(name, value)
+
+    def file_begin(self, name, filename, content_type, headers):
+        from .multipart import FileStorage
+        self._end_literal()
+        self.part = self._new_file()
+        self.upload = FileStorage(self.part, filename, name, content_type, headers, 0)
+        self.files.add(name, self.upload)
+
+    def file_data(self, data):
+        self.part.write(data)
+        self.upload.content_length += len(data)
+
+    def file_end(self):
+        self.part.flush()
+        self.segments.append((self.part, self.upload.content_length))
+        self.part = self.upload = None
+
+    # -- within ----------------------------------------------------------------------
+
+    def _new_file(self):
+        import tempfile  # rare path; keeps start-up light
+        file = tempfile.TemporaryFile(prefix="lite_serving-upload-")
+        self.files_open.append(file)
+        return file
+
+    def _end_literal(self):
+        """Close the run of literal bytes gathered so far into a segment of the raw body."""
+        if self.spill is not None:
+            self.spill.flush()
+            self.segments.append((self.spill, self.spill_size))
+            self.spill = None
+        elif self.pending:
+            self.segments.append(bytes(self.pending))
+            self.pending = bytearray()
+
+    def _malformed(self, exc):
+        """Stop parsing: the body is kept raw from here, the error kept for request.form."""
+        parser, self.parser = self.parser, None
+        self.error = exc
+        if self.part is not None:   # the part cut short stays in the raw body
+            self.file_end()
+        self.literal(parser.unconsumed())
 
     def _failed(self, exc):
         log.error("cannot write an upload to a temporary file: %s", exc)
         self.release()
         return False
 
-    def content(self):
-        return self.file
 
-    def release(self, _body=None):
-        try:
-            self.file.close()
-        except OSError:  # buffered bytes that cannot be written: the file is gone all the same
-            pass
+class _SegmentsReader(io.RawIOBase):
+    """The raw body of a :class:`MultipartSink` as a file: its segments one after another
+    (files read with ``os.pread``: the parts' own files keep their positions)."""
+
+    def __init__(self, segments):
+        self.segments = segments
+        self.size = sum(len(s) if type(s) is bytes else s[1] for s in segments)
+        self.pos = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, buffer):
+        want, done, at = len(buffer), 0, 0
+        for segment in self.segments:
+            size = len(segment) if type(segment) is bytes else segment[1]
+            if at <= self.pos < at + size and done < want:
+                offset = self.pos - at
+                n = min(size - offset, want - done)
+                if type(segment) is bytes:
+                    data = segment[offset:offset + n]
+                else:
+                    data = os.pread(segment[0].fileno(), n, offset)
+                buffer[done:done + len(data)] = data
+                done += len(data)
+                self.pos += len(data)
+            at += size
+        return done
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        base = (0, self.pos, self.size)[whence]
+        self.pos = min(max(0, base + offset), self.size)
+        return self.pos
+
+    def tell(self):
+        return self.pos
