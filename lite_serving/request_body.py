@@ -116,19 +116,27 @@ class BodyBuffers:
         self.spare_bytes = 0
 
     def take(self, length):
-        """A buffer for a body of ``length`` bytes (-1: not known, a chunked body)."""
-        size = size_class(length) if length > 0 else FIRST_SIZE
+        """A buffer for a body of ``length`` bytes: the smallest spare that holds it (within 4
+        times its size), else a new one. ``length`` -1 (a chunked body, of a size not known):
+        the largest spare, as likely as any to hold it without growing, else FIRST_SIZE."""
         spare = self.spare
         best = -1
-        for i in range(len(spare)):
-            n = len(spare[i])
-            if size <= n and (best < 0 or n < len(spare[best])):
-                best = i
-        if best >= 0 and (length < 0 or len(spare[best]) <= 4 * size):
-            buf = spare.pop(best)
-            self.spare_bytes -= len(buf)
-            return buf
-        return new_buffer(size)
+        if length < 0:
+            for i in range(len(spare)):
+                if best < 0 or len(spare[i]) > len(spare[best]):
+                    best = i
+            size = FIRST_SIZE
+        else:
+            size = size_class(length)
+            for i in range(len(spare)):
+                n = len(spare[i])
+                if size <= n <= 4 * size and (best < 0 or n < len(spare[best])):
+                    best = i
+        if best < 0:
+            return new_buffer(size)
+        buf = spare.pop(best)
+        self.spare_bytes -= len(buf)
+        return buf
 
     def give(self, buf):
         """Keep ``buf`` for a later body (nothing reads it any more)."""
@@ -165,7 +173,7 @@ class MemoryBody:
             if size <= FIRST_SIZE:
                 buf.extend(bytes(size - len(buf)))
                 return
-            bigger = new_buffer(size)
+            bigger = self.buffers.take(size)   # a spare mapping, or a new one
             bigger[:self.got] = memoryview(buf)[:self.got]
             self.buffers.give(buf)
             self.buf = bigger

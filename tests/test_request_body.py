@@ -82,3 +82,19 @@ def test_size_classes_are_within_an_eighth_and_multiples_of_64_kib():
         size = size_class(n)
         assert size >= n and size % 65536 == 0
         assert size - n < max(65536, n // 8 + 1)
+
+
+def test_a_chunked_body_takes_the_largest_spare_and_grows_no_more():
+    buffers = BodyBuffers()
+    first = MemoryBody(buffers, -1)
+    for _ in range(30):
+        first.write(b"c" * 100_000)          # grown to a mapping of 3 MiB or so
+    grown = first.buf
+    first.release(first.content())
+    small, _ = receive(buffers, 300_000)     # a smaller spare beside it
+    small.release(small.content())
+    again = MemoryBody(buffers, -1)
+    assert again.buf is grown
+    for _ in range(30):
+        again.write(b"d" * 100_000)
+    assert again.buf is grown and bytes(again.content()) == b"d" * 3_000_000
