@@ -12,6 +12,10 @@ chunked (256 KiB chunks), over 1 or 4 keep-alive connections. Sizes: every power
 ready-made request bytes), pinned to one CPU and the servers to the other. Every cell is measured ``--rounds`` times, the servers taking turns
 within a round, and the best round is kept: the machine is shared, so what matters is the ratio
 of servers measured in the same run. MB = 10^6 bytes. Sizes from 16 MiB get twice the seconds.
+Beside MB/s, each load's MB per second of the server process's own CPU time (all its threads,
+from /proc/PID/stat) is kept: other work on the machine changes it far less, and with one
+connection the client, not the server, sets the pace (lite's I/O thread waits for bytes a third
+of the time there, py-spy shows).
 The reference is not run with chunked bodies: Flask behind uvicorn's WSGI bridge answers them
 400 (it reads a body without Content-Length as empty).
 
@@ -75,8 +79,15 @@ def request_of(body, chunked):
     return b"".join(pieces)
 
 
+def cpu_seconds(pid):
+    """CPU time used so far by process ``pid`` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(port, request, size, conns, seconds, cpu):
-    """MB/s ingested by wrk with ``conns`` connections sending ``request`` for ``seconds``."""
+    """(MB/s, requests) of wrk with ``conns`` connections sending ``request`` for ``seconds``."""
     path = WORK_DIR / "ingest-request.bin"
     if not path.exists() or path.stat().st_size != len(request) or path.read_bytes() != request:
         path.write_bytes(request)
@@ -89,7 +100,7 @@ def load(port, request, size, conns, seconds, cpu):
     result = parse_report(proc.stdout)
     if result.problems():
         raise RuntimeError("; ".join(result.problems()))
-    return result.rps * size / 1e6
+    return result.rps * size / 1e6, result.requests
 
 
 class Server:
@@ -180,7 +191,7 @@ def render(doc):
             lines.append(f"\n## {framing}, {conns} connection{'s' if conns > 1 else ''}\n")
             head = ["body"] + [labels[k] for k in keys]
             if "reference" in keys:
-                head.append("lite / reference")
+                head += ["lite / reference", "same, per server CPU second"]
             if "base" in keys:
                 head.append("lite / base")
             head.append("lite / power of two below")
@@ -194,6 +205,9 @@ def render(doc):
                 if "reference" in keys:
                     r = lite / mbs["reference"] if lite and mbs.get("reference") else None
                     row.append(f"{r:.1f}×" if r else "—")
+                    cpu = cell.get("mb_per_cpu_s", {})
+                    c = cpu["lite"] / cpu["reference"] if cpu.get("lite") and cpu.get("reference") else None
+                    row.append(f"{c:.1f}×" if c else "—")
                     if r is not None and cell["size"] >= MIB and r < 5:
                         failures.append(f"{framing} {conns}c {label_of(cell['size'])}: {r:.2f}× the reference")
                 if "base" in keys:
@@ -285,12 +299,19 @@ def main(argv=None):
                         if server.key == "reference" and cell["framing"] == "chunked":
                             continue   # Flask on uvicorn's WSGI bridge reads a chunked body as empty
                         try:
-                            mbs = load(server.port, request, size, cell["conns"], seconds,
-                                       client_cpu)
+                            used = cpu_seconds(server.proc.pid)
+                            mbs, done = load(server.port, request, size, cell["conns"], seconds,
+                                             client_cpu)
+                            used = cpu_seconds(server.proc.pid) - used
                         except RuntimeError as exc:
                             log(f"[{server.key}] {label_of(size)}: {exc}")
                             continue
                         cell["mbs"][server.key] = max(mbs, cell["mbs"].get(server.key, 0))
+                        if used > 0 and done:   # MB per second of the server's own CPU time
+                            per_cpu = done * size / 1e6 / used
+                            cell.setdefault("mb_per_cpu_s", {})
+                            cell["mb_per_cpu_s"][server.key] = max(
+                                per_cpu, cell["mb_per_cpu_s"].get(server.key, 0))
                 log(f"{label_of(size):>14} {cell['framing']:>14} {cell['conns']}c  " + "  ".join(
                     f"{s.key} {cell['mbs'].get(s.key, 0):7.0f}" for s in under_test))
     finally:

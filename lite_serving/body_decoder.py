@@ -49,12 +49,17 @@ def decode_json(body):
             raise ServingError(f"the request body is not valid JSON: {first}", 400) from None
 
 
+_ext_hooks = []   # array_ext.ext_hook, once the first MessagePack body has loaded it
+
+
 def decode_msgpack(body):
     """A MessagePack body; numpy arrays sent as ``array_ext`` values come out as arrays."""
     import msgpack  # imported on first use: start-up stays light for JSON-only services
-    from .array_ext import ext_hook
+    if not _ext_hooks:
+        from .array_ext import ext_hook
+        _ext_hooks.append(ext_hook)
     try:
-        return msgpack.unpackb(body, raw=False, ext_hook=ext_hook)
+        return msgpack.unpackb(body, raw=False, ext_hook=_ext_hooks[0])
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ServingError(f"the request body is not valid MessagePack: {exc}", 400) from None
 

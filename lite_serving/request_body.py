@@ -36,8 +36,7 @@ def size_class(n):
     return -(-n // step) * step
 
 
-HUGE_FROM = 4 * 1024 * 1024
-_HUGEPAGE = 14   # MADV_HUGEPAGE (Linux); None where madvise says no
+HUGE_FROM = 4 * 1024 * 1024  # mappings this large ask for transparent huge pages
 
 
 def new_buffer(size):
@@ -52,8 +51,12 @@ def new_buffer(size):
     import mmap  # first large body only: start-up stays light
     # private: plain anonymous memory (a shared one is a shmem file, which mremap cannot grow)
     buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
-    if size >= HUGE_FROM and _HUGEPAGE is not None:
-        buf.madvise(_HUGEPAGE)   # one page fault per 2 MiB instead of per 4 KiB
+    hugepage = getattr(mmap, "MADV_HUGEPAGE", None)   # Linux only
+    if size >= HUGE_FROM and hugepage is not None:
+        try:
+            buf.madvise(hugepage)   # one page fault per 2 MiB instead of per 4 KiB
+        except OSError:             # huge pages switched off: 4 KiB pages, as without
+            pass
     return buf
 
 
@@ -66,6 +69,8 @@ def _exported(buf):
         else:
             buf.resize(len(buf))  # nor can a mapping
     except BufferError:
+        return True
+    except (SystemError, OSError):  # no mremap (macOS): whether it is read cannot be told
         return True
     return False
 
@@ -178,7 +183,12 @@ class MemoryBody:
             self.buffers.give(buf)
             self.buf = bigger
         else:
-            buf.resize(size)
+            try:
+                buf.resize(size)     # mremap: no byte moves
+            except (SystemError, OSError):   # no mremap (macOS): a copy into a larger mapping
+                bigger = new_buffer(size)
+                bigger[:self.got] = buf[:self.got]
+                self.buf = bigger
 
     def room(self, limit):
         """A writable view of the next bytes of the buffer, at most ``limit`` long."""
