@@ -310,43 +310,44 @@ class Application:
             return self.batch_caller is not None
         return self.v2_batching
 
-    def answer_batch(self, views):
+    def batch_arguments(self, view):
+        """The arguments of a batchable request, computed as soon as it is complete (I/O
+        thread): a body that cannot be decoded raises here, and its client is answered at
+        once, without waiting for the model. /v2 inference requests: None (checked in
+        their batch)."""
+        if view.head.path != "/":
+            return None
+        return self.batch_caller.arguments(view)
+
+    def refuse_arguments(self, exc, view):
+        """The reply to a request whose arguments raised ``exc`` (a 400 for a bad body)."""
+        return self._failure(exc, view)
+
+    def answer_batch(self, views, rows):
         """The replies to a batch of requests of one kind (all ``POST /`` or all /v2 inference),
-        in order. Never raises."""
+        in order, ``rows`` their :meth:`batch_arguments`. Never raises."""
         if views[0].head.path != "/":
             return self._v2_batch(views)
-        replies = [None] * len(views)
-        rows, kept = [], []
-        caller = self.batch_caller
-        for index, view in enumerate(views):
-            try:
-                rows.append(caller.arguments(view))  # a body that cannot be decoded: 400 here
-                kept.append(index)
-            except BaseException as exc:
-                replies[index] = self._failure(exc, view)
-        if kept:
-            self.metrics.batch_size.observe(len(kept))
-            began = time.perf_counter()
-            try:
-                results = caller.call(rows)
-                count = _result_count(results)
-                if count != len(kept):
-                    raise BatchLengthError(f"predict_batch returned {count} results for a batch of "
-                                           f"{len(kept)} requests; it must return one per request")
-            except BaseException as exc:
-                if isinstance(exc, BatchLengthError):
-                    log.error("%s", exc)
-                elif not isinstance(exc, ServingError):
-                    log.exception("predict_batch raised %s for a batch of %d requests",
-                                  type(exc).__name__, len(kept))
-                for index in kept:
-                    replies[index] = self._failure(exc, views[index], logged=True)
-            else:
-                for position, index in enumerate(kept):
-                    replies[index] = self._answer_item(results[position], views[index])
-            finally:
-                self.metrics.predict_seconds.observe(time.perf_counter() - began)
-        return replies
+        n = len(views)
+        self.metrics.batch_size.observe(n)
+        began = time.perf_counter()
+        try:
+            results = self.batch_caller.call(rows)
+            count = _result_count(results)
+            if count != n:
+                raise BatchLengthError(f"predict_batch returned {count} results for a batch of "
+                                       f"{n} requests; it must return one per request")
+        except BaseException as exc:
+            if isinstance(exc, BatchLengthError):
+                log.error("%s", exc)
+            elif not isinstance(exc, ServingError):
+                log.exception("predict_batch raised %s for a batch of %d requests",
+                              type(exc).__name__, n)
+            return [self._failure(exc, view, logged=True) for view in views]
+        else:
+            return [self._answer_item(result, view) for result, view in zip(results, views)]
+        finally:
+            self.metrics.predict_seconds.observe(time.perf_counter() - began)
 
     def _answer_item(self, result, view):
         """One request's reply from its item of predict_batch's results."""

@@ -70,11 +70,18 @@ _MSGPACK_REASONS = {
 }
 
 
+_ext_hooks = []   # array_ext.ext_hook, once the first MessagePack body has loaded it
+
+
 def decode_msgpack(body):
+    """A MessagePack body; numpy arrays sent as ``array_ext`` values come out as arrays."""
     import msgpack  # imported on first use: start-up stays light for JSON-only services
+    if not _ext_hooks:
+        from .array_ext import ext_hook
+        _ext_hooks.append(ext_hook)
     try:
-        return msgpack.unpackb(body, raw=False)
-    except Exception as exc:
+        return msgpack.unpackb(body, raw=False, ext_hook=_ext_hooks[0])
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
         reason = _MSGPACK_REASONS.get(type(exc).__name__) or str(exc) or type(exc).__name__
         if "incomplete input" in reason:
             reason = "the body is empty" if not body else _MSGPACK_REASONS["OutOfData"]

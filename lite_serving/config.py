@@ -79,8 +79,8 @@ SETTINGS = (
     Setting("access_log", True, bool, "log one line per request (peer, method, target, status, "
             "duration)"),
     Setting("max_body_size", 100 * MIB, int, "largest request body in bytes (413 above it)"),
-    Setting("spool_size", 1 * MIB, int, "multipart/form-data bodies larger than this are written to "
-            "a temporary file as they arrive instead of held in memory"),
+    Setting("spool_size", 1 * MIB, int, "multipart/form-data bodies larger than this are parsed "
+            "as they arrive, each file part written to a temporary file, not held in memory"),
     Setting("max_form_parts", 1000, int, "most parts in a multipart/form-data body (413 above it)"),
     Setting("max_form_field_size", 1 * MIB, int,
             "largest non-file field of a form, in bytes (413 above it)"),

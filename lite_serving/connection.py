@@ -44,7 +44,7 @@ from .app import error_reply
 from .logs import get_logger
 from .parser import ChunkedDecoder, ParseError, parse_head
 from .predict_deadline import LATE
-from .request_body import MemoryBody, SpooledBody
+from .request_body import MemoryBody, MultipartSink
 from .request_view import RequestView
 
 log = get_logger("lite_serving")
@@ -102,7 +102,7 @@ class HTTPConnection:
         self.pos = 0
         self.counted = 0           # of ``buf``, bytes counted in the memory budget
         self.view = None           # the request in progress
-        self.body = None           # MemoryBody / SpooledBody being filled (BODY)
+        self.body = None           # MemoryBody / MultipartSink being filled (BODY)
         self.decoder = None        # ChunkedDecoder of a chunked body (BODY)
         self.stream = None         # StreamBody being sent (STREAMING)
         self.close_after = False   # the answer in progress is the last one
@@ -118,8 +118,10 @@ class HTTPConnection:
 
     @property
     def gone(self):
-        """The connection is closed (read by the batch thread: a request it need not run)."""
-        return self.state == CLOSED
+        """The client closed the connection, or its sending side (read by the batch thread: a
+        request it need not run). A client that half-closes and still waits for its answer is
+        rare; nginx (499) and uvicorn (``http.disconnect``) take end-of-file as leaving too."""
+        return self.eof or self.state == CLOSED
 
     # -- transitions: the one place states change and deadlines are chosen ----------
 
@@ -181,7 +183,7 @@ class HTTPConnection:
         body = self.body
         if type(body) is MemoryBody:
             body.filled(n)
-        elif not body.write(self.ctx.scratch[:n]):
+        elif not body.write(memoryview(self.ctx.scratch)[:n]):
             self._spool_failed()
             return
         self.deadline = self.ctx.loop.now + self.ctx.body_timeout
@@ -315,9 +317,9 @@ class HTTPConnection:
         self.buf, self.pos = _EMPTY, 0
         view = self._new_view(head, length)
         if length > ctx.spool_size and _is_multipart(head.content_type):
-            ctx.budget.give(length)   # the body goes to disk, not to memory
+            ctx.budget.give(length)   # the body is parsed as it arrives, its files go to disk
             view.reserved = 0
-            sink = SpooledBody(length)
+            sink = MultipartSink(head.content_type, length)
             if not sink.write(data[pos:]):
                 self._spool_failed()
                 return
@@ -365,7 +367,7 @@ class HTTPConnection:
         ctx, view, sink = self.ctx, self.view, self.body
         if type(sink) is MemoryBody:
             if sink.got + len(piece) > ctx.spool_size and _is_multipart(view.head.content_type):
-                spooled = SpooledBody(-1, bytes(sink.content()))
+                spooled = MultipartSink(view.head.content_type, -1, sink.content())
                 sink.release(None)
                 ctx.budget.give(view.reserved)
                 view.reserved = 0
@@ -386,7 +388,7 @@ class HTTPConnection:
         self.recv_into = False
         if self.decoder is not None:
             view.trailers, self.decoder = self.decoder.trailers, None
-        if type(sink) is SpooledBody:
+        if type(sink) is MultipartSink:
             if not sink.finish():
                 self._spool_failed()
                 return
@@ -416,10 +418,11 @@ class HTTPConnection:
         (``frame_next`` False: the framing loop goes on by itself)."""
         if reply is LATE:  # predict returned past --predict-timeout: its client was answered 504
             return
-        if self.state == CLOSED:  # the client left while predict ran
+        if self.state == CLOSED or not reply[0]:  # the client left (status 0: dropped unanswered)
             if type(reply[1]) is _StreamBody:
                 reply[1].close()
             self._finish(view)
+            self._close_after()
             return
         try:
             status, data, close = reply

@@ -351,7 +351,7 @@ class BatchDispatch:
         self.max_size = max_size
         self.delay = delay
         self.metrics = app.metrics
-        self._queue = queue.SimpleQueue()  # (connection, view); None once stopped
+        self._queue = queue.SimpleQueue()  # (connection, view, row); None once stopped
         self._turn = []                # batchable requests of this turn, routed by after_turn
         self._waiting = 0              # given to the batch thread, not yet answered (I/O thread)
         self._thread = None
@@ -401,15 +401,30 @@ class BatchDispatch:
     def after_turn(self, token):
         turn = self._turn
         if turn:
+            self._turn = []
+            turn = self._decoded(turn)
+        if turn:
             if (len(turn) == 1 and not self._waiting and not self._lone_running
                     and self._lone_seconds < INLINE_BELOW and self._may_inline()):
-                conn, view = turn[0]
+                conn, view, row = turn[0]
                 self._lone_running = True
-                self.inner.submit(conn, view, self._answer_lone)
+                self.inner.submit(conn, view, lambda view: self._answer_lone(view, row))
             else:
                 self._to_thread(turn)
-            turn.clear()
         return self.inner.after_turn(token)
+
+    def _decoded(self, turn):
+        """The turn's requests with their arguments, ``(connection, view, row)``; a request
+        whose body cannot be decoded is answered here, at once, without waiting for the model.
+        (Rows of /v2 inference requests are None: those are checked in their batch.)"""
+        arguments = self.app.batch_arguments
+        items = []
+        for conn, view in turn:
+            try:
+                items.append((conn, view, arguments(view)))
+            except BaseException as exc:
+                conn.on_answer(view, self.app.refuse_arguments(exc, view))
+        return items
 
     def _may_inline(self):
         # not under --predict-timeout: a stuck lone batch would hold the model from the batch thread
@@ -425,19 +440,19 @@ class BatchDispatch:
         for item in items:
             put(item)
 
-    def _answer_lone(self, view):
+    def _answer_lone(self, view, row):
         """A batch of one, run by ``inner``."""
         try:
             self.metrics.batch_wait_seconds.observe(time.monotonic() - view.started)
             with self._model:
-                return self._call([view])[0]
+                return self._call([view], [row])[0]
         finally:
             self._lone_running = False
 
-    def _call(self, views):
+    def _call(self, views, rows):
         """The replies to one batch of one kind of request (``_model`` held)."""
         began = time.perf_counter()
-        replies = self.app.answer_batch(views)
+        replies = self.app.answer_batch(views, rows)
         if len(views) == 1:
             self._lone_seconds = time.perf_counter() - began
         return replies
@@ -489,27 +504,30 @@ class BatchDispatch:
         """The answers to a batch taken from the queue: (connection, view, reply) each."""
         answers = []
         live = []
-        for conn, view in batch:
-            (answers if conn.gone else live).append((conn, view))
-        answers = [(conn, view, _DROPPED) for conn, view in answers]
+        for item in batch:
+            if item[0].gone:
+                answers.append((item[0], item[1], _DROPPED))
+            else:
+                live.append(item)
         now = time.monotonic()
         # one kind of request per model call: POST / (predict_batch) apart from /v2 inference
         for kind in (True, False):
-            group = [(conn, view) for conn, view in live if (view.head.path == "/") is kind]
+            group = [item for item in live if (item[1].head.path == "/") is kind]
             if not group:
                 continue
-            views = [view for _, view in group]
+            views = [view for _, view, _ in group]
             for view in views:
                 self.metrics.batch_wait_seconds.observe(now - view.started)
-            key = None if self.deadlines is None else self.deadlines.begin(group)
+            key = None if self.deadlines is None else \
+                self.deadlines.begin([(conn, view) for conn, view, _ in group])
             try:
-                replies = self._call(views)
+                replies = self._call(views, [row for _, _, row in group])
             except BaseException:  # answer_batch never raises: this is a bug in lite_serving
                 replies = [_failed(view) for view in views]
             if key is not None and self.deadlines.end(key):
                 _returned_late(views[0])
                 replies = [LATE] * len(views)
-            answers += [(conn, view, reply) for (conn, view), reply in zip(group, replies)]
+            answers += [(conn, view, reply) for (conn, view, _), reply in zip(group, replies)]
         return answers
 
     def _deliver(self, answers):
@@ -529,7 +547,7 @@ class BatchDispatch:
                     self._queue.put(None)
                     break
                 self._waiting -= 1
-                conn, view = item
+                conn, view = item[:2]
                 deliver(conn, view, _busy_reply(self.deadlines, view))
         if getattr(self.inner, "deadlines", None) is not None and self.inner.deadlines.saturated:
             self.inner.refuse_waiting()

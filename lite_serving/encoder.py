@@ -92,8 +92,9 @@ def encode_json(obj):
                         option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
-def encode_msgpack(obj):
-    """MessagePack bytes; numpy arrays anywhere inside are written by the tensor codec."""
+def encode_msgpack(obj, pack_array=pack_array):
+    """MessagePack bytes; numpy arrays anywhere inside are written by the tensor codec (as
+    nested arrays), or by ``pack_array`` when given (``array_ext``: as ext values)."""
     import msgpack  # imported on first use: start-up stays light for JSON-only services
     if _is_ndarray(obj):
         packed = pack_array(obj)
@@ -139,7 +140,8 @@ def _placeholder(msgpack):
 
 
 def _parse_accept(accept):
-    """Accept value → [(type, subtype, q)] (RFC 9110 §12.5.1); malformed ranges skipped."""
+    """Accept value → [(type, subtype, q, arrays=ext)] (RFC 9110 §12.5.1); malformed ranges
+    skipped. ``arrays=ext`` asks for numpy arrays as ``array_ext`` values in MessagePack."""
     ranges = []
     for item in accept.split(","):
         parts = item.split(";")
@@ -148,23 +150,28 @@ def _parse_accept(accept):
             continue
         main, _, sub = media.partition("/")
         q = 1.0
+        arrays_ext = False
         for param in parts[1:]:
             key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
+            key = key.strip().lower()
+            if key == "q":
                 try:
                     q = float(value.strip())
                 except ValueError:
                     q = 0.0
                 if not 0.0 <= q <= 1.0:
                     q = 0.0
-        ranges.append((main, sub, q))
+            elif key == "arrays":
+                arrays_ext = value.strip().strip('"').lower() == "ext"
+        ranges.append((main, sub, q, arrays_ext))
     return ranges
 
 
 def _quality(offer, ranges):
+    """(q, arrays=ext) of the most specific range that matches ``offer``."""
     main, _, sub = offer.partition("/")
-    best, best_rank = 0.0, -1
-    for rmain, rsub, q in ranges:
+    best, best_rank, arrays_ext = 0.0, -1, False
+    for rmain, rsub, q, ext in ranges:
         if rmain == main and rsub == sub:
             rank = 2
         elif rmain == main and rsub == "*":
@@ -174,25 +181,29 @@ def _quality(offer, ranges):
         else:
             continue
         if rank > best_rank:
-            best, best_rank = q, rank
-    return best
+            best, best_rank, arrays_ext = q, rank, ext
+    return best, arrays_ext
 
 
 def negotiate(accept):
-    """``"json"``, ``"msgpack"`` or ``None`` (nothing acceptable) for an Accept value."""
+    """``"json"``, ``"msgpack"``, ``"msgpack arrays"`` (numpy arrays as ``array_ext`` values)
+    or ``None`` (nothing acceptable) for an Accept value."""
     if not accept:
         return "json"
     choice = _accept_cache.get(accept, 0)
     if choice != 0:
         return choice
     ranges = _parse_accept(accept)
-    choice, best = None, 0.0
+    choice, best, arrays_ext = None, 0.0, False
     for offer in _OFFERS:
-        q = _quality(offer, ranges)
+        q, ext = _quality(offer, ranges)
         if q > best:
-            choice, best = offer, q
+            choice, best, arrays_ext = offer, q, ext
     if choice is not None:
-        choice = "json" if choice == "application/json" else "msgpack"
+        if choice == "application/json":
+            choice = "json"
+        else:
+            choice = "msgpack arrays" if arrays_ext else "msgpack"
     if len(_accept_cache) < _ACCEPT_CACHE_LIMIT:
         _accept_cache[accept] = choice
     return choice
@@ -205,6 +216,9 @@ def encode_structured(obj, accept):
         return 200, JSON_TYPE, encode_json(obj)
     if kind == "msgpack":
         return 200, MSGPACK_TYPE, encode_msgpack(obj)
+    if kind == "msgpack arrays":
+        from .array_ext import pack_answer_array
+        return 200, MSGPACK_TYPE, encode_msgpack(obj, pack_answer_array)
     raise ServingError("none of the acceptable media types can be produced; "
                        "use application/json or application/msgpack", 406)
 

@@ -294,11 +294,13 @@ class Request:
             self._form = _RequestDict(parse_query(self._view.raw_body().decode("latin-1")))
         elif mimetype == _MULTIPART:
             boundary = boundary_of(self.mimetype_params)
-            spool = self._view.spool
-            settings = _config.active
-            form, files = parse_multipart(b"" if spool is not None else self._view.raw_body(),
-                                          boundary, spool,
-                                          settings.max_form_parts, settings.max_form_field_size)
+            parsed = getattr(self._view.sink, "parts", None)
+            if parsed is not None:   # a large upload, parsed as it arrived (MultipartSink)
+                form, files = parsed()
+            else:
+                settings = _config.active
+                form, files = parse_multipart(self._view.raw_body(), boundary,
+                                              settings.max_form_parts, settings.max_form_field_size)
             for _name, upload in files.items(multi=True):
                 self._view.own(upload.stream)  # closed when the request is released
             self._form = _RequestDict(form.items(multi=True))

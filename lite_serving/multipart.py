@@ -1,16 +1,15 @@
 """``multipart/form-data`` bodies (RFC 7578) → form fields and uploaded files.
 
 lite_serving parses multipart itself rather than depend on python-multipart or
-multipart: the body is already complete when a predictor asks for ``form`` or
-``files`` (in memory, or spooled to a temporary file for large uploads), so a
-parser needs nothing but ``find`` on bytes or an ``mmap`` — a few dozen lines
-with no streaming state machine, no extra dependency, and file parts of a
-spooled upload that stay on disk (read with ``os.pread``), never copied into
-memory.
+multipart: :class:`MultipartParser` is a push parser (bytes in, events out, no
+I/O of its own) that the connection feeds as a large upload arrives, each file
+part going to a temporary file of its own as it streams
+(:class:`~lite_serving.request_body.MultipartSink`), so that an upload is read
+once and never held in memory; a small body, complete in memory, is fed to it
+in one piece (:func:`parse_multipart`).
 """
 
 import io
-import mmap
 import os
 import shutil
 
@@ -72,42 +71,6 @@ def _header_params(value):
     return main.strip().lower(), params
 
 
-class _SpoolRegion(io.RawIOBase):
-    """A read-only window ``[start, end)`` of a spooled body file, read with ``os.pread``."""
-
-    def __init__(self, fd, start, end):
-        self._fd, self._start, self._end, self._pos = fd, start, end, start
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def readinto(self, buffer):
-        n = min(len(buffer), self._end - self._pos)
-        if n <= 0:
-            return 0
-        data = os.pread(self._fd, n, self._pos)
-        buffer[:len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def seek(self, offset, whence=io.SEEK_SET):
-        base = {io.SEEK_SET: self._start, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
-        self._pos = min(max(self._start, base + offset), self._end)
-        return self._pos - self._start
-
-    def tell(self):
-        return self._pos - self._start
-
-    def close(self):
-        if not self.closed and self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        super().close()
-
-
 class FileStorage:
     """One uploaded file, like werkzeug's: ``filename``, ``name``, ``content_type``, ``read()``, ``save()``."""
 
@@ -158,85 +121,221 @@ class FileStorage:
         return f"<FileStorage {self.filename!r} ({self.content_type!r})>"
 
 
-def parse_multipart(body, boundary, spool=None, max_parts=MAX_PARTS, max_field=MAX_FIELD_SIZE):
-    """Parse a complete body; ``spool`` (a file) holds it when ``body`` is empty.
+PREAMBLE, AFTER_DELIMITER, HEADERS, FILE, FIELD, EPILOGUE = range(6)
 
-    Returns ``(form, files)`` multi-dicts. Malformed input → ServingError 400,
-    a field over ``max_field`` or more than ``max_parts`` parts → 413.
+
+class MultipartParser:
+    """A push parser of ``multipart/form-data`` (RFC 7578, RFC 2046 §5.1): bytes go in as they
+    arrive (:meth:`feed`), events come out to a handler, :meth:`close` at the end of the body.
+
+    The handler's methods, called in body order:
+
+    - ``literal(data)``: bytes that are not a file part's content (the preamble, delimiters,
+      part headers, field values, the epilogue); with the file contents, every byte fed is
+      handed on exactly once, in order, so the handler can keep the raw body if it wants;
+    - ``file_begin(name, filename, content_type, headers)``, ``file_data(data)`` (any number of
+      times), ``file_end()``;
+    - ``field(name, value)``: a non-file part, decoded by its charset.
+
+    Content is searched for the delimiter with ``bytes.find`` over what arrived, carrying a
+    delimiter's length of tail from one piece to the next; nothing is searched twice beyond
+    that tail. Malformed input raises ServingError (400; 413 for a field over ``max_field``
+    or more than ``max_parts`` parts): :meth:`unconsumed` then gives the bytes fed and not yet
+    handed on.
     """
-    fd = None
-    if spool is not None:
-        spool.flush()
-        fd = spool.fileno()
-        size = os.fstat(fd).st_size
-        data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
-    else:
-        data = body
-    files = MultiDict()
-    try:
-        return _parse(data, boundary, fd, max_parts, max_field, files)
-    except BaseException:
-        for _name, upload in files.items(multi=True):  # a refused form keeps no file open
-            upload.close()
-        raise
-    finally:
-        if isinstance(data, mmap.mmap):
-            data.close()
 
+    def __init__(self, boundary, handler, max_parts=MAX_PARTS, max_field=MAX_FIELD_SIZE):
+        self.handler = handler
+        self.delimiter = b"--" + boundary
+        self.separator = b"\r\n--" + boundary   # ends a part's content
+        self.max_parts = max_parts
+        self.max_field = max_field
+        self.state = PREAMBLE
+        self.held = b""          # bytes fed and not yet handed on
+        self.parts = 0
+        self.field_name = None
+        self.field_value = None
+        self.field_charset = None
 
-def _parse(data, boundary, fd, max_parts, max_field, files):
-    form = MultiDict()
-    delim = b"--" + boundary
-    start = data.find(delim)
-    if start < 0:
-        raise ServingError("malformed multipart body: the boundary never appears", 400)
-    pos = start + len(delim)
-    parts = 0
-    sep = b"\r\n" + delim
-    while True:
-        if data[pos:pos + 2] == b"--":
-            return form, files
-        eol = data.find(b"\r\n", pos)
-        if eol < 0 or data[pos:eol].strip(b" \t"):
-            raise ServingError("malformed multipart body: bad boundary line", 400)
-        head_start = eol + 2
-        head_end = data.find(b"\r\n\r\n", head_start - 2, head_start + MAX_PART_HEAD)
-        if head_end < 0:
-            raise ServingError("malformed multipart body: a part's headers never end", 400)
-        headers = _part_headers(data[head_start:head_end])
-        content_start = head_end + 4
-        content_end = data.find(sep, content_start)
-        if content_end < 0:
-            raise ServingError("malformed multipart body: the closing boundary is missing", 400)
-        parts += 1
-        if parts > max_parts:
-            raise ServingError(f"more than {max_parts} parts in a multipart body "
-                                  "(--max-form-parts)", 413)
+    def feed(self, data):
+        """Parse the next bytes of the body."""
+        held = self.held + data if self.held else data if type(data) is bytes else bytes(data)
+        self.held = held
+        pos = 0
+        end = len(held)
+        handler = self.handler
+        try:
+            while pos < end:
+                state = self.state
+                if state == FILE or state == FIELD:
+                    found = held.find(self.separator, pos)
+                    keep = found if found >= 0 else max(pos, end - len(self.separator) + 1)
+                    if keep > pos:
+                        self._content(memoryview(held)[pos:keep])
+                        pos = keep
+                    if found < 0:
+                        break
+                    self._part_end()
+                    handler.literal(self.separator)
+                    pos += len(self.separator)
+                    self.state = AFTER_DELIMITER
+                elif state == PREAMBLE:
+                    found = held.find(self.delimiter, pos)
+                    if found < 0:
+                        keep = max(pos, end - len(self.delimiter) + 1)
+                        handler.literal(held[pos:keep])
+                        pos = keep
+                        break
+                    handler.literal(held[pos:found + len(self.delimiter)])
+                    pos = found + len(self.delimiter)
+                    self.state = AFTER_DELIMITER
+                elif state == AFTER_DELIMITER:
+                    if end - pos < 2:
+                        break
+                    if held[pos:pos + 2] == b"--":
+                        handler.literal(held[pos:pos + 2])
+                        pos += 2
+                        self.state = EPILOGUE
+                        continue
+                    eol = held.find(b"\r\n", pos, pos + MAX_PART_HEAD)
+                    if eol < 0:
+                        if end - pos >= MAX_PART_HEAD:
+                            self._malformed("bad boundary line")
+                        break
+                    if held[pos:eol].strip(b" \t"):
+                        self._malformed("bad boundary line")
+                    handler.literal(held[pos:eol + 2])
+                    pos = eol + 2
+                    self.state = HEADERS
+                elif state == HEADERS:
+                    if end - pos < 2:
+                        break
+                    if held[pos:pos + 2] == b"\r\n":   # no header lines at all
+                        head_end = pos
+                    else:
+                        head_end = held.find(b"\r\n\r\n", pos, pos + MAX_PART_HEAD)
+                        if head_end < 0:
+                            if end - pos >= MAX_PART_HEAD:
+                                self._malformed("a part's headers never end")
+                            break
+                        head_end += 2
+                    content_start = head_end + 2
+                    part = self._part_head(held[pos:head_end])   # raises before handing on
+                    handler.literal(held[pos:content_start])
+                    pos = content_start
+                    self._part_begin(*part)
+                else:  # EPILOGUE: ignored, handed on as it is
+                    handler.literal(held[pos:end])
+                    pos = end
+        except ServingError:
+            self.held = held[pos:]   # nothing from pos on was handed on
+            raise
+        self.held = held[pos:] if pos < end else b""
+
+    def close(self):
+        """The body has ended: ServingError unless it ended after the closing delimiter."""
+        state = self.state
+        if state == EPILOGUE:
+            return
+        why = {PREAMBLE: "the boundary never appears", AFTER_DELIMITER: "bad boundary line",
+               HEADERS: "a part's headers never end"}.get(state, "the closing boundary is missing")
+        raise ServingError(f"malformed multipart body: {why}", 400)
+
+    def unconsumed(self):
+        """The bytes fed and not handed on yet (after an error: the rest of the body so far)."""
+        return self.held
+
+    def _malformed(self, why):
+        raise ServingError(f"malformed multipart body: {why}", 400)
+
+    def _part_head(self, block):
+        """(name, params, headers) of a part's header block, or ServingError."""
+        headers = _part_headers(block)
+        self.parts += 1
+        if self.parts > self.max_parts:
+            raise ServingError(f"more than {self.max_parts} parts in a multipart body "
+                               "(--max-form-parts)", 413)
         disposition, params = _header_params(headers.get("content-disposition", ""))
         if disposition != "form-data" or "name" not in params:
             raise ServingError("malformed multipart body: a part without "
                                "Content-Disposition: form-data; name=...", 400)
-        name = params["name"]
-        size = content_end - content_start
+        return params["name"], params, headers
+
+    def _part_begin(self, name, params, headers):
         if "filename" in params:
-            if fd is not None:
-                stream = io.BufferedReader(_SpoolRegion(os.dup(fd), content_start, content_end))
-            else:
-                stream = io.BytesIO(bytes(data[content_start:content_end]))
-            files.add(name, FileStorage(stream, params["filename"], name,
-                                        headers.get("content-type", "application/octet-stream"),
-                                        headers, size))
+            self.handler.file_begin(name, params["filename"],
+                                    headers.get("content-type", "application/octet-stream"), headers)
+            self.state = FILE
         else:
-            if size > max_field:
-                raise ServingError(f"form field {name!r} is larger than {max_field} bytes "
-                                  "(--max-form-field-size)", 413)
-            charset = _header_params(headers.get("content-type", ""))[1].get("charset", "utf-8")
-            try:
-                value = bytes(data[content_start:content_end]).decode(charset, "replace")
-            except (LookupError, UnicodeError):  # unknown, or no text codec ("idna", "undefined")
-                value = bytes(data[content_start:content_end]).decode("utf-8", "replace")
-            form.add(name, value)
-        pos = content_end + len(sep)
+            self.field_name = name
+            self.field_value = bytearray()
+            self.field_charset = _header_params(headers.get("content-type", ""))[1].get("charset",
+                                                                                       "utf-8")
+            self.state = FIELD
+
+    def _content(self, data):
+        if self.state == FILE:
+            self.handler.file_data(data)
+            return
+        value = self.field_value
+        if len(value) + len(data) > self.max_field:
+            raise ServingError(f"form field {self.field_name!r} is larger than {self.max_field} "
+                               "bytes (--max-form-field-size)", 413)
+        value += data
+        self.handler.literal(bytes(data))
+
+    def _part_end(self):
+        if self.state == FILE:
+            self.handler.file_end()
+            return
+        raw = bytes(self.field_value)
+        try:
+            value = raw.decode(self.field_charset, "replace")
+        except (LookupError, UnicodeError):  # unknown, or no text codec ("idna", "undefined")
+            value = raw.decode("utf-8", "replace")
+        self.field_value = None
+        self.handler.field(self.field_name, value)
+
+
+class _PartsInMemory:
+    """A parser handler for a body held in memory: fields and files (BytesIO) as multi-dicts."""
+
+    def __init__(self):
+        self.form = MultiDict()
+        self.files = MultiDict()
+        self.pieces = None
+
+    def literal(self, data):
+        pass
+
+    def field(self, name, value):
+        self.form.add(name, value)
+
+    def file_begin(self, name, filename, content_type, headers):
+        self.pieces = (name, filename, content_type, headers, [])
+
+    def file_data(self, data):
+        self.pieces[4].append(bytes(data))
+
+    def file_end(self):
+        name, filename, content_type, headers, pieces = self.pieces
+        content = b"".join(pieces)
+        self.files.add(name, FileStorage(io.BytesIO(content), filename, name, content_type,
+                                         headers, len(content)))
+        self.pieces = None
+
+
+def parse_multipart(body, boundary, max_parts=MAX_PARTS, max_field=MAX_FIELD_SIZE):
+    """Parse a complete body held in memory into ``(form, files)`` multi-dicts.
+
+    Malformed input → ServingError 400; a field over ``max_field`` or more than
+    ``max_parts`` parts → 413.
+    """
+    handler = _PartsInMemory()
+    parser = MultipartParser(boundary, handler, max_parts, max_field)
+    parser.feed(body)
+    parser.close()
+    return handler.form, handler.files
 
 
 def _part_headers(block):

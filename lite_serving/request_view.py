@@ -200,8 +200,8 @@ class RequestView:
         self.head = head
         self.body = body          # bytes; a memoryview of a growing buffer (large bodies);
         #                           b"" when spooled
-        self.spool = None         # temporary file holding a large multipart body, or None
-        self.sink = None          # the MemoryBody/SpooledBody the body was read into, or None
+        self.spool = None         # a large multipart body, as a file (MultipartSink.content), or None
+        self.sink = None          # the MemoryBody/MultipartSink the body was read into, or None
         self.budget = budget      # the MemoryBudget that ``reserved`` bytes are counted in
         self.reserved = reserved
         self.resources = None     # files opened for this request (form parts), closed at release
@@ -220,7 +220,7 @@ class RequestView:
     def raw_body(self):
         """The whole body as bytes (a large body is a memoryview until asked for)."""
         body = self.body
-        if type(body) is bytes:
+        if type(body) is bytes and self.spool is None:
             return body
         if self.spool is not None:
             self.spool.seek(0)

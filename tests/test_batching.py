@@ -212,16 +212,19 @@ def test_a_result_list_of_the_wrong_length_is_an_error_for_the_whole_batch(serve
     wait_for_new(server, mark, r"predict_batch returned 2 results for a batch of 3 requests")
 
 
-def test_undecodable_bodies_are_400_and_never_enter_a_batch(server, tmp_path):
+def test_undecodable_bodies_are_400_at_once_and_never_enter_a_batch(server, tmp_path):
     gate, first = hold_the_model(server, tmp_path, "gate-bad")
     mark = len(server.lines)
     good = send(server, {"tag": "good"})
     bad = Connection(server.host, server.port, timeout=30)
     bad.send(build_request("POST", "/", [("Content-Type", "application/json")], b"{nope"))
-    time.sleep(0.3)
+    packed = Connection(server.host, server.port, timeout=30)
+    packed.send(build_request("POST", "/", [("Content-Type", "application/msgpack")], b"\xc1"))
+    # answered while the model is still held at its gate: nothing waits for the batch
+    assert bad.read_response().status == 400
+    assert packed.read_response().status == 400
     gate.write_text("")
     first.read_response()
-    assert bad.read_response().status == 400
     assert good.read_response().json()["batch"] == 1
     wait_for_new(server, mark, r"^BATCH \d+ good$")
     assert batches(server, mark) == [["good"]]
@@ -233,7 +236,7 @@ def test_a_client_that_leaves_while_waiting_is_dropped_from_its_batch(server, tm
     leaving = send(server, {"tag": "leaving"})
     staying = send(server, {"tag": "staying"})
     time.sleep(0.2)
-    # a client that gives up resets its connection (a half-close alone still gets its answer)
+    # a client that gives up resets its connection
     leaving.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     leaving.close()
     time.sleep(0.3)   # the server sees the reset before the model is free
@@ -244,6 +247,25 @@ def test_a_client_that_leaves_while_waiting_is_dropped_from_its_batch(server, tm
     assert batches(server, mark) == [["staying"]]
     wait_until(lambda: fetch_metrics(server).value("lite_serving_requests_in_flight") == 1,
                timeout=10, what="the dropped request no longer in flight")
+
+
+def test_a_client_that_half_closes_while_waiting_is_dropped_from_its_batch(server, tmp_path):
+    gate, first = hold_the_model(server, tmp_path, "gate-eof")
+    mark = len(server.lines)
+    leaving = [send(server, {"tag": f"eof{i}"}) for i in range(4)]
+    staying = send(server, {"tag": "stays"})
+    for conn in leaving:
+        conn.sock.shutdown(socket.SHUT_WR)   # sent its request, then end-of-file
+    time.sleep(0.3)   # the server reads the end-of-file before the model is free
+    gate.write_text("")
+    first.read_response()
+    assert staying.read_response().json() == {"tag": "stays", "batch": 1, "x-id": None}
+    for conn in leaving:
+        assert conn.sock.recv(100) == b""   # closed without an answer
+    wait_for_new(server, mark, r"^BATCH \d+ stays$")
+    assert batches(server, mark) == [["stays"]]
+    wait_until(lambda: fetch_metrics(server).value("lite_serving_requests_in_flight") == 1,
+               timeout=10, what="the dropped requests no longer in flight")
 
 
 def test_metrics_count_batch_sizes_and_waits(server):

@@ -515,7 +515,7 @@ def test_a_spool_that_cannot_be_created_answers_507_and_the_server_goes_on(tmp_p
             answer = conn.read_response()
         assert answer.status == 507
         assert "upload" in answer.json()["error"]
-        server.wait_for(r"cannot create a temporary file for an upload")
+        server.wait_for(r"cannot write an upload to a temporary file: .*No such file")
         assert post_json(server, {"x": 1}).status in (200, 400)   # served on
         assert server.proc.poll() is None
     finally:
