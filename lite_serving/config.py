@@ -153,7 +153,10 @@ LOG_FORMATS = ("text", "json")
 PATHS = ("model_path", "ssl_certfile", "ssl_keyfile", "ssl_ca_certs", "api_key_file")
 # LITE_SERVING_* variables that are not settings
 OTHER_VARIABLES = ("LITE_SERVING_PURE", "LITE_SERVING_ALIAS", "LITE_SERVING_NO_EXT",
-                   "LITE_SERVING_RELOADER_PID", "LITE_SERVING_WORKER")
+                   "LITE_SERVING_RELOADER_PID", "LITE_SERVING_WORKER",
+                   # the test suite's and the tools' own
+                   "LITE_SERVING_REQUIRE_COMPILED", "LITE_SERVING_FUZZ_EXAMPLES",
+                   "LITE_SERVING_CROSS_CACHE")
 KIND_NAMES = {int: "an integer", float: "a number", str: "a text", bool: "a boolean"}
 
 

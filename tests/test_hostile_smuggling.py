@@ -141,7 +141,9 @@ ALL.update(NOT_400)
 @pytest.fixture(scope="module", params=["compiled", "pure"])
 def server(request, tmp_path_factory):
     env = {"LITE_SERVING_PURE": "1"} if request.param == "pure" else {"LITE_SERVING_PURE": "0"}
-    srv = start_server(tmp_path_factory.mktemp(f"smuggle-{request.param}"), ECHO, env=env)
+    # the parser in use is named at debug level
+    srv = start_server(tmp_path_factory.mktemp(f"smuggle-{request.param}"), ECHO,
+                       "--log-level", "debug", env=env)
     want = "pure Python" if request.param == "pure" else "compiled"
     if want not in srv.log:
         stop_server(srv)
