@@ -149,6 +149,8 @@ class Supervisor:
         self.reload_slots = []      # slots the reload in progress has still to replace
         self.reload_new = None      # the new worker the reload waits for (its slot's others stop)
         self.saturation_replaced = {}   # slot -> (when, pause) of its last saturated replacement
+        self.reload_pending = False     # SIGHUP came while workers were starting
+        self._reload_waiting_logged = False
         self._asked = set()         # signals noted by the handlers, handled by the loop
         self._wake_r = self._wake_w = None
 
@@ -267,13 +269,26 @@ class Supervisor:
         if self.forward_reload:
             for worker in self.workers.values():
                 _kill(worker.pid, signal.SIGHUP)
+            log.info("SIGHUP: certificates and key files reloaded by the workers")
         if self.reload_new is not None:
             log.info("SIGHUP: a reload is already under way (worker %d)", self.reload_new.slot)
             return
+        self.reload_pending = True
+        self._reload_replacing()
+
+    def _reload_replacing(self):
+        """Start replacing the workers, unless one is still building its predictor: replacing
+        it now would build the model twice at once; the reload then starts once all are ready."""
+        if any(not w.ready for w in self.workers.values() if not w.stopping):
+            if not self._reload_waiting_logged:
+                self._reload_waiting_logged = True
+                log.info("SIGHUP: workers are still starting; they are replaced one at a time "
+                         "once they are ready")
+            return
+        self.reload_pending = self._reload_waiting_logged = False
         self.reload_slots = sorted({w.slot for w in self.workers.values() if not w.stopping})
         log.info("SIGHUP: replacing the workers one at a time by new ones, which read "
-                 "predictor.py and the model again%s", "; certificates and key files reloaded"
-                 if self.forward_reload else "")
+                 "predictor.py and the model again")
         self._reload_next()
 
     def _reload_next(self):
@@ -360,7 +375,10 @@ class Supervisor:
                 pass
 
     def _check(self, now):
-        """The deadlines of the table in the module's docstring."""
+        """The deadlines of the table in the module's docstring; a reload asked for while workers
+        were starting, once they are ready."""
+        if self.reload_pending and not self.stopping and self.reload_new is None:
+            self._reload_replacing()
         for slot, when in list(self.restart_at.items()):
             if now >= when:
                 del self.restart_at[slot]

@@ -515,8 +515,12 @@ def test_sighup_reaches_workers_still_building(pki, tmp_path):
                    what="both workers reloading")
         gate.write_text("")
         ready(server)
-        wait_until(lambda: server.log.count("ready in") == 2, what="both workers ready")
+        # both ready (then the reload SIGHUP asked for replaces them, with the renewed files too)
+        wait_until(lambda: server.log.count("ready in") >= 2, what="both workers ready")
         assert "died" not in server.log, server.log  # no worker ended on the signal
+        # the rolling reload SIGHUP also asks for waited for the workers to be ready
+        server.wait_for(r"workers are still starting; they are replaced one at a time")
+        server.wait_for(r"reload done", timeout=60)
         for _ in range(6):  # whichever worker answers, it shows the renewed certificate
             with TLSConnection(server.host, server.port, pki.client_context()) as conn:
                 assert conn.sock.getpeercert(binary_form=True) == renewed_der
