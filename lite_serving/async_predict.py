@@ -19,7 +19,7 @@ import threading
 import time
 
 from .app import current_request, error_reply
-from .dispatch import PoolDispatch, _busy_reply, _returned_late
+from .dispatch import PoolDispatch, _returned_late, answer_busy
 from .predict_deadline import LATE, PredictDeadlines
 from .logs import get_logger
 from .stream import ABORT, StreamBody, finish, held_back, log_failure, send
@@ -114,8 +114,7 @@ class AsyncDispatch(PoolDispatch):
             PoolDispatch.submit(self, conn, view, handle)
             return
         if self.loop_deadlines is not None and self.loop_deadlines.saturated:
-            self.loop.call_soon_threadsafe(conn.on_answer, view,
-                                           _busy_reply(self.loop_deadlines, view))
+            answer_busy(self.loop, self.loop_deadlines, conn, view)
             return
         self.submitted += 1
         self._incoming.append((conn, view))

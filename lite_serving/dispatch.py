@@ -67,6 +67,12 @@ def _busy_reply(deadlines, view):
     return error_reply(503, deadlines.describe_saturation(), view.head)
 
 
+def answer_busy(loop, deadlines, conn, view):
+    """Every slot is stuck: a request handed over now is answered 503 at the loop's next turn
+    (the connection is in the middle of handing it over)."""
+    loop.call_soon_threadsafe(conn.on_answer, view, _busy_reply(deadlines, view))
+
+
 def deliver(conn, view, reply):
     """``conn.on_answer`` from the I/O thread's own work (deadlines, refusals): an error closes
     that connection, never the loop."""
@@ -151,7 +157,7 @@ class PoolDispatch:
 
     def submit(self, conn, view, handle=None):
         if self.deadlines is not None and self.deadlines.saturated:
-            self.loop.call_soon_threadsafe(conn.on_answer, view, _busy_reply(self.deadlines, view))
+            answer_busy(self.loop, self.deadlines, conn, view)
             return
         self.submitted += 1
         with self._lock:
@@ -385,8 +391,7 @@ class BatchDispatch:
     def submit(self, conn, view):
         if self.app.batchable(view):
             if self.deadlines is not None and self.deadlines.saturated:
-                self.loop.call_soon_threadsafe(conn.on_answer, view,
-                                               _busy_reply(self.deadlines, view))
+                answer_busy(self.loop, self.deadlines, conn, view)
                 return
             self._turn.append((conn, view))
         else:
