@@ -1,9 +1,9 @@
 """Build: the pure-Python package, the optional Cython modules, and the alias .pth file.
 
-The compiled parser (``_speedups/parser_c.pyx`` → ``lite_serving.parser_c``),
-tensor codec (``_speedups/codec_c.pyx`` → ``lite_serving.codec_c``) and
+The compiled parser (``_speedups/parser_c.pyx`` → ``lite_serving.http.parser_c``),
+tensor codec (``_speedups/codec_c.pyx`` → ``lite_serving.codecs.codec_c``) and
 plain-JSON codec of the first answers (``_speedups/json_c.pyx`` →
-``lite_serving.json_c``) are optional: when one cannot be compiled the install
+``lite_serving.codecs.json_c``) are optional: when one cannot be compiled the install
 still succeeds and lite_serving runs on its pure-Python twin (orjson, for JSON). ``LITE_SERVING_NO_EXT=1`` skips
 compiling.
 """
@@ -68,18 +68,18 @@ def extensions():
                          "will be used\n")
         return []
     built = []
-    for name in ("parser_c", "codec_c", "json_c"):
+    for package, name in (("http", "parser_c"), ("codecs", "codec_c"), ("codecs", "json_c")):
         source = os.path.join("_speedups", f"{name}.pyx")
         if not os.path.exists(os.path.join(HERE, source)):
             continue
         try:  # one module that Cython refuses must not cost the other
             built += cythonize(
-                [Extension(f"lite_serving.{name}", [source], extra_compile_args=["-O3"])],
+                [Extension(f"lite_serving.{package}.{name}", [source], extra_compile_args=["-O3"])],
                 compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False,
                                      "cdivision": True, "initializedcheck": False},
             )
         except Exception as exc:
-            OptionalBuildExt._skip(exc, f"lite_serving.{name} was")
+            OptionalBuildExt._skip(exc, f"lite_serving.{package}.{name} was")
     return built
 
 setup(

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled twin of ``lite_serving/codec_py.py`` (numpy arrays to MessagePack, BYTES elements).
+"""Compiled twin of ``lite_serving/codecs/codec_py.py`` (numpy arrays to MessagePack, BYTES elements).
 
 Same public API, same bytes, results and messages. The readable reference is
 codec_py; this module walks the array's memory through the buffer protocol

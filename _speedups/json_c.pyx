@@ -3,7 +3,7 @@
 
 Importing orjson costs about as much CPU as everything else lite_serving does
 to answer its first request (it imports uuid, dataclasses, inspect, json and
-datetime). ``lite_serving.json_codec`` uses this module until orjson is
+datetime). ``lite_serving.codecs.json_codec`` uses this module until orjson is
 loaded, for documents made only of ``dict`` (``str`` keys), ``list``,
 ``tuple`` (written), ``str``, ``int``, ``float``, ``bool`` and ``None``:
 

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled twin of ``lite_serving/parser_py.py`` (HTTP/1.1 request framing, RFC 9112).
+"""Compiled twin of ``lite_serving/http/parser_py.py`` (HTTP/1.1 request framing, RFC 9112).
 
 Same public API, same rules checked in the same order, same ``ParseError``
 statuses and messages, same results (types included). The readable
@@ -25,7 +25,7 @@ from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 
-from lite_serving.parse_error import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET,
+from lite_serving.http.limits import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET,
                                       QUERY_ERRORS, TLS_ON_PLAIN_PORT, ParseError)
 
 cdef extern from "Python.h":
@@ -67,7 +67,7 @@ cdef object _py():
     """parser_py, imported the first time a rare input needs its rules (it imports ``re``)."""
     global _pure_module
     if _pure_module is None:
-        from lite_serving import parser_py
+        from lite_serving.http import parser_py
         _pure_module = parser_py
     return _pure_module
 

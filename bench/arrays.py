@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """numpy arrays in: 1M float32 POSTed to a predictor answering their mean, sent as an array ext
-value (``lite_serving.array_ext``) and as lists, to one lite_serving server in one run.
+value (``lite_serving.codecs.array_ext``) and as lists, to one lite_serving server in one run.
 
     python bench/arrays.py                 # 3 rounds of 20 requests per form
     python bench/arrays.py --rounds 5 --requests 40
@@ -38,7 +38,7 @@ def bodies():
     """{form: (content type, body)} and the mean predict must answer."""
     import msgpack
     import numpy as np
-    from lite_serving.array_ext import pack_array_ext
+    from lite_serving.codecs.array_ext import pack_array_ext
     x = np.random.default_rng(7).random(N, dtype=np.float32)
     ext = b"\x81\xa1x" + pack_array_ext(x)   # {"x": <array ext>}
     assert msgpack.unpackb(ext, ext_hook=lambda c, d: msgpack.ExtType(c, d))["x"].code == 78

@@ -6,7 +6,7 @@ First table: one array to MessagePack bytes, three ways —
 ``msgpack.packb(array.tolist())`` (what lite_serving did before the codec,
 and the only way the reference has), the pure-Python codec (``codec_py``,
 numpy-vectorised) and the compiled one (``codec_c``). Second table: what
-``predict`` answers goes through ``lite_serving.encoder``: JSON (orjson's
+``predict`` answers goes through ``lite_serving.predictor.encoder``: JSON (orjson's
 numpy path) against MessagePack (the codec), for a bare array and a dict
 of arrays.
 
@@ -26,12 +26,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import msgpack  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lite_serving import codec_py, encoder  # noqa: E402
+from lite_serving.codecs import codec_py  # noqa: E402
+from lite_serving.predictor import encoder
 
 try:
-    from lite_serving import codec_c  # noqa: E402
+    from lite_serving.codecs import codec_c  # noqa: E402
 except ImportError as exc:
-    sys.exit(f"lite_serving.codec_c is not built ({exc}); run: python setup.py build_ext --inplace")
+    sys.exit(f"lite_serving.codecs.codec_c is not built ({exc}); run: python setup.py build_ext --inplace")
 
 MILLION = 1_000_000
 
@@ -99,7 +100,7 @@ def main():
               f"{t_list / t_py:>6.1f}x {t_list / t_c:>10.1f}x {len(packed):>10,} {len(slow):>13,}")
 
     print()
-    header = (f"{'answer (lite_serving.encoder)':<40} {'JSON ms':>9} {'msgpack ms':>11} "
+    header = (f"{'answer (lite_serving.predictor.encoder)':<40} {'JSON ms':>9} {'msgpack ms':>11} "
               f"{'JSON / msgpack':>15} {'JSON bytes':>12} {'msgpack bytes':>14}")
     print(header)
     print("-" * len(header))

@@ -3,7 +3,7 @@
     python bench/fuzz_parser.py -runs=200000            # seeds itself, then mutates
     python bench/fuzz_parser.py -max_total_time=600 CORPUS_DIR
 
-Every input goes to lite_serving.parser_py and lite_serving.parser_c; any
+Every input goes to lite_serving.http.parser_py and lite_serving.http.parser_c; any
 difference (result attributes and their types, or ParseError status and
 message, or an unexpected exception) raises, which libFuzzer reports as a
 crash and saves as ``crash-*``. Coverage feedback comes from parser_py
@@ -22,11 +22,11 @@ import atheris
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-with atheris.instrument_imports(include=["lite_serving.parser_py"]):
-    from lite_serving import parser_py
+with atheris.instrument_imports(include=["lite_serving.http.parser_py"]):
+    from lite_serving.http import parser_py
 
-from lite_serving import parser_c  # noqa: E402
-from lite_serving.parser_py import ParseError  # noqa: E402
+from lite_serving.http import parser_c  # noqa: E402
+from lite_serving.http.parser_py import ParseError  # noqa: E402
 
 ATTRS = (
     "method",

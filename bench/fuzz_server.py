@@ -1,8 +1,8 @@
 """Fuzz the server's byte-level entry point: random and mutated request bytes through a
-real ``lite_serving.server.Server`` loop, without the network; and the answers a
+real ``lite_serving.server.listener.Server`` loop, without the network; and the answers a
 predictor returns (statuses, header names and values, bodies, streams), fuzzed too.
 
-The harness builds a :class:`~lite_serving.app.Application` around a small predictor
+The harness builds a :class:`~lite_serving.app.routes.Application` around a small predictor
 (through ``load_predictor``, as ``serve_one`` does) and runs ``Server.serve_forever`` on
 a thread. Its listener is an in-process stand-in whose ``accept()`` hands over one end
 of a ``socket.socketpair()``; the harness keeps the other end, writes the input to it in
@@ -254,10 +254,10 @@ class ErrorCounter(logging.Handler):
 
 class Harness:
     def __init__(self, threads):
-        from lite_serving.app import Application
-        from lite_serving.config import Config
-        from lite_serving.loader import load_predictor
-        from lite_serving.server import Server
+        from lite_serving.app.routes import Application
+        from lite_serving.process.config import Config
+        from lite_serving.predictor.loader import load_predictor
+        from lite_serving.server.listener import Server
 
         self.errors = ErrorCounter()
         logger = logging.getLogger("lite_serving")
@@ -651,7 +651,7 @@ def main():
                          "app", "parser", "parser_py", "multipart", "request_view",
                          "body_decoder", "encoder", "response", "stream"):
                 importlib.import_module("lite_serving." + name)
-    import lite_serving.parser as chosen
+    import lite_serving.http.parser as chosen
 
     print(
         f"[fuzz] engine {'atheris' if atheris else 'random'}, parser {chosen.PARSER_NAME}, "

@@ -3,7 +3,7 @@
     python bench/parser_bench.py [--time SECONDS_PER_MEASUREMENT] [--repeat N]
 
 Each case runs in a tight ``time.perf_counter`` loop in this one process,
-importing both ``lite_serving.parser_py`` and ``lite_serving.parser_c``;
+importing both ``lite_serving.http.parser_py`` and ``lite_serving.http.parser_c``;
 the best of ``--repeat`` measurements is kept (the least disturbed by the
 rest of the machine). Build the compiled parser first:
 ``python setup.py build_ext --inplace``.
@@ -17,12 +17,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lite_serving import parser_py  # noqa: E402
+from lite_serving.http import parser_py  # noqa: E402
 
 try:
-    from lite_serving import parser_c  # noqa: E402
+    from lite_serving.http import parser_c  # noqa: E402
 except ImportError as exc:
-    sys.exit(f"lite_serving.parser_c is not built ({exc}); run: python setup.py build_ext --inplace")
+    sys.exit(f"lite_serving.http.parser_c is not built ({exc}); run: python setup.py build_ext --inplace")
 
 # exactly what wrk sends with bench/lua/post.lua
 WRK = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nContent-Type: application/json\r\n"

@@ -6,10 +6,10 @@
 
 __version__ = "0.1.0"
 
-from .errors import ServingError  # noqa: E402
-from .events import emit_event  # noqa: E402
-from .response import Response  # noqa: E402
-from .serve import run  # noqa: E402
+from lite_serving.errors import ServingError  # noqa: E402
+from lite_serving.events import emit_event  # noqa: E402
+from lite_serving.response import Response  # noqa: E402
+from lite_serving.serve import run  # noqa: E402
 
 __all__ = ["run", "emit_event", "event_stream", "ServingError", "Response", "__version__"]
 
@@ -17,6 +17,6 @@ __all__ = ["run", "emit_event", "event_stream", "ServingError", "Response", "__v
 def __getattr__(name):
     # imported on first use: most predictors never stream events, and start-up pays per module
     if name == "event_stream":
-        from .sse import event_stream
+        from lite_serving.predictor.sse import event_stream
         return event_stream
     raise AttributeError(f"module 'lite_serving' has no attribute {name!r}")

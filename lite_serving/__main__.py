@@ -53,7 +53,7 @@ def _predictor_classes(namespace):
 
 def _takes_value(arg):
     """Whether the flag ``arg`` takes the next argument as its value (abbreviations included)."""
-    from .config import BY_FLAG
+    from lite_serving.process.config import BY_FLAG
     if not arg.startswith("--") or "=" in arg:
         return False
     key = arg[2:].replace("-", "_")
@@ -78,7 +78,7 @@ def split_target(argv):
 
 
 def _help():
-    from .config import build_argparser
+    from lite_serving.process.config import build_argparser
     build_argparser(_prog(), directory=True).print_help()
     return 0
 
@@ -86,14 +86,14 @@ def _help():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "init":
-        from .template import init_main
+        from lite_serving.process.template import init_main
         return init_main(argv[1:])
     if not argv:
         _fail("the model directory is missing: give the directory holding predictor.py")
     if "-h" in argv or "--help" in argv:
         return _help()
     if argv[0] in ("-V", "--version"):
-        from . import __version__
+        from lite_serving import __version__
         print(f"lite_serving {__version__}")
         return 0
     target, rest = split_target(argv)
@@ -114,7 +114,8 @@ def main(argv=None):
         os.chdir(directory)
         os.execvp("bash", ["bash", "start.sh", *rest])
 
-    from . import config, serve
+    from lite_serving.process import config
+    from lite_serving import serve
     serve.state["cwd"] = config.launch_directory = os.getcwd()
     serve.state["argv"] = argv
     serve.state["prog"] = _prog()
@@ -123,7 +124,7 @@ def main(argv=None):
 
     path = os.path.join(directory, script)
     if not os.path.isfile(path):
-        from .zero_code import OnnxModelPredictor, has_only_model
+        from lite_serving.predictor.zero_code import OnnxModelPredictor, has_only_model
         if script == "predictor.py" and has_only_model(directory):
             os.chdir(directory)
             sys.argv = [os.path.join(directory, "(onnx model)"), *rest]

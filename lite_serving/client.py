@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from .encoder import encode_msgpack
+from lite_serving.predictor.encoder import encode_msgpack
 
 MSGPACK = "application/msgpack"
 

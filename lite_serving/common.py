@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .errors import ServingError
+from lite_serving.errors import ServingError
 
 __all__ = ["ServingError", "detect_env"]
 

@@ -5,8 +5,8 @@ MessagePack ``{"id", "name", "data"}`` to the platform's collector. It never
 raises into ``predict``.
 """
 
-from .common import detect_env
-from .logs import get_logger
+from lite_serving.common import detect_env
+from lite_serving.process.logs import get_logger
 
 log = get_logger("lite_serving.events")
 
@@ -47,8 +47,8 @@ def current_request_id():
     """The current request's id: the integer in its X-Openbayes-Serving-Request-Id (what the
     platform's collector files events under), else its X-Request-Id, else the id lite_serving
     made for it (the one its answer and access line carry); 0 outside a request."""
-    from .app import request_head_here
-    from .request_ids import request_id
+    from lite_serving.app.routes import request_head_here
+    from lite_serving.http.request_ids import request_id
     head = request_head_here()
     if head is None:
         return 0

@@ -29,14 +29,14 @@ import sys
 import threading
 import time
 
-from . import __version__
-from .app import Application
-from . import config as config_module
-from . import logs
-from .config import parse_config
-from .errors import StartupError
-from .loader import class_name, describe_init, describe_predict, load_predictor, start_run_thread
-from .parser import PARSER_NAME
+from lite_serving import __version__
+from lite_serving.app.routes import Application
+from lite_serving.process import config as config_module
+from lite_serving.process import logs
+from lite_serving.process.config import parse_config
+from lite_serving.errors import StartupError
+from lite_serving.predictor.loader import class_name, describe_init, describe_predict, load_predictor, start_run_thread
+from lite_serving.http.parser import PARSER_NAME
 
 log = logs.get_logger("lite_serving")
 
@@ -107,10 +107,10 @@ def load_security(config):
     """
     certificates = keys = None
     if config.ssl_certfile:
-        from .tls import Certificates
+        from lite_serving.server.tls import Certificates
         certificates = Certificates(config)
     if config.api_keys or config.api_key_file:
-        from .auth import APIKeys
+        from lite_serving.server.auth import APIKeys
         keys = APIKeys(config.api_keys, config.api_key_file, config.protect_metrics)
     return certificates, keys
 
@@ -148,7 +148,7 @@ def model_name(config):
     """``--model-name``, else the model file's name without ``.onnx``."""
     if config.model_name:
         return config.model_name
-    from .onnx_model import find_model
+    from lite_serving.predictor.onnx_model import find_model
     return os.path.splitext(os.path.basename(find_model(config.model_path)))[0]
 
 
@@ -167,11 +167,11 @@ class IOLoop:
     """
 
     def __init__(self, app, config, listener, certificates=None, keys=None, beat=None):
-        from .server import Server
+        from lite_serving.server.listener import Server
         self.server = Server(app, config, [listener])
         self.server.heartbeat = beat
         if certificates is not None:
-            from .tls import TLSAcceptor
+            from lite_serving.server.tls import TLSAcceptor
             self.server.tls = TLSAcceptor(self.server, certificates)
         if keys is not None:
             self.server.ctx.admit = keys.check
@@ -236,7 +236,7 @@ def run(predictor_cls, argv=None):
     setup_logging(config)
     log_start(config)
     if is_reload_child():
-        from .supervisor import die_with_parent
+        from lite_serving.process.supervisor import die_with_parent
         die_with_parent()
     elif config.reload:
         sys.exit(_reload(config, os.path.dirname(os.path.abspath(sys.argv[0])), launch_command()))
@@ -257,7 +257,7 @@ def run(predictor_cls, argv=None):
     except StartupError as exc:
         fail(str(exc))
     config.port = listener.getsockname()[1]
-    from .supervisor import Supervisor
+    from lite_serving.process.supervisor import Supervisor
     status = Supervisor(config.workers,
                         lambda beat: serve_one(predictor_cls, config, listener, beat),
                         config, listener, launch_command(), state["cwd"] or os.getcwd()).run()
@@ -269,8 +269,8 @@ def serve_exec_worker(predictor_cls, config, spec):
     listen_fd, board_fd, record, slot, supervisor = (int(part) for part in spec.split(","))
     if os.getppid() != supervisor:
         fail(f"{WORKER_ENV} names supervisor pid {supervisor}, which is not this process's parent")
-    from .heartbeat import Beat
-    from .supervisor import die_with_parent
+    from lite_serving.process.heartbeat import Beat
+    from lite_serving.process.supervisor import die_with_parent
     die_with_parent()
     beat = Beat.attach(board_fd, record)
     listener = socket.socket(fileno=listen_fd)
@@ -372,7 +372,7 @@ def attach_predictor(app, loaded, config):
     """Give ``app`` the built predictor: its callers, its ONNX model on /v2, its batching; the
     application is then ready."""
     if loaded.onnx_session is not None:
-        from .v2 import V2Model
+        from lite_serving.v2.routes import V2Model
         served_as = model_name(config)
         app.v2_model = V2Model(loaded.onnx_session, served_as)
         log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",
@@ -408,7 +408,7 @@ def build(predictor_cls, config, name):
     except Exception as exc:
         log.exception("%s could not be built", name)
         if state["beat"] is not None:
-            from .app import describe_exception
+            from lite_serving.app.routes import describe_exception
             state["beat"].failed(f"{name} could not be built: {describe_exception(exc)}")
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))
@@ -457,6 +457,6 @@ def reload_directory(directory, flags):
 
 
 def _reload(config, directory, command):
-    from .reloader import Reloader
+    from lite_serving.process.reloader import Reloader
     env = dict(os.environ, **{RELOADER_ENV: str(os.getpid())})
     return Reloader(command, state["cwd"] or os.getcwd(), env, directory, config.graceful_timeout).run()

@@ -72,10 +72,10 @@ class TestClient:
 
     def start(self):
         """Build the predictor and serve it (``with`` does this)."""
-        from . import config as config_module
-        from .app import Application
-        from .loader import load_predictor
-        from .serve import IOLoop, attach_predictor, bind, load_security
+        from lite_serving.process import config as config_module
+        from lite_serving.app.routes import Application
+        from lite_serving.predictor.loader import load_predictor
+        from lite_serving.serve import IOLoop, attach_predictor, bind, load_security
 
         flags = ["--host", "127.0.0.1", "--port", "0"]
         if not any(flag in ("--dev", "--no-dev") or flag.startswith("--dev=")

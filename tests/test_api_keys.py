@@ -285,11 +285,11 @@ def test_keys_given_before_the_directory(tmp_path):
 
 
 def test_repeated_and_listed_keys_in_the_settings(monkeypatch):
-    from lite_serving.config import parse_config
+    from lite_serving.process.config import parse_config
     monkeypatch.delenv("LITE_SERVING_API_KEYS", raising=False)
     # the fast parser and argparse (which --help or an error sends a command line to): the same
     # keys, in order
-    from lite_serving.config import build_argparser
+    from lite_serving.process.config import build_argparser
     options = build_argparser().parse_args(["--api-key", KEY, f"--api-key={SECOND}"])
     assert options.api_keys == [KEY, SECOND]
     for argv in (["--api-key", KEY, f"--api-key={SECOND}"],

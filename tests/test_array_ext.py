@@ -9,7 +9,7 @@ import pytest
 from helpers_server import kill, start
 from http_client import post
 
-from lite_serving.array_ext import ARRAY_EXT, ArrayFormError, ext_hook, pack_array_ext, unpack_array
+from lite_serving.codecs.array_ext import ARRAY_EXT, ArrayFormError, ext_hook, pack_array_ext, unpack_array
 
 SOURCE = """
     import numpy as np

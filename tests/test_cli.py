@@ -87,7 +87,7 @@ def test_port_flag_beats_environment(tmp_path):
     ({"OPENBAYES_SERVING_PORT": ""}, 25252),
 ])
 def test_default_port_precedence(monkeypatch, env, port):
-    from lite_serving import config
+    from lite_serving.process import config
     for name in ("OPENBAYES_SERVING_PORT", "OPENBAYES_JOB_URL", "OPENBAYES_SERVING_PRODUCTION"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

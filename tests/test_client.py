@@ -132,6 +132,6 @@ def test_bad_addresses_are_refused_at_once():
 
 
 def test_the_request_body_is_what_msgpack_makes_of_tolist():
-    from lite_serving.encoder import encode_msgpack
+    from lite_serving.predictor.encoder import encode_msgpack
     x = np.linspace(-1, 1, 30, dtype=np.float32).reshape(5, 6)
     assert msgpack.unpackb(encode_msgpack({"x": x})) == {"x": x.tolist()}

@@ -23,17 +23,17 @@ np = pytest.importorskip("numpy")
 hnp = pytest.importorskip("hypothesis.extra.numpy")
 
 from conftest import examples  # noqa: E402
-from lite_serving import codec_py  # noqa: E402
+from lite_serving.codecs import codec_py  # noqa: E402
 
 # None when this checkout has not compiled it (python setup.py build_ext --inplace)
-codec_c = (importlib.import_module("lite_serving.codec_c")
-           if importlib.util.find_spec("lite_serving.codec_c") else None)
+codec_c = (importlib.import_module("lite_serving.codecs.codec_c")
+           if importlib.util.find_spec("lite_serving.codecs.codec_c") else None)
 
 
 def compiled_or_skip():
     """codec_c; a skip when it is missing, a failure under LITE_SERVING_REQUIRE_COMPILED=1."""
     if codec_c is None:
-        why = "lite_serving.codec_c is not built; run: python setup.py build_ext --inplace"
+        why = "lite_serving.codecs.codec_c is not built; run: python setup.py build_ext --inplace"
         if os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("", "0"):
             pytest.fail(why)
         pytest.skip(why)
@@ -407,10 +407,10 @@ def test_the_choice_of_twin_and_why(monkeypatch):
     from lite_serving import speedups
 
     monkeypatch.delenv("LITE_SERVING_PURE", raising=False)
-    module, how = speedups.choose("missing_c", "codec_py", "codec")
+    module, how = speedups.choose("lite_serving.codecs.missing_c", "lite_serving.codecs.codec_py", "codec")
     assert module is codec_py
     assert how.startswith("pure Python (no compiled codec beside ") and "build_ext --inplace" in how
     if codec_c is not None:
-        assert speedups.choose("codec_c", "codec_py", "codec") == (codec_c, "compiled (Cython)")
+        assert speedups.choose("lite_serving.codecs.codec_c", "lite_serving.codecs.codec_py", "codec") == (codec_c, "compiled (Cython)")
     monkeypatch.setenv("LITE_SERVING_PURE", "1")
-    assert speedups.choose("codec_c", "codec_py", "codec") == (codec_py, "pure Python (LITE_SERVING_PURE is set)")
+    assert speedups.choose("lite_serving.codecs.codec_c", "lite_serving.codecs.codec_py", "codec") == (codec_py, "pure Python (LITE_SERVING_PURE is set)")

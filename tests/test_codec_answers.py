@@ -21,7 +21,7 @@ np = pytest.importorskip("numpy")
 import helpers_session  # noqa: E402
 from conftest import write_predictor  # noqa: E402
 from http_client import Connection  # noqa: E402
-from lite_serving import codec_py  # noqa: E402
+from lite_serving.codecs import codec_py  # noqa: E402
 
 # The values each case answers; run both by the predictor and by the tests.
 VALUES = '''

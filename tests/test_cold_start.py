@@ -24,14 +24,14 @@ from http_client import post, post_json
 
 COMPILED = os.environ.get("LITE_SERVING_PURE", "") in ("", "0")
 try:
-    import lite_serving.json_c  # noqa: F401
-    import lite_serving.parser_c  # noqa: F401
+    import lite_serving.codecs.json_c  # noqa: F401
+    import lite_serving.http.parser_c  # noqa: F401
 except ImportError:
     COMPILED = False
 
-HEAVY = ("orjson", "logging", "inspect", "re", "lite_serving.parser_py", "dataclasses", "uuid",
-         "traceback", "ast", "tokenize", "json", "asyncio", "lite_serving.async_predict",
-         "lite_serving.openapi", "lite_serving.docs_page", "lite_serving.client",
+HEAVY = ("orjson", "logging", "inspect", "re", "lite_serving.http.parser_py", "dataclasses", "uuid",
+         "traceback", "ast", "tokenize", "json", "asyncio", "lite_serving.server.async_predict",
+         "lite_serving.app.openapi", "lite_serving.app.docs_page", "lite_serving.client",
          "lite_serving.testing")
 
 REPORTER = """
@@ -215,7 +215,7 @@ def test_logging_configured_in_init_wins_as_when_logging_was_set_up_at_start(ser
 def test_a_server_busy_from_its_first_moment_loads_orjson_after_the_first_documents(serve):
     # 150 requests pipelined in one write leave the loop no idle moment: orjson is loaded
     # once json_c has read and written its share (json_codec.PLAIN_DOCUMENTS documents)
-    from lite_serving.json_codec import PLAIN_DOCUMENTS
+    from lite_serving.codecs.json_codec import PLAIN_DOCUMENTS
     server = serve(REPORTER)
     body = b'{"x": [1.5, 2.5]}'
     one = (b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"

@@ -234,7 +234,7 @@ def test_echo_image_is_built_as_specified(podman, echo_image):
     # No compiler and no pip in the image; lite_serving runs on its compiled parser.
     out = podman("run", "--rm", "--network", "host", "--entrypoint", "sh", echo_image, "-c",
                  "command -v gcc cc pip pip3; echo ---; ls /opt/venv/bin /opt/venv/lib/*/site-packages;"
-                 " echo ---; python -c 'import lite_serving.parser_c as p; print(p.__file__)'")[1]
+                 " echo ---; python -c 'import lite_serving.http.parser_c as p; print(p.__file__)'")[1]
     commands, installed, parser = out.split("---\n")
     assert commands.strip() == "", out
     assert "lite-serving" in installed.split() and "orjson" in installed.split(), out

@@ -24,7 +24,7 @@ referencing = pytest.importorskip("referencing")
 
 from conftest import ECHO, LISTENING, READY, launch  # noqa: E402
 from http_client import request  # noqa: E402
-from lite_serving.config import parse_config  # noqa: E402
+from lite_serving.process.config import parse_config  # noqa: E402
 from test_deploy_support import (CONTAINERFILE, KSERVE, KUBERNETES, ROOT, env_of,  # noqa: E402
                                  fill_kserve_template, load_resources, only, run)
 

@@ -13,7 +13,7 @@ import pytest
 
 from helpers_server import kill, start
 from http_client import Connection, post, request
-from lite_serving.multipart import MAX_FIELD_SIZE, MAX_PARTS
+from lite_serving.http.multipart import MAX_FIELD_SIZE, MAX_PARTS
 
 SPOOL = 65536
 

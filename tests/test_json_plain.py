@@ -1,4 +1,4 @@
-"""The compiled plain-JSON codec (``lite_serving.json_c``) against orjson, which it stands in for.
+"""The compiled plain-JSON codec (``lite_serving.codecs.json_c``) against orjson, which it stands in for.
 
 Until orjson is loaded, answers and request bodies made of plain values go
 through json_c: every document it reads must give orjson's objects, every
@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from conftest import examples
 
 try:
-    json_c = importlib.import_module("lite_serving.json_c")
+    json_c = importlib.import_module("lite_serving.codecs.json_c")
     _MISSING = None
 except ImportError as exc:
     json_c = None
-    _MISSING = f"lite_serving.json_c is not built ({exc}); run: python setup.py build_ext --inplace"
+    _MISSING = f"lite_serving.codecs.json_c is not built ({exc}); run: python setup.py build_ext --inplace"
 
 
 @pytest.fixture(autouse=True)

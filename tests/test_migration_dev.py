@@ -122,7 +122,7 @@ def test_dev_is_off_by_default_in_notebook_containers(failing):
 
 def test_the_page_is_only_for_loopback_clients():
     """The page's one gate; a non-loopback client would need a second machine to test over a socket."""
-    from lite_serving.dev_page import is_loopback, render_failure
+    from lite_serving.app.dev_page import is_loopback, render_failure
 
     class View:
         def __init__(self, peer):
@@ -232,7 +232,7 @@ def test_reload_restarts_on_changes_and_survives_a_broken_edit(tmp_path, how):
 
 
 def test_reload_ignores_logs_and_caches(tmp_path):
-    from lite_serving.reloader import changed_files, snapshot
+    from lite_serving.process.reloader import changed_files, snapshot
     directory = write_predictor(tmp_path / "m", VERSIONED % 1, {"helper.py": "TAG = 1\n"})
     (directory / "pkg").mkdir()
     (directory / "pkg" / "__init__.py").write_text("")

@@ -257,7 +257,7 @@ def test_production_port_wins_over_openbayes_serving_port(tmp_path):
 # -- 9. --help and a missing directory ----------------------------------------------------
 
 def test_help_lists_every_flag_with_its_default_and_variable(tmp_path):
-    from lite_serving.config import SETTINGS
+    from lite_serving.process.config import SETTINGS
     outputs = [run_to_exit(["-m", "lite_serving", "--help"], tmp_path),
                run_to_exit(["-m", "lite_serving", str(tmp_path), "--help"], tmp_path)]
     for code, output in outputs:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from lite_serving.errors import ServingError
-from lite_serving.multipart import MultipartParser, parse_multipart
+from lite_serving.http.multipart import MultipartParser, parse_multipart
 
 B = b"XyZ-boundary"
 

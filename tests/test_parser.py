@@ -12,15 +12,15 @@ import sys
 
 import pytest
 
-from lite_serving import parser_py
-from lite_serving.parser_py import ParseError
+from lite_serving.http import parser_py
+from lite_serving.http.parser_py import ParseError
 
 try:
-    parser_c = importlib.import_module("lite_serving.parser_c")
+    parser_c = importlib.import_module("lite_serving.http.parser_c")
     _C_MISSING = None
 except ImportError as exc:  # not compiled in this checkout
     parser_c = None
-    _C_MISSING = f"lite_serving.parser_c is not built ({exc}); run: python setup.py build_ext --inplace"
+    _C_MISSING = f"lite_serving.http.parser_c is not built ({exc}); run: python setup.py build_ext --inplace"
 
 
 def compiled_or_skip():

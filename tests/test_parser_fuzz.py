@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lite_serving import parser_py
-from lite_serving.parser_py import ParseError
+from lite_serving.http import parser_py
+from lite_serving.http.parser_py import ParseError
 
 parser_c = pytest.importorskip(
-    "lite_serving.parser_c",
-    reason="lite_serving.parser_c is not built; run: python setup.py build_ext --inplace")
+    "lite_serving.http.parser_c",
+    reason="lite_serving.http.parser_c is not built; run: python setup.py build_ext --inplace")
 
 _EXAMPLES = int(os.environ.get("LITE_SERVING_FUZZ_EXAMPLES", "0") or 0)
 

@@ -410,7 +410,7 @@ def test_workers_start_though_a_thread_holds_the_log_lock_at_fork(tmp_path):
     source = """
         import threading, time
         import openbayes_serving as serv
-        from lite_serving import logs
+        from lite_serving.process import logs
 
         def busy():   # a predictor module's thread that is in lite_serving's logging most of the time
             while True:

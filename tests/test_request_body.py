@@ -3,7 +3,7 @@ without losing bytes, and never handed out again while something still reads the
 
 import pytest
 
-from lite_serving.request_body import BodyBuffers, MemoryBody, size_class
+from lite_serving.server.request_body import BodyBuffers, MemoryBody, size_class
 
 MIB = 1024 * 1024
 

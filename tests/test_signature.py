@@ -1,4 +1,4 @@
-"""``lite_serving.signature.parameters`` gives what ``inspect.signature`` gives, for every shape.
+"""``lite_serving.predictor.signature.parameters`` gives what ``inspect.signature`` gives, for every shape.
 
 Plain functions, bound methods and classes with a plain ``__init__`` are read
 from their code objects (start-up then does without ``inspect``); every other
@@ -11,8 +11,8 @@ import inspect
 
 import pytest
 
-from lite_serving import signature
-from lite_serving.signature import EMPTY, Param, parameters
+from lite_serving.predictor import signature
+from lite_serving.predictor.signature import EMPTY, Param, parameters
 
 
 def from_inspect(func, skip_first=False):

@@ -1,6 +1,6 @@
-"""The Open Inference Protocol (KServe v2) of ``lite_serving.v2``.
+"""The Open Inference Protocol (KServe v2) of ``lite_serving.v2.routes``.
 
-Unit level: :func:`lite_serving.v2.handle` called with bytes, answers compared
+Unit level: :func:`lite_serving.v2.routes.handle` called with bytes, answers compared
 with onnxruntime run directly. Protocol level: NVIDIA's ``tritonclient.http``
 against a server built on ``handle``; the server comes from the one fixture
 ``v2_server`` (a throwaway ``ThreadingHTTPServer`` today; swap it for a real
@@ -28,7 +28,8 @@ from onnx import TensorProto, helper  # noqa: E402
 
 import orjson  # noqa: E402
 
-from lite_serving import __version__, v2  # noqa: E402
+from lite_serving import __version__  # noqa: E402
+from lite_serving.v2 import routes as v2
 
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -712,7 +713,7 @@ def test_simple_infer_bad_input_is_400(models, obj, words):
 # -- cost ----------------------------------------------------------------------------------------
 
 def test_import_needs_neither_numpy_nor_onnxruntime():
-    code = ("import sys, lite_serving.v2; "
+    code = ("import sys, lite_serving.v2.routes; "
             "print(sorted(m for m in ('numpy', 'onnxruntime') if m in sys.modules))")
     root = pathlib.Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -31,7 +31,7 @@ PYTHON="${PYTHON:-python3}"
 SUITE=bookworm
 ROOT_PACKAGES=python3.11,libpython3.11-dev,python3-numpy,python3-msgpack,python3-pytest,python3-hypothesis
 TESTS=(tests/test_parser.py tests/test_parser_fuzz.py tests/test_codec.py tests/test_json_plain.py)
-MODULES=(parser_c codec_c json_c)
+MODULES=(http/parser_c codecs/codec_c codecs/json_c)  # package/module
 
 install=0
 [[ "${CI:-}" == "true" ]] && install=1
@@ -91,8 +91,8 @@ trap 'rm -rf "$WORK"' EXIT
 say "cythonizing ${MODULES[*]}"
 mkdir -p "$WORK/c"
 for module in "${MODULES[@]}"; do
-    "$PYTHON" -m cython -3 --module-name "lite_serving.$module" \
-        -o "$WORK/c/$module.c" "$HERE/_speedups/$module.pyx"
+    "$PYTHON" -m cython -3 --module-name "lite_serving.${module/\//.}" \
+        -o "$WORK/c/${module#*/}.c" "$HERE/_speedups/${module#*/}.pyx"
 done
 
 # Warnings that point to our code: inside the module's implementation (between Cython's
@@ -156,7 +156,7 @@ for arch in "${arches[@]}"; do
     # the package as pip would install it: its Python files, the compiled modules, the tests
     stage="$WORK/$arch"
     mkdir -p "$stage/lite_serving"
-    cp "$HERE"/lite_serving/*.py "$stage/lite_serving/"
+    (cd "$HERE" && find lite_serving -name "*.py" -exec cp --parents {} "$stage/" \;)
     cp -r "$HERE/tests" "$HERE/pyproject.toml" "$stage/"
     find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
@@ -164,16 +164,16 @@ for arch in "${arches[@]}"; do
     suffix=".cpython-311-$triplet.so"
     ours=0
     for module in "${MODULES[@]}"; do
-        log="$WORK/$arch-$module.log"
+        log="$WORK/$arch-${module#*/}.log"
         if ! "$triplet-gcc" --sysroot="$root" -I"$root/usr/include/python3.11" \
                 -shared -fPIC -O3 -fwrapv -DNDEBUG -Wall -Wextra \
-                -o "$stage/lite_serving/$module$suffix" "$WORK/c/$module.c" 2>"$log"; then
+                -o "$stage/lite_serving/$module$suffix" "$WORK/c/${module#*/}.c" 2>"$log"; then
             cat "$log" >&2
             echo "run.sh: $arch: $module does not compile" >&2
             exit 1
         fi
         total=$(grep -c ': warning: ' "$log" || true)
-        mapfile -t mine < <(our_warnings "$WORK/c/$module.c" "$log")
+        mapfile -t mine < <(our_warnings "$WORK/c/${module#*/}.c" "$log")
         echo "   $module: $total warnings, ${#mine[@]} in our code" >&2
         if ((${#mine[@]})); then
             printf '     %s\n' "${mine[@]}" >&2

@@ -20,14 +20,14 @@ HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 CC="${CC:-gcc}"
 TESTS=(tests/test_parser.py tests/test_parser_fuzz.py tests/test_codec.py tests/test_json_plain.py)
-MODULES=(parser_c codec_c json_c)
+MODULES=(http/parser_c codecs/codec_c codecs/json_c)  # package/module
 [[ "${1:-}" == "--" ]] && shift
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lite-serving-sanitizers.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 stage="$WORK/stage"
 mkdir -p "$stage/lite_serving" "$WORK/c"
-cp "$HERE"/lite_serving/*.py "$stage/lite_serving/"
+(cd "$HERE" && find lite_serving -name "*.py" -exec cp --parents {} "$stage/" \;)
 cp -r "$HERE/tests" "$HERE/pyproject.toml" "$stage/"
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
@@ -35,11 +35,11 @@ read -r include suffix < <("$PYTHON" -c \
     "import sysconfig as s; print(s.get_paths()['include'], s.get_config_var('EXT_SUFFIX'))")
 for module in "${MODULES[@]}"; do
     echo "== $module: cythonized, compiled with -fsanitize=address,undefined" >&2
-    "$PYTHON" -m cython -3 --module-name "lite_serving.$module" -o "$WORK/c/$module.c" \
-        "$HERE/_speedups/$module.pyx"
+    "$PYTHON" -m cython -3 --module-name "lite_serving.${module/\//.}" -o "$WORK/c/${module#*/}.c" \
+        "$HERE/_speedups/${module#*/}.pyx"
     "$CC" -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
         -fno-sanitize-recover=all -I"$include" -o "$stage/lite_serving/$module$suffix" \
-        "$WORK/c/$module.c"
+        "$WORK/c/${module#*/}.c"
 done
 
 echo "== ${TESTS[*]} against that build" >&2

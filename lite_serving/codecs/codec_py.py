@@ -1,0 +1,235 @@
+"""Tensors as bytes: numpy arrays to MessagePack, and the length-prefixed BYTES elements of v2.
+
+This is the readable original of the tensor codec. ``_speedups/codec_c.pyx``
+compiles the same rules and gives the same bytes, results and messages;
+``lite_serving.codecs.codec`` picks one of the two at import time.
+
+MessagePack of an array (:func:`pack_array`): ``msgpack.unpackb`` of the bytes
+equals ``array.tolist()``, values and Python types alike:
+
+- nested arrays by shape, row-major whatever the memory order (a 0-d array is
+  its one element);
+- ``bool`` as true/false;
+- integers in the smallest form msgpack-python writes for them (fixints, then
+  uint 8/16/32/64 for positive values, int 8/16/32/64 for negative ones), so
+  the bytes are those of ``msgpack.packb(array.tolist())``;
+- float64 as float 64, the bytes of ``packb(array.tolist())`` too;
+- float32 as float 32: 5 bytes instead of 9, and the same float once decoded,
+  since every float32 widens exactly. These are the bytes of
+  ``packb(array.tolist(), use_single_float=True)``;
+- float16 as float 32 as well: MessagePack has no 16-bit float, and every
+  float16 is exactly a float32. A NaN keeps its sign and payload and comes out
+  quiet, as hardware conversions make it.
+
+Other dtypes (complex, long double, datetime, strings, objects, records) get
+``None``: the caller keeps its own way for them. Long double is refused even
+where it is 8 bytes (armv7, aarch64 with some compilers), so that every platform
+answers alike.
+
+An array whose MessagePack could take more than ``sys.maxsize`` bytes (a
+broadcast view can be that large at no cost) raises ``OverflowError`` before
+anything is written; :func:`packed_bound` is that most.
+
+Nothing here imports numpy: the functions that need it are only given numpy
+arrays, so numpy is loaded already when they ask for it.
+"""
+
+import struct
+import sys
+from itertools import chain
+
+__all__ = ["pack_array", "split_length_prefixed", "join_length_prefixed"]
+
+_LENGTH = struct.Struct("<I")
+
+# msgpack-python's integer forms: (lowest, highest, tag byte, payload type). A
+# fixint (-32..127) is one byte, the value itself; the others are the tag, then
+# the value big-endian.
+_INT_FORMS = (
+    (-0x20, 0x7F, None, None),
+    (0x80, 0xFF, 0xCC, ">u1"),
+    (0x100, 0xFFFF, 0xCD, ">u2"),
+    (0x10000, 0xFFFFFFFF, 0xCE, ">u4"),
+    (0x100000000, 0xFFFFFFFFFFFFFFFF, 0xCF, ">u8"),
+    (-0x80, -0x21, 0xD0, ">i1"),
+    (-0x8000, -0x81, 0xD1, ">i2"),
+    (-0x80000000, -0x8001, 0xD2, ">i4"),
+    (-0x8000000000000000, -0x80000001, 0xD3, ">i8"),
+)
+_FLOAT32, _FLOAT64 = 0xCA, 0xCB
+_TRUE, _FALSE = 0xC3, 0xC2
+_QUIET = 0x00400000  # the quiet bit of a float32 NaN
+
+
+def array_header(length):
+    """The MessagePack header of an array of ``length`` items, as msgpack-python writes it."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length <= 0xFFFF:
+        return b"\xdc" + length.to_bytes(2, "big")
+    if length <= 0xFFFFFFFF:
+        return b"\xdd" + length.to_bytes(4, "big")
+    raise ValueError(f"an array dimension of {length} is longer than MessagePack allows (2**32 - 1)")
+
+
+def pack_array(array):
+    """MessagePack bytes of a numpy array (see the module docstring); None for other dtypes."""
+    dtype = array.dtype
+    kind, size = dtype.kind, dtype.itemsize
+    if kind not in "biuf" or (kind == "f" and (size not in (2, 4, 8) or dtype.char == "g")):
+        return None
+    import numpy as np
+
+    shape = array.shape
+    for length in shape:
+        array_header(length)  # refuses a dimension MessagePack cannot hold
+    if packed_bound(shape, _element_bound(kind, size)) > sys.maxsize:
+        raise OverflowError(f"the MessagePack of an array of shape {shape} would take more than "
+                            f"{sys.maxsize} bytes, the most a bytes object holds on this platform")
+    if array.size == 0:
+        return _empty(shape)
+    if kind == "b":
+        # numpy reads any non-zero byte as True; so does tolist()
+        parts = [("u1", np.where(array.view(np.uint8) != 0, _TRUE, _FALSE))]
+    elif kind == "f":
+        parts = _float_parts(np, array, size)
+    else:
+        parts = _int_parts(np, array)
+        if parts is None:  # the elements take forms of different sizes
+            import msgpack
+            return msgpack.packb(array.tolist())
+    return _lay_out(np, shape, parts)
+
+
+def _element_bound(kind, size):
+    """The most bytes one element takes: true/false, float 32 or 64, an integer's tag and value."""
+    if kind == "b":
+        return 1
+    if kind == "f":
+        return 9 if size == 8 else 5
+    return 1 + size
+
+
+def packed_bound(shape, per_element):
+    """The most bytes of the MessagePack of an array of ``shape``: its headers, then elements
+    of at most ``per_element`` bytes (codec_c computes the same, refusing it past sys.maxsize)."""
+    headers, count = 0, 1
+    for length in shape:
+        headers += count * len(array_header(length))
+        count *= length
+    return headers + count * per_element
+
+
+def _empty(shape):
+    """An array without elements: headers only, down to the first dimension of length 0."""
+    if shape[0] == 0:
+        return array_header(0)
+    return array_header(shape[0]) + _empty(shape[1:]) * shape[0]
+
+
+def _float_parts(np, array, size):
+    """Tag and big-endian bits: float 64 for float64, float 32 for float32 and float16."""
+    if size == 2:
+        wide = array.astype(np.float32)
+        bits = wide.view(np.uint32)
+        bits[np.isnan(wide)] |= _QUIET
+        return [("u1", _FLOAT32), (">u4", bits)]
+    # the bits are copied as they are (as integers: a NaN's payload is kept)
+    bits = array.view(array.dtype.byteorder + "u%d" % size)
+    return [("u1", _FLOAT64 if size == 8 else _FLOAT32), (">u%d" % size, bits)]
+
+
+def _int_parts(np, array):
+    """The one msgpack form all the integers take, as parts; None when their forms differ."""
+    low, high = int(array.min()), int(array.max())
+    forms = [form for form in _INT_FORMS if form[0] <= high and form[1] >= low]
+    if len(forms) > 1:
+        return None
+    (_, _, tag, payload), = forms
+    if tag is None:
+        return [("i1", array)]  # a fixint is the value's own byte
+    return [("u1", tag), (payload, array)]
+
+
+def _lay_out(np, shape, parts):
+    """The bytes of nested arrays of ``shape`` whose elements all take the same bytes.
+
+    Every element is ``parts`` (numpy type, value or array of ``shape``) one
+    after the other, so every sub-array at one depth has the same size, and
+    headers and elements are written in place through strided views of one
+    buffer.
+    """
+    element = np.dtype([(f"p{i}", kind) for i, (kind, _) in enumerate(parts)])
+    sizes = [element.itemsize]  # sizes[d]: bytes of one sub-array at depth d (its header included)
+    for length in reversed(shape):
+        sizes.insert(0, len(array_header(length)) + length * sizes[0])
+    buffer = np.empty(sizes[0], dtype=np.uint8)
+    offset = 0
+    for depth, length in enumerate(shape):
+        header = array_header(length)
+        heads = np.ndarray(shape[:depth] + (len(header),), np.uint8, buffer, offset,
+                           tuple(sizes[1:depth + 1]) + (1,))
+        heads[...] = np.frombuffer(header, dtype=np.uint8)
+        offset += len(header)
+    slots = np.ndarray(shape, element, buffer, offset, tuple(sizes[1:]))
+    for i, (_, value) in enumerate(parts):
+        slots[f"p{i}"] = value
+    return buffer.tobytes()
+
+
+def split_length_prefixed(data, decode=False):
+    """BYTES elements (each a 4-byte little-endian length, then that many bytes) → a list.
+
+    ``decode=True`` gives ``str`` (UTF-8) instead of ``bytes``. Malformed data
+    raises ``ValueError`` saying what is wrong, in words that follow "the data".
+    """
+    raw = bytes(data)
+    items = []
+    position, end = 0, len(raw)
+    while position < end:
+        if end - position < 4:
+            raise ValueError("ends inside an element length")
+        (length,) = _LENGTH.unpack_from(raw, position)
+        position += 4
+        if length > end - position:
+            raise ValueError(f"has an element of {length} bytes that runs past its end")
+        item = raw[position:position + length]
+        if decode:
+            try:
+                item = item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"has element {len(items)}, which is not UTF-8 text") from None
+        items.append(item)
+        position += length
+    return items
+
+
+def join_length_prefixed(items):
+    """A sequence of bytes or str (as UTF-8) → BYTES elements, each length-prefixed.
+
+    Anything else is written as its ``str()``.
+    """
+    items = list(items)
+    kinds = set(map(type, items))
+    if kinds <= {bytes}:
+        encoded = items
+    elif kinds <= {str}:
+        encoded = list(map(str.encode, items))
+    else:
+        encoded = list(map(_element_bytes, items))
+    lengths = list(map(len, encoded))
+    longest = max(lengths, default=0)
+    if longest > 0xFFFFFFFF:
+        raise ValueError(f"an element of {longest} bytes is longer than its 4-byte length allows")
+    if 4 * len(lengths) + sum(lengths) > sys.maxsize:
+        raise OverflowError(f"the elements would take more than {sys.maxsize} bytes, "
+                            "the most a bytes object holds on this platform")
+    return b"".join(chain.from_iterable(zip(map(_LENGTH.pack, lengths), encoded)))
+
+
+def _element_bytes(item):
+    if type(item) is bytes:
+        return item
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    return str(item).encode("utf-8")

@@ -1,0 +1,1 @@
+"""The process: settings, logs, the supervisor of --workers and its heartbeat board, the reloader, the project template."""

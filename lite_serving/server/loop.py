@@ -1,0 +1,215 @@
+"""The selector loop: readiness events to transports, calls from other threads, a once-a-second tick.
+
+It knows nothing of HTTP. One thread runs the loop at a time; ``hand_over``
+starts another thread that takes it over (the dispatch's watchdog uses it
+when a predict holds the loop's thread), and the thread that lost it returns
+from :meth:`EventLoop.run` at its next check without touching a socket again.
+"""
+
+import collections
+import selectors
+import socket
+import threading
+import time
+
+from lite_serving.process.logs import get_logger
+from lite_serving.server.transport import flush_all
+
+log = get_logger("lite_serving")
+
+_WAKE = object()
+
+
+class _Listening:
+    """Selector data of a listening socket (anything with ``accept``)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock):
+        self.sock = sock
+
+
+class EventLoop:
+    """Selector, listening sockets, wake-up socket and the ownership token of the running thread."""
+
+    def __init__(self):
+        self.sel = selectors.DefaultSelector()
+        self.now = time.monotonic()
+        self.owner_lock = threading.Lock()
+        self.owner = None               # token of the thread running the loop
+        self.stopped = False            # set by stop(): the running thread leaves the loop
+        self.finished = threading.Event()   # set once the loop has closed everything
+        self.on_accept = None           # callable(listening socket), set by the server
+        self.after_turn = None          # callable(token) → False when this thread lost the loop
+        self.wait_at_most = None        # callable() → seconds select may block (0: work queued)
+        self.on_tick = None             # callable(now), about once a second
+        self.on_idle = None             # callable(), when select found nothing to do
+        self.on_close = None            # callable(), when the loop ends
+        # Writes made during a turn wait for its end (see Transport.write): the turn's answers
+        # then leave in one burst of send calls, between the Python work and not within it.
+        self.corked = False
+        self.corked_transports = []
+        self._posted = collections.deque()
+        self._wake_pending = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._next_tick = 0.0
+
+    # -- any thread --------------------------------------------------------
+
+    def wake(self):
+        """Break the loop out of ``select`` (any thread, signal handlers included)."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def call_soon_threadsafe(self, fn, *args):
+        """Run ``fn(*args)`` on the loop's thread at its next turn."""
+        self._posted.append((fn, args))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.wake()
+
+    def stop(self):
+        self.stopped = True
+        self.wake()
+
+    # -- the loop's thread --------------------------------------------------
+
+    def add_listener(self, sock):
+        sock.setblocking(False)
+        self.sel.register(sock, selectors.EVENT_READ, _Listening(sock))
+
+    def pause_listener(self, sock):
+        """Stop accepting on ``sock`` (connections wait in its queue, or go to another process)."""
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def resume_listener(self, sock):
+        try:
+            self.sel.register(sock, selectors.EVENT_READ, _Listening(sock))
+        except (KeyError, ValueError):
+            pass
+
+    def remove_listener(self, sock):
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+    def watch(self, transport, events, old):
+        if not old:
+            self.sel.register(transport.sock, events, transport)
+        elif events:
+            self.sel.modify(transport.sock, events, transport)
+        else:
+            self.sel.unregister(transport.sock)
+
+    def forget(self, transport):
+        if transport.events:
+            try:
+                self.sel.unregister(transport.sock)
+            except (KeyError, ValueError):
+                pass
+            transport.events = 0
+
+    def run(self):
+        """Run the loop on this thread until :meth:`stop` (or until another thread takes it over)."""
+        token = object()
+        with self.owner_lock:
+            self.owner = token
+        self._next_tick = time.monotonic() + 1.0
+        self._run(token)
+
+    def hand_over(self):
+        """Give the loop to a new thread (call with ``owner_lock`` held)."""
+        self.owner = token = object()
+        threading.Thread(target=self._run, args=(token,), name="lite_serving-io", daemon=True).start()
+
+    def _run(self, token):
+        sel = self.sel
+        wait_at_most = self.wait_at_most
+        try:
+            while not self.stopped:
+                if self.corked_transports:
+                    self._uncork()
+                events = sel.select(1.0 if wait_at_most is None else wait_at_most())
+                self.now = now = time.monotonic()
+                self.corked = True
+                if not events and self.on_idle is not None:
+                    try:
+                        self.on_idle()
+                    except Exception:
+                        self.on_idle = None
+                        log.exception("internal error in the loop's idle work")
+                for key, mask in events:
+                    target = key.data
+                    if target is _WAKE:
+                        self._on_wake()
+                    elif type(target) is _Listening:
+                        try:
+                            self.on_accept(target.sock)
+                        except Exception:
+                            log.exception("internal error while accepting connections")
+                    else:
+                        if target.closed:  # closed earlier in this turn
+                            continue
+                        try:
+                            if mask & selectors.EVENT_READ:
+                                target.on_readable()
+                            if mask & selectors.EVENT_WRITE and not target.closed:
+                                target.on_writable()
+                        except Exception:
+                            log.exception("internal error while serving a connection; closing it")
+                            target.abort()
+                if self.after_turn is not None and not self.after_turn(token):
+                    return  # another thread runs the loop now: it sends what waits
+                if now >= self._next_tick:
+                    self._next_tick = now + 1.0
+                    self.on_tick(now)
+                self.corked = False
+        except BaseException:
+            log.exception("the I/O loop failed")
+            raise
+        finally:
+            if self.owner is token:
+                self.owner = None
+                try:
+                    if self.on_close is not None:
+                        self.on_close()
+                finally:
+                    self.sel.close()
+                    self._wake_r.close()
+                    self._wake_w.close()
+                    self.finished.set()
+
+    def _uncork(self):
+        """Send what the transports were given during the last turn."""
+        transports, self.corked_transports = self.corked_transports, []
+        try:
+            flush_all(transports, self.now)
+        except Exception:
+            log.exception("internal error while sending answers; closing those connections")
+            for transport in transports:
+                transport.abort()
+
+    def _on_wake(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        self._wake_pending = False  # before draining: a call posted from now on wakes again
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("internal error in a call from another thread")
