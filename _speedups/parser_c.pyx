@@ -23,7 +23,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, strlen
 
 from lite_serving.http.limits import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET,
                                       QUERY_ERRORS, TLS_ON_PLAIN_PORT, ParseError)
@@ -34,6 +34,7 @@ cdef extern from "Python.h":
     char* PyByteArray_AS_STRING(object o)
     Py_ssize_t PyByteArray_GET_SIZE(object o)
     bint PyLong_CheckExact(object o)
+    bint PyFloat_CheckExact(object o)
     Py_ssize_t PyLong_AsSsize_t(object o)
     long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
     const Py_ssize_t PY_SSIZE_T_MAX
@@ -1321,3 +1322,183 @@ def unquote_path(path):
             return path
         return PyUnicode_DecodeUTF8(<const char*>s, n, "replace")
     return _unquote(s, 0, n, False, "replace")
+
+
+# ---------------------------------------------------------------- access lines
+# Compiled twins of ``server/access_log.py``'s ``text_line`` and ``json_tail`` (the readable
+# rules): the same text for every record, read from the head's C fields. One line a request is
+# written at the default settings, so its cost is the access log's cost.
+
+cdef object _agent_text(object agent):
+    if agent is None:
+        return "-"
+    if '"' in agent:
+        return agent.replace('"', '\\"')
+    return agent
+
+
+cdef class _HeadFields:
+    """What an access line reads of a head: from the C fields of this module's heads, or by
+    attribute from parser_py's (which parse_head returns for the inputs it hands over)."""
+    cdef object method, target, request_id, user_agent
+    cdef int version
+    cdef long long content_length
+    cdef bint chunked
+
+
+cdef _HeadFields _head_fields(object head_obj):
+    cdef _HeadFields f = _HeadFields.__new__(_HeadFields)
+    cdef RequestHead head
+    if type(head_obj) is RequestHead:
+        head = <RequestHead>head_obj
+        f.method, f.target, f.version = head.method, head.target, head.version
+        f.content_length, f.chunked = head.content_length, head.chunked
+        f.request_id, f.user_agent = head.request_id, head.user_agent
+    else:
+        f.method, f.target, f.version = head_obj.method, head_obj.target, head_obj.version
+        f.content_length, f.chunked = head_obj.content_length, head_obj.chunked
+        f.request_id, f.user_agent = head_obj.request_id, head_obj.user_agent
+    return f
+
+
+def access_text(tuple record):
+    """Twin of ``access_log.text_line``: ``peer - "request line" status duration in out id "agent"``."""
+    cdef object client = record[0], reason = record[4]
+    cdef _HeadFields head
+    cdef object length, line
+    cdef double seconds = record[3]
+    if record[1] is None:
+        line = f'{client} - "-" {record[2]} {seconds * 1000:.2f}ms - {record[5]} - "-"'
+    else:
+        head = _head_fields(record[1])
+        if head.content_length >= 0:
+            length = head.content_length
+        elif head.chunked:
+            length = "-"
+        else:
+            length = 0
+        line = (f'{client} - "{head.method} {head.target} HTTP/1.{head.version}" {record[2]} '
+                f'{seconds * 1000:.2f}ms {length} {record[5]} {head.request_id or "-"} '
+                f'"{_agent_text(head.user_agent)}"')
+    return line + " -- " + reason if reason else line
+
+
+cdef extern from "Python.h":
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
+                                int* ptype) except NULL
+    int Py_DTSF_ADD_DOT_0
+    void* PyMem_Realloc(void* p, size_t n)
+
+cdef extern from "stdio.h":
+    int snprintf(char* s, size_t n, const char* fmt, ...) nogil
+
+
+cdef struct _Out:
+    char* data
+    Py_ssize_t size, cap
+
+
+cdef int _put(_Out* out, const char* text, Py_ssize_t n) except -1:
+    cdef Py_ssize_t cap = out.cap
+    cdef char* grown
+    if out.size + n > cap:
+        while out.size + n > cap:
+            cap *= 2
+        grown = <char*>PyMem_Realloc(out.data, cap)
+        if grown == NULL:
+            raise MemoryError()
+        out.data, out.cap = grown, cap
+    memcpy(out.data + out.size, text, n)
+    out.size += n
+    return 0
+
+
+cdef int _put_int(_Out* out, object value) except -1:
+    """An int in decimal (past 64 bits too, where orjson would refuse it)."""
+    cdef char digits[24]
+    cdef int overflow = 0
+    cdef long long small = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef bytes text
+    if overflow:
+        text = str(value).encode()
+        return _put(out, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+    return _put(out, digits, snprintf(digits, 24, "%lld", small))
+
+
+cdef int _put_json(_Out* out, object value, object dumps) except -1:
+    """``value`` (None, int, float or str) as orjson writes it: ASCII text without a quote, a
+    backslash or a control character is copied as it is; other text is written by ``dumps``."""
+    cdef Py_ssize_t i, n
+    cdef const unsigned char* data
+    cdef unsigned char c
+    cdef bytes encoded
+    cdef char* text
+    if value is None:
+        return _put(out, "null", 4)
+    if PyLong_CheckExact(value):
+        return _put_int(out, value)
+    if PyFloat_CheckExact(value):
+        text = PyOS_double_to_string(value, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+        try:
+            return _put(out, text, strlen(text))
+        finally:
+            PyMem_Free(text)
+    if PyUnicode_CheckExact(value) and PyUnicode_IS_ASCII(value):
+        n = PyUnicode_GET_LENGTH(value)
+        data = PyUnicode_1BYTE_DATA(value)
+        for i in range(n):
+            c = data[i]
+            if c < 0x20 or c == 34 or c == 92:
+                break
+        else:
+            _put(out, '"', 1)
+            _put(out, <const char*>data, n)
+            return _put(out, '"', 1)
+    encoded = dumps(value)
+    return _put(out, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded))
+
+
+_JSON_KEYS = (b'"message":', b',"method":', b',"path":', b',"status":', b',"duration_ms":',
+              b',"bytes_in":', b',"bytes_out":', b',"client":', b',"request_id":', b',"user_agent":',
+              b',"reason":')
+
+
+def access_json(tuple record, dumps):
+    """Twin of ``access_log.json_tail``: the access line's JSON object after its shared start
+    (``"message":`` on), byte for byte as ``dumps`` (orjson's) writes the same fields."""
+    cdef object status = record[2], reason = record[4], length = None
+    cdef _HeadFields head
+    cdef tuple values
+    cdef bytes key
+    cdef Py_ssize_t i
+    cdef _Out out
+    # round() as json_tail does; the float is written as the shortest text that reads back
+    # the same, as orjson writes it
+    cdef object duration = round(<double>record[3] * 1000, 3)
+    if record[1] is None:
+        values = (f"- - {status} -- {reason}", None, None, status, duration, None, record[5],
+                  record[0], None, None, reason)
+    else:
+        head = _head_fields(record[1])
+        if head.content_length >= 0:
+            length = head.content_length
+        elif not head.chunked:
+            length = 0
+        message = f"{head.method} {head.target} {status}"
+        if reason:
+            message = message + " -- " + reason
+        values = (message, head.method, head.target, status, duration, length, record[5],
+                  record[0], head.request_id, head.user_agent, reason)
+    out.data = <char*>PyMem_Malloc(512)
+    if out.data == NULL:
+        raise MemoryError()
+    out.size, out.cap = 0, 512
+    try:
+        for i in range(11):
+            key = <bytes>_JSON_KEYS[i]
+            _put(&out, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+            _put_json(&out, values[i], dumps)
+        _put(&out, "}", 1)
+        return PyUnicode_DecodeUTF8(out.data, out.size, NULL)
+    finally:
+        PyMem_Free(out.data)

@@ -19,3 +19,5 @@ parse_head = _impl.parse_head
 ChunkedDecoder = _impl.ChunkedDecoder
 parse_query = _impl.parse_query
 unquote_path = _impl.unquote_path
+if COMPILED:  # the access line's compiled twins (server/access_log.py holds their rules)
+    access_text, access_json = _impl.access_text, _impl.access_json

@@ -133,7 +133,7 @@ class AccessLog:
                 self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
             head = "%s,%03d INFO lite_serving.access[%d]: " % (self._prefix, int(now % 1 * 1000),
                                                              os.getpid())
-            text = head + ("\n" + head).join([text_line(record) for record in records]) + "\n"
+            text = head + ("\n" + head).join([_access_text(record) for record in records]) + "\n"
         try:
             stream.write(text)
             stream.flush()
@@ -142,26 +142,37 @@ class AccessLog:
 
     @staticmethod
     def _json_lines(records, now):
-        """One JSON object a line: the fields of every log line, then the access line's (those
-        of :func:`fields`, built here in one dict literal: this runs once per request)."""
+        """One JSON object a line: the fields of every log line, then the access line's
+        (:func:`json_tail`)."""
         dumps = json_codec.load().dumps
         # the fields every line of this write shares, written once: each line is the rest
         start = '{"time":"%s","level":"INFO","logger":"%s","pid":%d,' % (iso_time(now), ACCESS,
                                                                          os.getpid())
-        out = []
-        for record in records:
-            client, head, status, seconds, reason, sent = record
-            if head is None:
-                obj = {"message": f"- - {status} -- {reason}", **fields(record)}
-            else:
-                method, target, length = head.method, head.target, head.content_length
-                obj = {"message": f"{method} {target} {status}" + (" -- " + reason if reason else ""),
-                       "method": method, "path": target, "status": status,
-                       "duration_ms": round(seconds * 1000, 3),
-                       "bytes_in": length if length >= 0 else None if head.chunked else 0,
-                       "bytes_out": sent, "client": client, "request_id": head.request_id,
-                       "user_agent": head.user_agent, "reason": reason}
-            # as text at once: orjson's bytes, kept alive by the hundred, cost several times
-            # the encoding itself (their buffers are not reused)
-            out.append(dumps(obj).decode()[1:])
+        out = [_access_json(record, dumps) for record in records]
         return start + ("\n" + start).join(out) + "\n"
+
+
+def json_tail(record, dumps):
+    """An access line's JSON object after the fields every line shares (``"message":`` on): the
+    fields of :func:`fields`, built here in one dict literal (this runs once per request)."""
+    client, head, status, seconds, reason, sent = record
+    if head is None:
+        obj = {"message": f"- - {status} -- {reason}", **fields(record)}
+    else:
+        method, target, length = head.method, head.target, head.content_length
+        obj = {"message": f"{method} {target} {status}" + (" -- " + reason if reason else ""),
+               "method": method, "path": target, "status": status,
+               "duration_ms": round(seconds * 1000, 3),
+               "bytes_in": length if length >= 0 else None if head.chunked else 0,
+               "bytes_out": sent, "client": client, "request_id": head.request_id,
+               "user_agent": head.user_agent, "reason": reason}
+    # as text at once: orjson's bytes, kept alive by the hundred, cost several times the
+    # encoding itself (their buffers are not reused)
+    return dumps(obj).decode()[1:]
+
+
+try:  # the compiled twins of text_line and json_tail, when the compiled parser is in use
+    from lite_serving.http.parser import access_json as _access_json
+    from lite_serving.http.parser import access_text as _access_text
+except ImportError:
+    _access_text, _access_json = text_line, json_tail
