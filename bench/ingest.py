@@ -16,7 +16,10 @@ Beside MB/s, each load's MB per second of the server process's own CPU time (all
 from /proc/PID/stat) is kept: other work on the machine changes it far less, and with one
 connection the client, not the server, sets the pace (lite's I/O thread waits for bytes a third
 of the time there, py-spy shows).
-The reference is not run with chunked bodies: Flask behind uvicorn's WSGI bridge answers them
+``--sink`` adds ``servers/sink/sink.py``: a socket that reads each Content-Length body into a
+reused buffer and answers, checking and decoding nothing; no server can ingest faster on the
+same machine, so it shows what share of the bound each server reaches.
+The reference (and the sink) is not run with chunked bodies: Flask behind uvicorn's WSGI bridge answers them
 400 (it reads a body without Content-Length as empty).
 
 The base commit is built in ``.work/base-<commit>`` (``git archive`` of the commit, its Cython
@@ -160,6 +163,10 @@ def servers(args, cpu):
         base = build_base(args.base)
         out.append(Server("base", f"lite at {args.base}", [sys.executable, *lite_argv],
                           {**plain, "PYTHONPATH": str(base)}, cpu))
+    if args.sink:
+        out.append(Server("sink", "socket sink (the bound)",
+                          [sys.executable, str(SERVERS_DIR / "sink" / "sink.py"), "--port", "{port}"],
+                          plain, cpu))
     if not args.no_reference:
         python = ensure_env(ENV_SPECS["reference"], log)
         out.append(Server("reference", "reference", [str(python), "predictor.py", "--host", HOST,
@@ -194,6 +201,8 @@ def render(doc):
                 head += ["lite / reference", "same, per server CPU second"]
             if "base" in keys:
                 head.append("lite / base")
+            if "sink" in keys:
+                head += ["lite / sink", "sink / reference"]
             head.append("lite / power of two below")
             lines.append("| " + " | ".join(head) + " |")
             lines.append("|" + " --- |" * len(head))
@@ -215,6 +224,10 @@ def render(doc):
                     row.append(f"{r:.2f}×" if r else "—")
                     if r is not None and r < 1:
                         failures.append(f"{framing} {conns}c {label_of(cell['size'])}: {r:.2f}× the base")
+                if "sink" in keys:
+                    sink, ref = mbs.get("sink"), mbs.get("reference")
+                    row.append(f"{lite / sink:.2f}×" if lite and sink else "—")
+                    row.append(f"{sink / ref:.1f}×" if sink and ref else "—")
                 power = 1 << (cell["size"].bit_length() - 1)
                 below = by_size.get(power) if power != cell["size"] else None
                 if below and lite and below["mbs"].get("lite"):
@@ -270,6 +283,9 @@ def main(argv=None):
     p.add_argument("--seconds", type=int, default=1, help="seconds per cell and server (wrk -d)")
     p.add_argument("--base", default="74da974", help="the commit to compare with ('' for none)")
     p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--sink", action="store_true",
+                   help="also run servers/sink/sink.py: reads each body and answers, nothing else "
+                        "(how fast any server could ingest here)")
     p.add_argument("--conns", default="1,4")
     p.add_argument("--framings", default="content-length,chunked")
     p.add_argument("--sizes", help="comma-separated body sizes in bytes (default: the matrix)")
@@ -296,7 +312,7 @@ def main(argv=None):
                 seconds = args.seconds * (2 if size >= 16 * MIB else 1)
                 for _ in range(args.rounds):
                     for server in under_test:
-                        if server.key == "reference" and cell["framing"] == "chunked":
+                        if server.key in ("reference", "sink") and cell["framing"] == "chunked":
                             continue   # Flask on uvicorn's WSGI bridge reads a chunked body as empty
                         try:
                             used = cpu_seconds(server.proc.pid)
