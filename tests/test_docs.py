@@ -1,9 +1,11 @@
-"""The README and docs/: every relative link leads somewhere.
+"""The README and docs/: every relative link leads somewhere, and the flag table is current.
 
 A link to another page must name a file of the checkout; a link with ``#anchor`` must name a
-heading of its page, as GitHub spells heading anchors.
+heading of its page, as GitHub spells heading anchors. The table of flags in docs/running.md is
+what ``tools/flags_table.py`` makes from ``lite_serving.process.config.SETTINGS``.
 """
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -79,3 +81,32 @@ def test_the_readme_gives_the_commands_ci_runs():
     assert "python3 -m venv .venv && . .venv/bin/activate && " + ci_command in readme
     assert ("python3 -m venv .venv && . .venv/bin/activate && pip install '.[onnx]' && "
             "lite-serving examples/iris --port 8080") in readme
+
+
+def flags_table():
+    spec = importlib.util.spec_from_file_location("flags_table", ROOT / "tools" / "flags_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_flag_table_in_running_md_is_made_from_the_settings():
+    tool = flags_table()
+    _before, table, _after = tool.split_page(tool.PAGE.read_text(encoding="utf-8"))
+    assert table == tool.section(), (
+        "docs/running.md's flag table is not what lite_serving/process/config.py says: run "
+        "python tools/flags_table.py --write")
+
+
+def test_the_flag_table_has_a_row_for_every_setting_with_its_variable_and_default():
+    from lite_serving.process.config import SETTINGS
+    rows = flags_table().current_table().splitlines()[2:]
+    assert len(rows) == len(SETTINGS)
+    by_flag = {row.split(" | ")[0].split("`")[1]: row for row in rows}
+    assert by_flag["--max-body-size"] == (
+        "| `--max-body-size` | `LITE_SERVING_MAX_BODY_SIZE` | `104857600` (100 MiB) | "
+        "largest request body in bytes (413 above it) |")
+    assert by_flag["--dev"].startswith("| `--dev` / `--no-dev` | `LITE_SERVING_DEV` | off |")
+    assert by_flag["--api-key"].startswith(
+        "| `--api-key` (repeatable) | `LITE_SERVING_API_KEYS` (comma-separated) | none: no key")
+    assert "| `5` |" in by_flag["--keep-alive-timeout"]
