@@ -5,6 +5,7 @@ import re
 import signal
 import socket
 
+from support.servers import wait_for_exit
 from support.wire import (
     Client,
     build,
@@ -144,7 +145,9 @@ def check_workers(server):
     answer = inflight.read()
     assert answer.status == 200 and b'"tag":"last"' in answer.body, answer
     inflight.close()
-    code = server.stop(signal.SIGTERM, timeout=30)
+    # the supervisor exits by itself once its workers have drained: the test waits for that
+    # (a second SIGTERM here would race the supervisor's exit)
+    code = wait_for_exit(server, timeout=60)
     assert code == 0, server.log
     for pid in survivors:
         assert re.search(rf"worker \d \(pid {pid}\) exited with 0", server.log), server.log

@@ -1,12 +1,13 @@
 """The --workers supervisor, over real processes: it reaps only its own workers, and its kill
 deadline after SIGTERM holds whatever a worker is doing, building its predictor included."""
 
+import json
 import re
 import signal
 
-from support.http_client import post_json
+from support.http_client import Connection, build_request, post_json
 from support.migration import serve, stop
-from support.servers import write_predictor
+from support.servers import ready, write_predictor
 from support.wire import wait_until
 
 # The predictor module starts a helper process of its own when it is imported, in the
@@ -149,5 +150,73 @@ def test_sigterm_while_workers_build_stops_them_promptly(tmp_path):
         assert server.log.count("stopped before the predictor was ready") == 2, server.log
         assert "did not stop within" not in server.log, server.log
         assert len(re.findall(r"worker \d \(pid \d+\) exited with 0", server.log)) == 2, server.log
+    finally:
+        stop(server)
+
+
+# The module runs first in the supervisor (workers are forked from it): at the supervisor's exit
+# it reports what SIGTERM, SIGINT and SIGHUP would do to the process from then on.
+EXIT_REPORT = """
+    import atexit
+    import os
+    import signal
+    import sys
+    import time
+
+    import openbayes_serving as serv
+
+    SUPERVISOR = os.getpid()
+
+
+    def report():
+        if os.getpid() == SUPERVISOR:
+            print("AT-EXIT", *(f"{name}={signal.getsignal(getattr(signal, name))!r}"
+                               for name in ("SIGTERM", "SIGINT", "SIGHUP")), file=sys.stderr, flush=True)
+
+
+    atexit.register(report)
+
+
+    class Predictor:
+        def predict(self, json):
+            print("PREDICT-START", file=sys.stderr, flush=True)
+            while not os.path.exists(json["gate"]):
+                time.sleep(0.02)
+            return {"pid": os.getpid()}
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_signals_reaching_a_stopping_supervisor_change_nothing(tmp_path):
+    """SIGTERM twice, then SIGHUP, while the workers drain; the supervisor still exits with 0.
+    And once its loop has ended the three are ignored: a handler of its own still installed
+    then would be reset to the default action as the interpreter finalizes, so that a SIGTERM
+    arriving in its last moments would end it with -15 instead of 0."""
+    directory = write_predictor(tmp_path / "m", EXIT_REPORT)
+    gate = tmp_path / "gate"
+    server = ready(serve(directory, "--workers", "2"))
+    try:
+        wait_until(lambda: len(re.findall(r"ready in \d+ ms", server.log)) == 2, timeout=30,
+                   what="both workers ready")
+        with Connection(server.host, server.port) as held:
+            held.send(build_request("POST", "/", {"Content-Type": "application/json"},
+                                    json.dumps({"gate": str(gate)}).encode()))
+            server.wait_for("PREDICT-START")
+            server.proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: server.log.count("shutting down: no new connections") == 2,
+                       timeout=30, what="both workers told to stop")
+            server.proc.send_signal(signal.SIGTERM)   # the supervisor is stopping already
+            server.proc.send_signal(signal.SIGHUP)    # nor does a reload start now
+            gate.touch()
+            reply = held.read_response()
+            assert reply.status == 200, reply
+        assert server.proc.wait(60) == 0, server.log
+        assert "all workers stopped" in server.log
+        report = server.wait_for(r"AT-EXIT .*").group(0)
+        assert report.count("SIG_IGN") == 3, report
+        assert "SIGHUP: " not in server.log, server.log
     finally:
         stop(server)

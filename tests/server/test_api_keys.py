@@ -12,8 +12,8 @@ import signal
 import pytest
 
 from support.http_client import Connection, build_request
-from support.servers import ready, serve_to_exit, wait_for_new, write_predictor
-from support.tls import Pki, TLSConnection, start, stop, wait_for_exit
+from support.servers import ready, serve_to_exit, wait_for_exit, wait_for_new, write_predictor
+from support.tls import Pki, TLSConnection, start, stop
 
 np = pytest.importorskip("numpy")
 onnx = pytest.importorskip("onnx")

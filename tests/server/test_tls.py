@@ -25,10 +25,11 @@ from support.servers import (
     LISTENING,
     ready,
     serve_to_exit,
+    wait_for_exit,
     wait_for_new,
     write_predictor,
 )
-from support.tls import Pki, TLSConnection, start, stop, tls_request, wait_for_exit
+from support.tls import Pki, TLSConnection, start, stop, tls_request
 
 trustme = pytest.importorskip("trustme")
 

@@ -224,3 +224,13 @@ def connection_refused(port):
     except ConnectionRefusedError:
         return True
     return False
+
+
+def wait_for_exit(server, timeout=30.0):
+    """The exit status once the server has ended by itself; AssertionError if it does not."""
+    try:
+        code = server.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"server still running after {timeout} s; log:\n{server.log}") from None
+    server._reader.join(5)
+    return code

@@ -83,16 +83,6 @@ def stop(server):
     server._reader.join(5)
 
 
-def wait_for_exit(server, timeout=30.0):
-    """The exit status once the server has ended by itself; AssertionError if it does not."""
-    try:
-        code = server.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"server still running after {timeout} s; log:\n{server.log}") from None
-    server._reader.join(5)
-    return code
-
-
 class TLSConnection(Connection):
     """``http_client.Connection`` over TLS (keep-alive, pipelining, raw bytes) with ``context``."""
 
