@@ -47,11 +47,11 @@ def describe_file(f):
     position = f.tell()
     f.stream.seek(0)
     via_stream = f.stream.read()
-    path = os.path.join(tempfile.mkdtemp(), "saved")
-    f.save(path)
-    with open(path, "rb") as saved:
-        saved_bytes = saved.read()
-    os.remove(path)
+    with tempfile.TemporaryDirectory() as spool:
+        path = os.path.join(spool, "saved")
+        f.save(path)
+        with open(path, "rb") as saved:
+            saved_bytes = saved.read()
     return {"name": f.name, "filename": f.filename, "content_type": f.content_type,
             "mimetype": f.mimetype, "mimetype_params": dict(f.mimetype_params),
             "read": b64(first + rest), "stream": b64(via_stream), "saved": b64(saved_bytes),
@@ -76,16 +76,16 @@ class Predictor:
                 size += len(piece)
                 if turn % 32 == 0:
                     peak = max(peak, rss_anon_kb())
-            path = os.path.join(tempfile.mkdtemp(), "saved")
-            f.save(path)
             saved = hashlib.sha256()
-            with open(path, "rb") as copy:
-                for _ in range(1_000_000):
-                    piece = copy.read(1 << 20)
-                    if not piece:
-                        break
-                    saved.update(piece)
-            os.remove(path)
+            with tempfile.TemporaryDirectory() as spool:
+                path = os.path.join(spool, "saved")
+                f.save(path)
+                with open(path, "rb") as copy:
+                    for _ in range(1_000_000):
+                        piece = copy.read(1 << 20)
+                        if not piece:
+                            break
+                        saved.update(piece)
             peak = max(peak, rss_anon_kb())
             return {"sha256": digest.hexdigest(), "size": size, "saved_sha256": saved.hexdigest(),
                     "form": request.form.to_dict(flat=False), "rss_anon_peak_kb": peak}

@@ -3,9 +3,15 @@ podman and run for real — predict, v2 infer, the KServe way of starting, SIGTE
 and their sizes beside the reference (openbayes-serving) built the same way on the same base.
 
 No registry is reachable from CI, so the base image is made here: Debian's python3 and python3-venv
-by mmdebstrap, imported into podman (kept in podman's storage between runs). podman, runc and
-mmdebstrap come from apt-get when they are missing and the tests run as root; without them (or when
-podman cannot run containers here) the tests are skipped and say why.
+by mmdebstrap, imported into podman. podman, runc and mmdebstrap come from apt-get when they are
+missing and the tests run as root; without them (or when podman cannot run containers here) the
+tests are skipped and say why.
+
+Every image a run makes is named for that run (so that runs at the same time do not share one),
+built without intermediate layers (a multi-stage build otherwise keeps each stage as an untagged
+image), and removed with its containers at the end of the session, whatever the tests' outcome.
+LITE_SERVING_TEST_KEEP_BASE=1 keeps the base image under a fixed name instead, made once and
+reused by later runs (it takes mmdebstrap and Debian's archive to make).
 """
 
 import json
@@ -32,8 +38,12 @@ from support.deploy import (
     wait_ready,
 )
 from support.http_client import Connection, post_json, request
+from support.waits import wait_until
 
-BASE_IMAGE = "localhost/lite-serving-test-base:bookworm"
+RUN = uuid.uuid4().hex[:8]   # in the names of this session's images
+KEEP_BASE = os.environ.get("LITE_SERVING_TEST_KEEP_BASE") == "1"
+BASE_IMAGE = ("localhost/lite-serving-test-base:bookworm" if KEEP_BASE
+              else f"localhost/lite-serving-test-base-{RUN}:bookworm")
 BASE_PACKAGES = "python3,python3-venv,ca-certificates"
 IMAGE_PREFIX = "localhost/lite-serving-test-"
 CONTAINER_LABEL = "lite-serving-test"
@@ -83,6 +93,7 @@ class Podman:
         self.env = dict(os.environ, CONTAINERS_CONF=str(conf))
         self.command = ["podman"] + (["--runtime", runtime] if runtime else [])
         self.containers = []
+        self.images = []            # made by this session: removed at its end
         self.report = []            # lines for the terminal summary
 
     def __call__(self, *args, timeout=600, check=True):
@@ -111,9 +122,20 @@ class Podman:
         _, out, err = self("logs", name, check=False)
         return out + err
 
+    def made(self, image):
+        """Note ``image`` (before it is made: a build that fails half-way is removed too)."""
+        self.images.append(image)
+        return image
+
+    def remove_containers(self):
+        while self.containers:
+            self("rm", "--force", "--time", "0", self.containers.pop(), check=False, timeout=60)
+
     def remove_all(self):
-        for name in self.containers:
-            self("rm", "--force", "--time", "0", name, check=False, timeout=60)
+        """The containers started, then the images made (the last made first)."""
+        self.remove_containers()
+        for image in reversed(self.images):
+            self("rmi", "--force", image, check=False, timeout=120)
 
     def remove_leftovers(self):
         """Containers that an interrupted earlier run left behind, by their IDs."""
@@ -152,7 +174,7 @@ def base_image(podman, workdir):
     if code != 0:
         pytest.skip(f"mmdebstrap could not make the base image (Debian's archive unreachable?): "
                     f"{(out + err)[-800:]}")
-    podman("import", str(rootfs), BASE_IMAGE)
+    podman("import", str(rootfs), BASE_IMAGE if KEEP_BASE else podman.made(BASE_IMAGE))
     rootfs.unlink()
     return f"made in {time.monotonic() - started:.0f} s"
 
@@ -169,12 +191,23 @@ def podman(tmp_path_factory, request):
     if code != 0:
         pytest.skip(f"podman cannot run here: {(out + err)[-800:]}")
     tool.remove_leftovers()
-    tool.report.append(tools)
-    tool.report.append(f"base image {BASE_IMAGE} ({BASE_PACKAGES}): {base_image(tool, workdir)}, "
-                       f"{tool.size(BASE_IMAGE) / 1e6:.1f} MB")
-    request.config.pluginmanager.register(SizeReport(tool), "lite-serving-image-report")
-    yield tool
-    tool.remove_all()
+    try:
+        tool.report.append(tools)
+        tool.report.append(f"base image {BASE_IMAGE} ({BASE_PACKAGES}): {base_image(tool, workdir)}, "
+                           f"{tool.size(BASE_IMAGE) / 1e6:.1f} MB")
+        request.config.pluginmanager.register(SizeReport(tool), "lite-serving-image-report")
+        yield tool
+    finally:
+        tool.remove_all()
+
+
+@pytest.fixture(autouse=True)
+def containers_removed(request):
+    """The containers a test started are removed at its end (the images at the session's)."""
+    yield
+    tool = request.node.funcargs.get("podman")   # absent when the test did not get that far
+    if tool is not None:
+        tool.remove_containers()
 
 
 class SizeReport:
@@ -192,13 +225,12 @@ class SizeReport:
 
 def build(podman, model_dir, tag):
     """deploy/build.sh for ``model_dir`` on the test base; returns the image name."""
-    image = IMAGE_PREFIX + tag
+    image = podman.made(f"{IMAGE_PREFIX}{tag}-{RUN}")
     started = time.monotonic()
     run(["bash", str(DEPLOY / "build.sh"), str(ROOT / model_dir), image],
         env=dict(podman.env, ENGINE=" ".join(podman.command), BASE=BASE_IMAGE,
-                 BUILD_OPTS="--network host"), timeout=900)
-    podman.report.append(f"{image}: built in {time.monotonic() - started:.0f} s "
-                         "(cached layers are reused between runs)")
+                 BUILD_OPTS="--network host --layers=false"), timeout=900)
+    podman.report.append(f"{image}: built in {time.monotonic() - started:.0f} s")
     return image
 
 
@@ -208,7 +240,8 @@ def build_options():
     ca = os.environ.get("PIP_CERT") or (run([sys.executable, "-m", "pip", "config", "get",
                                              "global.cert"], check=False)[1].strip().strip("'"))
     secret = ["--secret", f"id=pip-ca,src={ca}"] if ca and os.path.isfile(ca) else []
-    return ["--format", "docker", "--network", "host", *secret, "--build-arg", f"BASE={BASE_IMAGE}"]
+    return ["--format", "docker", "--network", "host", "--layers=false", *secret,
+            "--build-arg", f"BASE={BASE_IMAGE}"]
 
 
 @pytest.fixture(scope="session")
@@ -277,10 +310,8 @@ def test_sigterm_during_a_request_answers_it_and_exits_0(podman, echo_image, tmp
     body = json.dumps({"sleep": 2}).encode()
     with Connection("127.0.0.1", port, timeout=60) as conn:
         conn.request("POST", "/", {"Content-Type": "application/json"}, body)
-        deadline = time.monotonic() + 60
-        while "PREDICT-START" not in podman.logs(name):
-            assert time.monotonic() < deadline, podman.logs(name)
-            time.sleep(0.05)
+        wait_until(lambda: "PREDICT-START" in podman.logs(name), 60,
+                   what="the predict started in the container")
         podman("kill", "--signal", "TERM", name)
         answer = conn.read_response()
     assert answer.status == 200 and answer.json() == {"slept": 2}
@@ -337,7 +368,7 @@ def test_image_adds_a_fifth_of_what_the_reference_adds(podman, echo_image, iris_
     context = tmp_path / "reference"
     shutil.copytree(ROOT / "examples" / "echo", context / "model")
     (context / "Containerfile").write_text(REFERENCE_CONTAINERFILE)
-    reference = IMAGE_PREFIX + "reference-echo"
+    reference = podman.made(f"{IMAGE_PREFIX}reference-echo-{RUN}")
     started = time.monotonic()
     podman("build", *build_options(), "-t", reference, str(context), timeout=900)
     built_in = time.monotonic() - started
