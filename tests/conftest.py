@@ -9,21 +9,16 @@ The helpers live in the ``support`` package beside this file; tests/ is put on
 """
 
 import os
-import signal
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support.servers import (  # noqa: E402,F401
-    ECHO,
-    LISTENING,
-    READY,
-    ServerProcess,
-    launch,
-    write_predictor,
-)
+from support import servers  # noqa: E402
+
+# what test files took from conftest before tests/support existed
+from support.servers import ECHO, LISTENING, READY, ServerProcess, launch, write_predictor  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -34,24 +29,13 @@ def serve(tmp_path):
 
     def start(source, *flags, env=None, files=None, wait=True):
         counter[0] += 1
-        directory = write_predictor(tmp_path / f"model{counter[0]}", source, files)
-        flags = list(flags)
-        if "--port" not in flags:
-            flags += ["--port", "0"]
-        if "--host" not in flags:
-            flags += ["--host", "127.0.0.1"]
-        server = launch(directory, *flags, env=env)
-        started.append(server)
-        if wait:
-            m = server.wait_for(LISTENING)
-            server.host = m.group(1) or m.group(2)
-            server.port = int(m.group(3))
-            server.wait_for(READY)
-        return server
+        started.append(servers.start(tmp_path / f"model{counter[0]}", source, *flags, env=env,
+                                     files=files, wait=wait))
+        return started[-1]
 
     yield start
     for server in started:
-        server.stop(signal.SIGKILL if server.proc.poll() is None else signal.SIGTERM)
+        servers.stop(server)
 
 
 @pytest.fixture

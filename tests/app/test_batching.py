@@ -5,13 +5,13 @@ import json
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
 from support.http_client import Connection, build_request, post_json, request
 from support.servers import kill, launch, ready, start, wait_for_new
-from support.wire import fetch_metrics, wait_until
+from support.waits import wait_until
+from support.wire import fetch_metrics, open_connections, wait_in_flight
 
 SOURCE = """
     import os
@@ -133,7 +133,7 @@ def test_requests_waiting_while_the_model_is_busy_form_one_batch(server, tmp_pat
     gate, first = hold_the_model(server, tmp_path)
     mark = len(server.lines)
     waiting = [send(server, {"tag": f"w{i}"}) for i in range(8)]
-    time.sleep(0.3)
+    wait_in_flight(server, 9)
     gate.write_text("")
     assert first.read_response().json()["tag"] == "first"
     for i, conn in enumerate(waiting):
@@ -149,7 +149,7 @@ def test_each_answer_is_encoded_for_its_own_request(server, tmp_path):
     packed = send(server, {"tag": "msgpack"}, [("Accept", "application/msgpack"), ("X-Id", "2")])
     cors = send(server, {"tag": "cors"}, [("Origin", "https://app.example"), ("X-Id", "3")])
     refused = send(server, {"tag": "none"}, [("Accept", "text/csv")])
-    time.sleep(0.3)
+    wait_in_flight(server, 5)
     gate.write_text("")
     first.read_response()
     a = plain.read_response()
@@ -168,7 +168,7 @@ def test_items_of_every_kind_and_per_item_errors(server, tmp_path):
     gate, first = hold_the_model(server, tmp_path)
     kinds = ["plain", "error", "text", "response", "stream", "bad"]
     conns = {k: send(server, {"tag": k, "kind": k}) for k in kinds}
-    time.sleep(0.3)
+    wait_in_flight(server, 1 + len(kinds))
     gate.write_text("")
     first.read_response()
     got = {k: c.read_response() for k, c in conns.items()}
@@ -189,7 +189,7 @@ def test_a_raising_predict_batch_answers_every_request_of_its_batch(server, tmp_
                                                                     fragment):
     gate, first = hold_the_model(server, tmp_path, f"gate-{kind}")
     conns = [send(server, {"tag": f"r{i}", "raise": kind if i == 2 else None}) for i in range(4)]
-    time.sleep(0.3)
+    wait_in_flight(server, 5)
     gate.write_text("")
     first.read_response()
     for conn in conns:
@@ -202,7 +202,7 @@ def test_a_result_list_of_the_wrong_length_is_an_error_for_the_whole_batch(serve
     gate, first = hold_the_model(server, tmp_path, "gate-short")
     mark = len(server.lines)
     conns = [send(server, {"tag": f"s{i}", "short": i == 0}) for i in range(3)]
-    time.sleep(0.3)
+    wait_in_flight(server, 4)
     gate.write_text("")
     first.read_response()
     for conn in conns:
@@ -234,11 +234,12 @@ def test_a_client_that_leaves_while_waiting_is_dropped_from_its_batch(server, tm
     mark = len(server.lines)
     leaving = send(server, {"tag": "leaving"})
     staying = send(server, {"tag": "staying"})
-    time.sleep(0.2)
+    wait_in_flight(server, 3)
     # a client that gives up resets its connection
     leaving.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     leaving.close()
-    time.sleep(0.3)   # the server sees the reset before the model is free
+    # the server sees the reset (and closes that connection) before the model is free
+    wait_until(lambda: open_connections(server) == 2, what="the reset connection closed")
     gate.write_text("")
     first.read_response()
     assert staying.read_response().json() == {"tag": "staying", "batch": 1, "x-id": None}
@@ -253,9 +254,13 @@ def test_a_client_that_half_closes_while_waiting_is_dropped_from_its_batch(serve
     mark = len(server.lines)
     leaving = [send(server, {"tag": f"eof{i}"}) for i in range(4)]
     staying = send(server, {"tag": "stays"})
+    wait_in_flight(server, 6)
     for conn in leaving:
         conn.sock.shutdown(socket.SHUT_WR)   # sent its request, then end-of-file
-    time.sleep(0.3)   # the server reads the end-of-file before the model is free
+    # the server reads the end-of-file before the model is free. Nothing it counts changes
+    # then; but each end-of-file is in its socket once shutdown() returns (loopback), so the
+    # turn of the loop that answers a scrape made after them has read them
+    fetch_metrics(server)
     gate.write_text("")
     first.read_response()
     assert staying.read_response().json() == {"tag": "stays", "batch": 1, "x-id": None}
@@ -285,7 +290,7 @@ def test_max_batch_size_caps_the_batches(tmp_path):
         gate, first = hold_the_model(srv, tmp_path)
         mark = len(srv.lines)
         conns = [send(srv, {"tag": f"c{i}"}) for i in range(7)]
-        time.sleep(0.3)
+        wait_in_flight(srv, 8)
         gate.write_text("")
         first.read_response()
         for conn in conns:
@@ -303,7 +308,7 @@ def test_max_batch_delay_waits_for_a_fuller_batch(tmp_path):
     try:
         mark = len(srv.lines)
         a = send(srv, {"tag": "early"})
-        time.sleep(0.3)   # the model is idle, but the batch waits up to 1.5 s for more
+        wait_in_flight(srv, 1)   # the model is idle, but the batch waits up to 1.5 s for more
         b = send(srv, {"tag": "late"})
         assert a.read_response().json()["batch"] == 2
         assert b.read_response().json()["batch"] == 2
@@ -431,8 +436,7 @@ def test_a_lone_batch_that_turns_slow_on_the_io_thread_holds_nothing_else(tmp_pa
         others = []
         for i in range(4):  # apart, so that each one arrives alone in its own turn of the loop
             others.append(send(srv, {"tag": i}))
-            time.sleep(0.05)
-        time.sleep(0.3)
+            wait_in_flight(srv, 2 + i)
         for conn in others:  # they wait for the model: one batch at a time
             conn.sock.settimeout(0.05)
             with pytest.raises(socket.timeout):

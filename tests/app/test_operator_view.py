@@ -360,7 +360,7 @@ def answered(server):
 def test_metrics_report_every_worker_and_survive_a_replaced_worker(serve):
     import signal as signals
 
-    from support.wire import wait_until
+    from support.waits import wait_until
     server = serve(PID, "--workers", "2")
     wait_until(lambda: len(re.findall(r"ready in \d+ ms", server.log)) == 2, what="both workers")
     pids = set()

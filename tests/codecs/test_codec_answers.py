@@ -11,6 +11,7 @@ import base64
 import math
 import os
 import re
+import signal
 
 import msgpack
 import orjson
@@ -19,9 +20,12 @@ import pytest
 np = pytest.importorskip("numpy")
 
 from lite_serving.codecs import codec_py  # noqa: E402
-from support import session as helpers_session  # noqa: E402
 from support.http_client import Connection  # noqa: E402
-from support.servers import write_predictor  # noqa: E402
+from support.servers import (  # noqa: E402
+    start,
+    stop,
+    write_predictor,  # noqa: E402
+)
 
 # The values each case answers; run both by the predictor and by the tests.
 VALUES = '''
@@ -109,10 +113,10 @@ REQUIRE_COMPILED = os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("
 def server(request, tmp_path_factory):
     directory = write_predictor(tmp_path_factory.mktemp(f"codec_{request.param}"), PREDICTOR)
     env = {"LITE_SERVING_PURE": "1"} if request.param == "pure" else {"LITE_SERVING_PURE": "0"}
-    srv = helpers_session.start(directory, "--log-level", "debug", env=env)  # the codec's line
+    srv = start(directory, None, "--log-level", "debug", env=env)  # the codec's line
     srv.kind = request.param
     yield srv
-    helpers_session.stop(srv)
+    stop(srv, signal.SIGTERM)
 
 
 def ask(server, case, accept=None):
@@ -263,11 +267,11 @@ def test_log_names_the_codec(server):
 
 def test_numpy_stays_unimported(tmp_path):
     """Answers without numpy values, in JSON and MessagePack, never import numpy."""
-    srv = helpers_session.start(write_predictor(tmp_path / "plain", NO_NUMPY))
+    srv = start(write_predictor(tmp_path / "plain", NO_NUMPY), None)
     try:
         body = ask(srv, "x", "application/msgpack").body
         assert msgpack.unpackb(body)["c"]["d"][1] == "é"
         assert ask(srv, "x").json()["a"] == [1.5, 2, None, True]
         assert ask(srv, "modules").json() == {"numpy": False, "msgpack": True}
     finally:
-        helpers_session.stop(srv)
+        stop(srv, signal.SIGTERM)

@@ -6,18 +6,9 @@ import time
 
 import pytest
 
-from support.wire import (
-    LENGTH_ECHO,
-    Client,
-    assert_serves,
-    build,
-    post_json,
-    read_to_close,
-    split_responses,
-    start_server,
-    stop_server,
-    wait_until,
-)
+from support.servers import start, stop
+from support.waits import wait_until
+from support.wire import LENGTH_ECHO, Client, assert_serves, build, post_json, read_to_close, split_responses
 
 ECHO = LENGTH_ECHO
 
@@ -33,9 +24,9 @@ def limited(request, tmp_path_factory):
         limits = SMALL
     else:
         flags, limits = [], DEFAULT
-    server = start_server(tmp_path_factory.mktemp(f"limits-{request.param}"), ECHO, *flags)
+    server = start(tmp_path_factory.mktemp(f"limits-{request.param}"), ECHO, *flags)
     yield server, limits
-    stop_server(server)
+    stop(server)
 
 
 def refused_once(server, data, status, shut=False):
@@ -135,10 +126,10 @@ def test_http2_request_line_is_505(limited):
 
 @pytest.fixture(scope="module")
 def timeouts(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("timeouts"), ECHO, "--head-timeout", "1",
+    server = start(tmp_path_factory.mktemp("timeouts"), ECHO, "--head-timeout", "1",
                           "--keep-alive-timeout", "1", "--body-timeout", "1")
     yield server
-    stop_server(server)
+    stop(server)
 
 
 def expect_408_then_close(sock):
@@ -224,10 +215,10 @@ def test_half_sent_chunked_body_gets_408(timeouts):
 
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory):
-    server = start_server(tmp_path_factory.mktemp("capped"), ECHO, "--max-connections", "5",
+    server = start(tmp_path_factory.mktemp("capped"), ECHO, "--max-connections", "5",
                           "--keep-alive-timeout", "30")
     yield server
-    stop_server(server)
+    stop(server)
 
 
 def test_connection_over_max_connections_gets_503_and_close(capped):

@@ -10,13 +10,12 @@ import time
 
 import pytest
 
+from support.servers import start, stop
 from support.wire import (
     LENGTH_ECHO,
     Client,
     assert_serves,
     split_responses,
-    start_server,
-    stop_server,
 )
 
 ECHO = LENGTH_ECHO
@@ -148,14 +147,14 @@ ALL.update(NOT_400)
 def server(request, tmp_path_factory):
     env = {"LITE_SERVING_PURE": "1"} if request.param == "pure" else {"LITE_SERVING_PURE": "0"}
     # the parser in use is named at debug level
-    srv = start_server(tmp_path_factory.mktemp(f"smuggle-{request.param}"), ECHO,
+    srv = start(tmp_path_factory.mktemp(f"smuggle-{request.param}"), ECHO,
                        "--log-level", "debug", env=env)
     want = "pure Python" if request.param == "pure" else "compiled"
     if want not in srv.log:
-        stop_server(srv)
+        stop(srv)
         pytest.skip(f"the {request.param} parser is not available")
     yield srv
-    stop_server(srv)
+    stop(srv)
 
 
 def exchange(server, data):

@@ -4,8 +4,8 @@ checked where the answer head is built, whatever path built them; answers that c
 
 import pytest
 
-from support.servers import wait_for_new
-from support.wire import Client, build, post_json, split_one, start_server, stop_server
+from support.servers import start, stop, wait_for_new
+from support.wire import Client, build, post_json, split_one
 
 SOURCE = """
     import openbayes_serving as serv
@@ -47,9 +47,9 @@ SOURCE = """
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("gate"), SOURCE)
+    srv = start(tmp_path_factory.mktemp("gate"), SOURCE)
     yield srv
-    stop_server(srv)
+    stop(srv)
 
 
 def ask(obj):

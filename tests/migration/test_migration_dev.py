@@ -9,9 +9,8 @@ import time
 import pytest
 
 from support.http_client import post, post_json
-from support.migration import free_port, serve, start, stop
-from support.servers import ready, wait_for_new, write_predictor
-from support.wire import wait_until
+from support.servers import free_port, ready, spawn, start, stop, wait_for_new, write_predictor
+from support.waits import wait_until
 
 FAILING = """
     import openbayes_serving as serv
@@ -42,13 +41,13 @@ BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.
 def failing(tmp_path):
     servers = []
 
-    def start(*flags, env=None):
+    def start_one(*flags, env=None):
         directory = write_predictor(tmp_path / f"m{len(servers)}", FAILING)
-        server = serve(directory, *flags, env=env)
+        server = start(directory, None, *flags, env=env, wait=False, log_stdout=True)
         servers.append(server)
         return ready(server)
 
-    yield start
+    yield start_one
     for server in servers:
         stop(server)
 
@@ -192,9 +191,9 @@ def test_reload_restarts_on_changes_and_survives_a_broken_edit(tmp_path, how):
     port = free_port()
     flags = ["--reload", "--host", "127.0.0.1", "--port", str(port)]
     if how == "directory":
-        server = serve(directory, *flags)
+        server = start(directory, None, *flags, wait=False, log_stdout=True)
     else:
-        server = start(["predictor.py", *flags], directory)
+        server = spawn(["predictor.py", *flags], directory, log_stdout=True)
     server.host, server.port = "127.0.0.1", port
     try:
         first = serving_pid(server, 0)

@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 
 from support.http_client import post_json
-from support.migration import start, stop
-from support.servers import ready
+from support.servers import ready, spawn, stop
 
 pytestmark = pytest.mark.network
 
@@ -88,7 +87,7 @@ class Venv:
             pytest.skip(message)
 
     def serve(self, args, cwd, env=None):
-        return start(args, cwd, python=self.python, environ={**self.environ, **(env or {})})
+        return spawn(args, cwd, python=self.python, environ={**self.environ, **(env or {})}, log_stdout=True)
 
 
 def copy_source(dest):

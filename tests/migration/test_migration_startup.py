@@ -14,18 +14,22 @@ import sys
 import pytest
 
 from support.http_client import post_json, request
-from support.migration import free_port, serve, start, stop
 from support.predictors import BOUND, GATED
 from support.servers import (
     LISTENING,
     clean_env,
     connection_refused,
+    free_port,
     ready,
     run_to_exit,
     serve_to_exit,
+    spawn,
+    start,
+    stop,
     write_predictor,
 )
-from support.wire import Client, build, wait_until
+from support.waits import wait_until
+from support.wire import Client, build
 
 
 def bound_port(server):
@@ -35,7 +39,7 @@ def bound_port(server):
 
 @pytest.fixture
 def gated(tmp_path):
-    """``start(*flags, released=False)`` → (server, gate file): __init__ waits for the gate.
+    """``spawn(*flags, released=False, log_stdout=True)`` → (server, gate file): __init__ waits for the gate.
 
     ``released``: the gate is open from the start, and the server is returned once ready.
     Every server is stopped at the end of the test.
@@ -47,7 +51,7 @@ def gated(tmp_path):
         gate = directory / "release-init"
         if released:
             gate.write_text("")
-        server = serve(directory, *flags, env={"TEST_INIT_GATE": str(gate), **(env or {})})
+        server = start(directory, None, *flags, env={"TEST_INIT_GATE": str(gate), **(env or {})}, wait=False, log_stdout=True)
         started.append(server)
         return (ready(server) if released else server), gate
 
@@ -194,7 +198,7 @@ APP_LOGGING = """
 
 def test_an_applications_logging_configuration_gets_the_start_up_lines(tmp_path):
     directory = write_predictor(tmp_path / "m", APP_LOGGING)
-    server = ready(serve(directory))
+    server = ready(start(directory, None, wait=False, log_stdout=True))
     try:
         assert any(line.startswith("APP-LOG lite_serving INFO ready in ") for line in server.lines), server.log
         assert any(line.startswith("APP-LOG lite_serving INFO building Predictor") for line in server.lines)
@@ -212,7 +216,7 @@ def test_production_port_wins_over_openbayes_serving_port(tmp_path):
     directory = write_predictor(tmp_path / "m", GATED)
     env = {"OPENBAYES_SERVING_PRODUCTION": "1", "OPENBAYES_SERVING_PORT": str(port),
            "TEST_INIT_GATE": str(tmp_path / "never")}
-    server = start(["-m", "lite_serving", str(directory), "--host", "127.0.0.1"], directory, env)
+    server = spawn(["-m", "lite_serving", str(directory), "--host", "127.0.0.1"], directory, env, log_stdout=True)
     try:
         m = server.wait_for(r"(127\.0\.0\.1:80 is bound|cannot listen on 127\.0\.0\.1:80\b)")
         assert m
@@ -256,7 +260,7 @@ def test_flags_without_a_directory_say_the_directory_is_missing(tmp_path):
 
 def test_the_directory_may_come_after_the_flags(tmp_path):
     directory = write_predictor(tmp_path / "m", GATED)
-    server = start(["-m", "lite_serving", "--port", "0", "--host", "127.0.0.1", str(directory)], directory)
+    server = spawn(["-m", "lite_serving", "--port", "0", "--host", "127.0.0.1", str(directory)], directory, log_stdout=True)
     try:
         ready(server)
         assert post_json(server, [1]).json()["echo"] == [1]
@@ -309,7 +313,7 @@ def test_init_writes_a_template_that_serves(tmp_path):
     source = (directory / "predictor.py").read_text()
     assert "import lite_serving as serv" in source and "serv.run(Predictor)" in source
     assert source.count("#") + source.count('"""') >= 4, "the template explains itself"
-    server = serve(directory)
+    server = start(directory, None, wait=False, log_stdout=True)
     try:
         ready(server)
         answer = post_json(server, {"values": [1, 2.5]})
@@ -362,7 +366,7 @@ def test_serving_command_writes_the_template_for_openbayes_serving_users(tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     source = (tmp_path / "predictor.py").read_text()
     assert "import openbayes_serving as serv" in source
-    server = serve(tmp_path)
+    server = start(tmp_path, None, wait=False, log_stdout=True)
     try:
         ready(server)
         assert post_json(server, {"values": [3]}).json() == {"doubled": [6]}

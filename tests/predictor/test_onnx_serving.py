@@ -12,22 +12,14 @@ np = pytest.importorskip("numpy")
 ort = pytest.importorskip("onnxruntime")
 
 from support.iris import IRIS, SAMPLES, check_with_tritonclient, expected  # noqa: E402
-from support.servers import LISTENING, READY, launch  # noqa: E402
-
-
-def start(directory, *flags):
-    server = launch(directory, "--host", "127.0.0.1", "--port", "0", *flags)
-    m = server.wait_for(LISTENING)
-    server.port = int(m.group(3))
-    server.wait_for(READY)
-    return server
+from support.servers import launch, start  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def bare_model(tmp_path_factory):
     directory = tmp_path_factory.mktemp("bare")
     shutil.copy(os.path.join(IRIS, "model.onnx"), directory / "iris.onnx")
-    server = start(directory)
+    server = start(directory, None)
     yield server
     server.stop(signal.SIGTERM)
 
@@ -98,7 +90,7 @@ def test_tritonclient_json_and_binary_against_lite_serving(bare_model):
 def test_predictor_asking_for_onnx_also_serves_v2(tmp_path):
     directory = tmp_path / "iris"
     shutil.copytree(IRIS, directory)
-    server = start(directory, "--model-name", "flowers")
+    server = start(directory, None, "--model-name", "flowers")
     try:
         status, body = post_json(server, "/", {"features": SAMPLES.tolist()})
         assert status == 200 and body["classes"][0] == "setosa"

@@ -18,11 +18,13 @@ import pytest
 
 from support.http_client import Connection, post_json, request
 from support.servers import kill, start, wait_for_new
+from support.waits import wait_until
+from support.wire import received_bytes, wait_received
 
 pytestmark = pytest.mark.slow
 
 HANGING = """
-    import os, time
+    import os, sys, time
     import openbayes_serving as serv
 
     RELEASE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "release")
@@ -30,6 +32,7 @@ HANGING = """
     class Predictor:
         def predict(self, json):
             if json.get("hang"):
+                print("HANG-START", file=sys.stderr, flush=True)
                 while not os.path.exists(RELEASE):
                     time.sleep(0.02)
                 return {"late": True}
@@ -77,10 +80,8 @@ def supervisor_pid(server):
 
 def wait_ready(server, count, timeout=60):
     """Until ``count`` "ready in" lines (workers ready) are in the log."""
-    deadline = time.monotonic() + timeout
-    while server.log.count("ready in") < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.log.count("ready in") >= count, server.log
+    wait_until(lambda: server.log.count("ready in") >= count, timeout,
+               what=f"{count} 'ready in' lines; log:\n{server.log}")
 
 
 FIRST_START_FAILS = """
@@ -162,11 +163,13 @@ def test_out_of_descriptors_pauses_accepting_instead_of_flooding_the_log(tmp_pat
 # -- 2. SIGHUP ---------------------------------------------------------------------
 
 SLOW = """
-    import os, time
+    import os, sys, time
     import openbayes_serving as serv
 
     class Predictor:
         def predict(self, json):
+            if json.get("sleep"):
+                print("SLOW-START", file=sys.stderr, flush=True)
             time.sleep(json.get("sleep", 0))
             return {"pid": os.getpid()}
 
@@ -182,10 +185,11 @@ def test_sighup_never_ends_the_server(tmp_path, flags):
     headers = {"Authorization": "Bearer k1"} if "--api-key" in flags else None
     try:
         results = []
+        mark = len(server.lines)
         thread = threading.Thread(target=lambda: results.append(
             post_json(server, {"sleep": 0.5}, headers=headers, timeout=20)))
         thread.start()
-        time.sleep(0.1)
+        wait_for_new(server, mark, "SLOW-START")   # SIGHUP while a predict runs
         target = supervisor_pid(server) if "--workers" in flags else server.proc.pid
         mark = len(server.lines)
         os.kill(target, signal.SIGHUP)
@@ -294,9 +298,7 @@ def test_async_predict_past_the_deadline_is_cancelled_and_answered_504(tmp_path)
     try:
         results = []
         hang_in_background(server, results, 3)
-        deadline = time.monotonic() + 30
-        while len(results) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(results) == 3, 30, what="three answers")
         assert [r.status for r in results] == [504, 504, 504]
         # cancelled, not stuck: the server is ready and predict runs
         assert request(server, "GET", "/readyz").status == 200
@@ -358,7 +360,7 @@ def test_a_wedged_worker_takes_no_connections_and_loses_none_when_killed(tmp_pat
         wait_ready(server, 2)
         results = []
         hang_in_background(server, results, 1)
-        time.sleep(0.5)   # the hanging request holds one worker's loop (inline dispatch)
+        server.wait_for("HANG-START")   # the hanging request holds one worker's loop (inline dispatch)
         answers = []
         conns = []
         for i in range(10):   # connections made while one worker cannot accept
@@ -506,9 +508,10 @@ def test_a_spool_that_cannot_be_created_answers_507_and_the_server_goes_on(tmp_p
             f"\r\n--{boundary}--\r\n".encode()
         head = (f"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n"
                 f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+        since = received_bytes(server)
         with Connection(server.host, server.port, 20) as conn:
             conn.send(head)    # the head alone first: the body then arrives after it
-            time.sleep(0.2)
+            wait_received(server, len(head), since)
             try:
                 conn.send(body)
             except OSError:    # the answer may come, and the socket close, before all is sent
@@ -530,7 +533,7 @@ def test_inline_dispatch_keeps_the_graceful_deadline_with_a_hung_predict(tmp_pat
     try:
         results = []
         hang_in_background(server, results, 1)
-        time.sleep(0.3)
+        server.wait_for("HANG-START")
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(20) == 0
         server._reader.join(5)
@@ -584,10 +587,7 @@ def test_a_worker_dying_during_a_reload_leaves_exactly_the_new_workers(tmp_path)
         wait_for_new(server, mark, r"reload done", timeout=60)
         for pid in original[1:]:
             wait_for_new(server, mark, rf"worker \d \(pid {pid}\) exited with 0", timeout=60)
-        deadline = time.monotonic() + 10
-        while len(children(sup)) != 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(children(sup)) == 2, server.log
+        wait_until(lambda: len(children(sup)) == 2, 10, what=f"two workers; log:\n{server.log}")
         assert {post_json(server, {}).json()["version"] for _ in range(20)} == {2}
     finally:
         kill(server)
@@ -632,9 +632,7 @@ def test_sighup_replaces_workers_one_at_a_time_without_failing_a_request(tmp_pat
         for pid in original:   # the old workers finish what they accepted, then exit
             wait_for_new(server, mark, rf"worker \d \(pid {pid}\) exited with 0", timeout=60)
         after = len(seen)
-        deadline = time.monotonic() + 10
-        while len(seen) < after + 50 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(seen) >= after + 50, 10, what="50 answers after the reload")
         stop.set()
         for client in clients:
             client.join(30)
@@ -642,9 +640,7 @@ def test_sighup_replaces_workers_one_at_a_time_without_failing_a_request(tmp_pat
         assert seen[0] == 1 and set(seen[after:]) == {2}, (seen[:3], seen[after:][:3])
         assert len(seen[after:]) >= 50
         # one /metrics for the whole server, old workers' counts included: nothing went back
-        deadline = time.monotonic() + 10
-        while answered_2xx(server) < len(seen) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert answered_2xx(server) >= len(seen)
+        wait_until(lambda: answered_2xx(server) >= len(seen), 10,
+                   what="every answer counted by /metrics")
     finally:
         kill(server)

@@ -6,17 +6,8 @@ import signal
 import socket
 
 from support.servers import wait_for_exit
-from support.wire import (
-    Client,
-    build,
-    check_histogram,
-    fetch,
-    get,
-    parse_metrics,
-    post_json,
-    server_env,
-    wait_until,
-)
+from support.waits import wait_until
+from support.wire import Client, build, check_histogram, fetch, get, parse_metrics, post_json
 
 SOURCE = """
     import json as _json
@@ -94,7 +85,7 @@ def ready_pids(server):
 
 
 def test_workers_serve_restart_after_sigkill_and_stop_on_sigterm(serve):
-    server = serve(SOURCE, "--workers", "2", "--threads", "1", env=server_env())
+    server = serve(SOURCE, "--workers", "2", "--threads", "1", env=None)
     try:
         check_workers(server)
     finally:  # a failed run must not leave orphaned workers behind (the fixture kills -9
@@ -166,7 +157,7 @@ def refused(server):
 
 
 def test_sigterm_finishes_in_flight_predict_refuses_new_and_closes_idle(serve):
-    server = serve(SOURCE, env=server_env())
+    server = serve(SOURCE, env=None)
     idle = Client(server)
     assert idle.request(build("GET", "/")).status == 200      # an idle keep-alive connection
 
@@ -203,7 +194,7 @@ def test_sigterm_finishes_in_flight_predict_refuses_new_and_closes_idle(serve):
 
 
 def test_sigterm_with_a_predict_longer_than_the_graceful_timeout_still_exits(serve):
-    server = serve(SOURCE, "--graceful-timeout", "1", env=server_env())
+    server = serve(SOURCE, "--graceful-timeout", "1", env=None)
     c = Client(server)
     c.send(post_json(b'{"sleep": 60, "tag": "endless"}'))
     server.wait_for("PREDICT-START endless")
@@ -221,7 +212,7 @@ def test_sigterm_with_a_predict_longer_than_the_graceful_timeout_still_exits(ser
 # -- 3. probes ------------------------------------------------------------------
 
 def test_probes_while_loading_then_ready_with_listen_early(serve):
-    server = serve(SOURCE, "--listen-early", env=server_env({"TEST_INIT_GATE": "release-init"}),
+    server = serve(SOURCE, "--listen-early", env={"TEST_INIT_GATE": "release-init"},
                    wait=False)
     m = server.wait_for(r"listening on http://([\d.]+):(\d+)")
     server.host, server.port = m.group(1), int(m.group(2))
@@ -257,7 +248,7 @@ def test_probes_while_loading_then_ready_with_listen_early(serve):
 # -- 4. /metrics ----------------------------------------------------------------
 
 def test_metrics_parse_and_count_what_happened(serve):
-    server = serve(SOURCE, env=server_env())
+    server = serve(SOURCE, env=None)
     with Client(server) as c:
         first = c.request(build("GET", "/metrics"))
         before = parse_metrics(first.body.decode())

@@ -6,9 +6,8 @@ import re
 import signal
 
 from support.http_client import Connection, build_request, post_json
-from support.migration import serve, stop
-from support.servers import ready, write_predictor
-from support.wire import wait_until
+from support.servers import ready, start, stop, write_predictor
+from support.waits import wait_until
 
 # The predictor module starts a helper process of its own when it is imported, in the
 # supervisor (the module runs there before the fork), and watches it from a thread.
@@ -87,7 +86,7 @@ def alive(pid):
 
 def test_a_helper_process_of_the_predictor_module_is_not_the_supervisors(tmp_path):
     directory = write_predictor(tmp_path / "m", HELPER_AT_IMPORT)
-    server = serve(directory, "--workers", "2")
+    server = start(directory, None, "--workers", "2", wait=False, log_stdout=True)
     try:
         wait_until(lambda: len(re.findall(r"ready in \d+ ms", server.log)) == 2, timeout=30,
                    what="both workers ready")
@@ -114,8 +113,8 @@ def test_a_helper_process_of_the_predictor_module_is_not_the_supervisors(tmp_pat
 
 def test_kill_deadline_fires_while_a_worker_is_still_in_init(tmp_path):
     directory = write_predictor(tmp_path / "m", STUCK_INIT)
-    server = serve(directory, "--workers", "2",
-                    "--graceful-timeout", "1")
+    server = start(directory, None, "--workers", "2",
+                    "--graceful-timeout", "1", wait=False, log_stdout=True)
     try:
         wait_until(lambda: server.log.count("INIT-STUCK") == 2, timeout=30, what="both workers in __init__")
         pids = worker_pids(server)
@@ -142,7 +141,7 @@ def test_sigterm_while_workers_build_stops_them_promptly(tmp_path):
                                 """                except Exception:
                     pass""")
     directory = write_predictor(tmp_path / "m", source)
-    server = serve(directory, "--workers", "2")
+    server = start(directory, None, "--workers", "2", wait=False, log_stdout=True)
     try:
         wait_until(lambda: server.log.count("INIT-STUCK") == 2, timeout=30, what="both workers in __init__")
         server.proc.send_signal(signal.SIGTERM)
@@ -197,7 +196,7 @@ def test_signals_reaching_a_stopping_supervisor_change_nothing(tmp_path):
     arriving in its last moments would end it with -15 instead of 0."""
     directory = write_predictor(tmp_path / "m", EXIT_REPORT)
     gate = tmp_path / "gate"
-    server = ready(serve(directory, "--workers", "2"))
+    server = ready(start(directory, None, "--workers", "2", wait=False, log_stdout=True))
     try:
         wait_until(lambda: len(re.findall(r"ready in \d+ ms", server.log)) == 2, timeout=30,
                    what="both workers ready")

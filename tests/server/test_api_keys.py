@@ -12,8 +12,17 @@ import signal
 import pytest
 
 from support.http_client import Connection, build_request
-from support.servers import ready, serve_to_exit, wait_for_exit, wait_for_new, write_predictor
-from support.tls import Pki, TLSConnection, start, stop
+from support.servers import (
+    ready,
+    serve_to_exit,
+    spawn,
+    start,
+    stop,
+    wait_for_exit,
+    wait_for_new,
+    write_predictor,
+)
+from support.tls import Pki, TLSConnection
 
 np = pytest.importorskip("numpy")
 onnx = pytest.importorskip("onnx")
@@ -262,21 +271,20 @@ def test_keys_from_the_environment(tmp_path):
 
 def test_keys_given_before_the_directory(tmp_path):
     """``lite-serving --api-key KEY DIR``: the key is the flag's value, not the directory."""
-    from support.migration import start as start_process
     directory = tmp_path / "model"
     directory.mkdir()
     build_double(directory / "double.onnx")
     write_predictor(directory, SOURCE)
-    running = start_process(["-m", "lite_serving", "--api-key", KEY, f"--api-key={SECOND}",
+    running = spawn(["-m", "lite_serving", "--api-key", KEY, f"--api-key={SECOND}",
                              "--api-key-file", str(tmp_path / "no-such-file"), str(directory),
-                             "--host", "127.0.0.1", "--port", "0"], directory)
+                             "--host", "127.0.0.1", "--port", "0"], directory, log_stdout=True)
     try:
         code = wait_for_exit(running)  # --api-key-file's value is not taken for the directory
         assert code == 1 and "cannot read --api-key-file" in running.log, running.log
     finally:
         stop(running)
-    running = start_process(["-m", "lite_serving", "--api-key", KEY, f"--api-key={SECOND}",
-                             str(directory), "--host", "127.0.0.1", "--port", "0"], directory)
+    running = spawn(["-m", "lite_serving", "--api-key", KEY, f"--api-key={SECOND}",
+                             str(directory), "--host", "127.0.0.1", "--port", "0"], directory, log_stdout=True)
     try:
         assert_both_keys_open(ready(running))
     finally:

@@ -14,16 +14,17 @@ import time
 
 import pytest
 
+from support.servers import start, stop
+from support.waits import wait_until
 from support.wire import (
     Client,
     assert_serves,
     build,
     fetch_metrics,
     post_json,
+    received_bytes,
     split_one,
-    start_server,
-    stop_server,
-    wait_until,
+    wait_received,
 )
 
 MIB = 1024 * 1024
@@ -93,7 +94,7 @@ class PeakSampler:
                 self.peak = max(self.peak, status(self.pid)[self.key])
             except (OSError, KeyError):
                 return
-            time.sleep(0.002)
+            time.sleep(0.002)   # the sampling interval: this measures, it waits for nothing
 
     def __enter__(self):
         self._thread.start()
@@ -112,7 +113,7 @@ def settle(pid, key="VmRSS", rounds=20):
     """The lowest reading of ``key`` over a short while (after answers, memory is given back)."""
     low = status(pid)[key]
     for _ in range(rounds):
-        time.sleep(0.05)
+        time.sleep(0.05)   # readings over a while: a measurement, not a wait for an event
         low = min(low, status(pid)[key])
     return low
 
@@ -120,10 +121,10 @@ def settle(pid, key="VmRSS", rounds=20):
 @pytest.fixture(params=["compiled", "pure"])
 def server(request, tmp_path):
     env = {"LITE_SERVING_PURE": "1"} if request.param == "pure" else None
-    srv = start_server(tmp_path / request.param, SOURCE, "--spool-size", str(MIB),
+    srv = start(tmp_path / request.param, SOURCE, "--spool-size", str(MIB),
                        "--body-timeout", "60", "--head-timeout", "60", env=env)
     yield srv
-    stop_server(srv)
+    stop(srv)
 
 
 def head_for(length, target="/", content_type="application/octet-stream"):
@@ -139,6 +140,7 @@ def test_declared_huge_bodies_take_no_memory_until_their_bytes_arrive(server):
     before = settle(pid)
     socks = []
     try:
+        since = received_bytes(server)
         for _ in range(10):
             s = socket.create_connection((server.host, server.port), timeout=10)
             s.sendall(head_for(100 * MIB) + b"x")   # 100 MiB declared, one byte sent
@@ -146,7 +148,7 @@ def test_declared_huge_bodies_take_no_memory_until_their_bytes_arrive(server):
         # probes and other clients are answered meanwhile, at once
         reply = Client(server).request(build("GET", "/healthz"))
         assert reply.status == 200
-        time.sleep(0.3)
+        wait_received(server, 10 * len(head_for(100 * MIB) + b"x"), since)
         grown = status(pid)["VmRSS"] - before
         assert grown < 32 * 1024, f"10 connections declaring 100 MiB grew RSS by {grown} KiB"
     finally:
@@ -167,12 +169,13 @@ def test_a_body_arriving_in_pieces_is_answered_whole(server):
 # -- in all: the memory ceiling ----------------------------------------------------------
 
 def test_bodies_over_the_memory_ceiling_are_refused_until_memory_is_released(tmp_path):
-    srv = start_server(tmp_path / "ceiling", SOURCE, "--max-memory", str(48 * MIB),
+    srv = start(tmp_path / "ceiling", SOURCE, "--max-memory", str(48 * MIB),
                        "--max-body-size", str(30 * MIB))
     try:
+        since = received_bytes(srv)
         first = socket.create_connection((srv.host, srv.port), timeout=10)
         first.sendall(head_for(30 * MIB, "/?kind=data") + b"a" * MIB)
-        time.sleep(0.2)
+        wait_received(srv, len(head_for(30 * MIB, "/?kind=data")) + MIB, since)
         with Client(srv) as c:   # 30 MiB more does not fit beside the first
             c.send(head_for(30 * MIB, "/?kind=data"))
             raw, how = c.read_to_close()
@@ -197,15 +200,15 @@ def test_bodies_over_the_memory_ceiling_are_refused_until_memory_is_released(tmp
             assert c.read().status == 200
         assert fetch_metrics(srv).value("lite_serving_requests_in_flight") == 1  # the metrics one
     finally:
-        stop_server(srv)
+        stop(srv)
 
 
 def test_memory_ceiling_below_the_body_limit_is_refused_at_start(tmp_path):
-    srv = start_server(tmp_path / "bad", SOURCE, "--max-memory", "1000", wait=False)
+    srv = start(tmp_path / "bad", SOURCE, "--max-memory", "1000", wait=False)
     try:
         assert srv.proc.wait(20) != 0
     finally:
-        stop_server(srv)
+        stop(srv)
     assert "--max-memory (1000) must be at least --max-body-size" in srv.log
 
 
@@ -227,8 +230,10 @@ def test_pipelined_requests_of_a_client_that_reads_nothing_stay_bounded(server):
         try:
             sent += s.send(payload[sent:sent + 65536])
         except BlockingIOError:
-            time.sleep(0.01)
+            time.sleep(0.01)   # the client's pace while its buffers are full
     requests_sent = sent // len(request)
+    # the server reads until its read-ahead and the unread answers stop it: no count of its own
+    # marks that moment, so the measurement is taken after a while (and must hold whenever)
     time.sleep(0.5)
     grown = status(pid)["VmRSS"] - before
     assert grown < 48 * 1024, f"RSS grew by {grown} KiB for a client that reads nothing"
@@ -337,7 +342,7 @@ GATED = """
 @pytest.mark.parametrize("parser", ["compiled", "pure"])
 def test_chunked_body_is_held_once_and_released_after_its_answer(tmp_path, parser):
     env = {"LITE_SERVING_PURE": "1"} if parser == "pure" else None
-    srv = start_server(tmp_path / "srv", GATED, env=env)
+    srv = start(tmp_path / "srv", GATED, env=env)
     try:
         pid = srv.proc.pid
         assert_serves(srv)
@@ -354,7 +359,7 @@ def test_chunked_body_is_held_once_and_released_after_its_answer(tmp_path, parse
                 c.send(b"%x\r\n%s\r\n" % (len(piece), piece))
             c.send(b"0\r\n\r\n")
             srv.wait_for("PREDICT-START big", timeout=60)
-            time.sleep(0.2)
+            time.sleep(0.2)   # memory given back settles: a measurement, it waits for no event
             held = status(pid)["RssAnon"] - before
             gate.write_text("")
             reply = c.read()
@@ -365,7 +370,7 @@ def test_chunked_body_is_held_once_and_released_after_its_answer(tmp_path, parse
         after = settle(pid, "RssAnon")
         assert after - before < 16 * 1024, f"{after - before} KiB stay held after the answer"
     finally:
-        stop_server(srv)
+        stop(srv)
 
 
 def test_a_client_leaving_mid_body_releases_its_memory_and_budget(server):
@@ -373,9 +378,10 @@ def test_a_client_leaving_mid_body_releases_its_memory_and_budget(server):
     assert_serves(server)
     before = settle(pid)
     for _ in range(5):
+        since = received_bytes(server)
         s = socket.create_connection((server.host, server.port), timeout=10)
         s.sendall(head_for(40 * MIB, "/?kind=data") + b"d" * (8 * MIB))
-        time.sleep(0.1)
+        wait_received(server, len(head_for(40 * MIB, "/?kind=data")) + 8 * MIB, since)
         s.close()
     wait_until(lambda: fetch_metrics(server).value("lite_serving_open_connections") <= 1,
                timeout=20, what="connections closed")

@@ -11,17 +11,9 @@ import time
 
 import pytest
 
-from support.wire import (
-    Client,
-    build,
-    post_json,
-    read_to_close,
-    split_one,
-    split_responses,
-    start_server,
-    stop_server,
-    wait_until,
-)
+from support.servers import start, stop
+from support.waits import wait_until
+from support.wire import Client, build, post_json, read_to_close, split_one, split_responses
 
 SOURCE = """
     import asyncio
@@ -67,10 +59,10 @@ SOURCE = """
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("life"), SOURCE, "--keep-alive-timeout", "3",
+    srv = start(tmp_path_factory.mktemp("life"), SOURCE, "--keep-alive-timeout", "3",
                        "--head-timeout", "60", "--body-timeout", "60")
     yield srv
-    stop_server(srv)
+    stop(srv)
 
 
 def ask(obj, target="/"):
@@ -109,7 +101,7 @@ def test_stream_whose_generator_raises_a_base_exception_ends_the_connection(serv
 
 
 def test_sigterm_does_not_wait_for_a_dead_stream(tmp_path):
-    srv = start_server(tmp_path / "s", SOURCE, "--graceful-timeout", "60")
+    srv = start(tmp_path / "s", SOURCE, "--graceful-timeout", "60")
     try:
         with Client(srv) as c:
             c.send(ask({"tag": "x", "stream": 1, "end": "cancelled"}))
@@ -117,7 +109,7 @@ def test_sigterm_does_not_wait_for_a_dead_stream(tmp_path):
             srv.proc.send_signal(signal.SIGTERM)
             assert srv.proc.wait(20) == 0, srv.log
     finally:
-        stop_server(srv)
+        stop(srv)
 
 
 # -- errors take their place among pipelined answers -------------------------------------------
@@ -129,7 +121,7 @@ SPOOL_LIMITED = SOURCE.replace("import asyncio\n", "import asyncio\n    import r
 
 
 def test_a_failing_upload_is_answered_after_the_requests_before_it(tmp_path):
-    srv = start_server(tmp_path / "fsize", SPOOL_LIMITED, "--spool-size", "65536")
+    srv = start(tmp_path / "fsize", SPOOL_LIMITED, "--spool-size", "65536")
     try:
         gate = tmp_path / "gate"
         form = (b"--B\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n"
@@ -153,7 +145,7 @@ def test_a_failing_upload_is_answered_after_the_requests_before_it(tmp_path):
         assert b"cannot store this upload" in replies[1].body
         srv.wait_for("cannot write an upload to a temporary file")
     finally:
-        stop_server(srv)
+        stop(srv)
 
 
 def _send_quietly(sock, data):
@@ -186,10 +178,10 @@ CLIENT_HELLO = bytes.fromhex(
 @pytest.fixture(scope="module", params=["compiled", "pure"])
 def slow_timeouts(request, tmp_path_factory):
     env = {"LITE_SERVING_PURE": "1"} if request.param == "pure" else None
-    srv = start_server(tmp_path_factory.mktemp(f"bytes-{request.param}"), SOURCE,
+    srv = start(tmp_path_factory.mktemp(f"bytes-{request.param}"), SOURCE,
                        "--head-timeout", "60", env=env)
     yield srv
-    stop_server(srv)
+    stop(srv)
 
 
 @pytest.mark.parametrize("data,message", [

@@ -2,11 +2,11 @@
 
 import json
 import threading
-import time
 
 import pytest
 
 from support.http_client import Connection
+from support.wire import wait_in_flight
 
 SLOW_ON_FILE = """
     import os, time
@@ -40,7 +40,7 @@ def test_fast_predict_answered_while_a_slow_one_holds_a_thread(serve, tmp_path, 
                                                                     "tag": "slow"})))
     t.start()
     try:
-        time.sleep(0.2)  # let the slow request arrive first
+        wait_in_flight(server, 1)  # the slow request arrives first
         fast = post(server, {"tag": "fast"})
         assert fast.status == 200 and json.loads(fast.body) == {"done": "fast"}
         assert "r" not in slow, "the slow predict was answered before it was released"

@@ -11,19 +11,9 @@ import time
 
 import pytest
 
-from support.wire import (
-    Client,
-    assert_serves,
-    build,
-    fetch,
-    fetch_metrics,
-    post_json,
-    rss_kib,
-    split_one,
-    start_server,
-    stop_server,
-    wait_until,
-)
+from support.servers import start, stop
+from support.waits import wait_until
+from support.wire import Client, assert_serves, build, fetch, fetch_metrics, post_json, rss_kib, split_one
 
 SOURCE = """
     import os
@@ -65,10 +55,10 @@ CONNECTIONS = 2000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("load"), SOURCE, "--keep-alive-timeout", "60",
+    srv = start(tmp_path_factory.mktemp("load"), SOURCE, "--keep-alive-timeout", "60",
                        "--head-timeout", "60", "--body-timeout", "60")
     yield srv
-    stop_server(srv)
+    stop(srv)
 
 
 def open_files_limit(wanted):
@@ -248,7 +238,7 @@ def test_predict_raising_a_thousand_times_does_not_grow_memory(server):
 
 
 def test_sigterm_under_load_answers_every_request_in_flight(tmp_path):
-    srv = start_server(tmp_path / "drain", SOURCE, "--threads", "2")
+    srv = start(tmp_path / "drain", SOURCE, "--threads", "2")
     try:
         clients = [Client(srv, timeout=30) for _ in range(12)]
         for i, c in enumerate(clients):
@@ -266,7 +256,7 @@ def test_sigterm_under_load_answers_every_request_in_flight(tmp_path):
         assert srv.proc.wait(60) == 0, srv.log
         assert srv.log.count("PREDICT-START") == 12
     finally:
-        stop_server(srv)
+        stop(srv)
 
 
 def test_pipelining_client_that_never_reads_does_not_grow_server_memory(server):

@@ -14,6 +14,7 @@ import pytest
 
 from support.http_client import Connection, ConnectionClosed, request
 from support.servers import kill, start
+from support.waits import wait_until
 
 SOURCE = r'''
 import hashlib
@@ -171,13 +172,12 @@ def path_of(server, name):
 
 def wait_for_file(path, limit=30.0):
     """The file's text once it exists (bounded wait), else None."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                return f.read()
-        time.sleep(0.01)
-    return None
+    try:
+        wait_until(lambda: os.path.exists(path), limit, what=f"{path} written")
+    except AssertionError:
+        return None
+    with open(path) as f:
+        return f.read()
 
 
 def read_head(conn):
@@ -492,7 +492,6 @@ STALL_SOURCE = """
 def test_stream_to_a_client_that_stops_reading_is_ended_by_the_body_timeout(serve, tmp_path):
     import json as jsonlib
     import socket
-    import time as timelib
     server = serve(STALL_SOURCE, "--body-timeout", "1")
     marker = tmp_path / "closed"
     body = jsonlib.dumps({"marker": str(marker)}).encode()
@@ -501,8 +500,9 @@ def test_stream_to_a_client_that_stops_reading_is_ended_by_the_body_timeout(serv
     sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     sock.recv(1024)  # the stream has begun; from now on nothing is read
-    deadline = timelib.monotonic() + 30
-    while not marker.exists() and timelib.monotonic() < deadline:
-        timelib.sleep(0.1)
+    try:
+        wait_until(marker.exists, 30, what="the stalled stream's generator closed")
+    except AssertionError:
+        pass   # said below, once the socket is closed
     sock.close()
     assert marker.exists(), "the generator of a stalled stream was never closed"

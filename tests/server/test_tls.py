@@ -25,11 +25,14 @@ from support.servers import (
     LISTENING,
     ready,
     serve_to_exit,
+    start,
+    stop,
     wait_for_exit,
     wait_for_new,
     write_predictor,
 )
-from support.tls import Pki, TLSConnection, start, stop, tls_request
+from support.tls import Pki, TLSConnection, tls_request
+from support.waits import wait_until
 
 trustme = pytest.importorskip("trustme")
 
@@ -249,7 +252,7 @@ def test_large_answer_to_a_client_that_reads_late(server, pki):
     conn = https(server, pki.client_context())
     try:
         conn.request("POST", "/", headers={"X-Op": "big", "X-Size": str(size)})
-        time.sleep(0.5)  # let the socket buffers fill up
+        time.sleep(0.5)  # a client that reads late (the behaviour under test): the buffers fill up
         reply = conn.getresponse()
         data = reply.read()
     finally:
@@ -360,10 +363,7 @@ def test_client_certificate_optional(servers, pki, tmp_path):
 
 def test_two_workers_over_tls(servers, pki):
     running = servers(SOURCE, *pki.flags(), "--workers", "2")
-    deadline = time.monotonic() + 30
-    while len([line for line in running.lines if "ready in" in line]) < 2:
-        assert time.monotonic() < deadline, running.log
-        time.sleep(0.05)
+    wait_until(lambda: running.log.count("ready in") >= 2, 30, what="both workers ready")
     seen = set()
     for _ in range(200):
         reply = tls_request(running, pki.client_context(), "POST", "/", {"X-Op": "pid"})
@@ -445,15 +445,10 @@ def test_sighup_reaches_every_worker(servers, pki, tmp_path):
     shutil.copy(pki.key_file, key_file)
     running = servers(SOURCE, "--ssl-certfile", str(cert_file), "--ssl-keyfile", str(key_file),
                       "--workers", "2")
-    deadline = time.monotonic() + 30
-    while len([line for line in running.lines if "ready in" in line]) < 2:
-        assert time.monotonic() < deadline, running.log
-        time.sleep(0.05)
+    wait_until(lambda: running.log.count("ready in") >= 2, 30, what="both workers ready")
     running.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while len([line for line in running.lines if "TLS certificates reloaded" in line]) < 2:
-        assert time.monotonic() < deadline, running.log
-        time.sleep(0.05)
+    wait_until(lambda: running.log.count("TLS certificates reloaded") >= 2, 20,
+               what="both workers' certificates reloaded")
     assert running.proc.poll() is None
     assert tls_request(running, pki.client_context(), "GET", "/").status == 200
 
@@ -512,7 +507,6 @@ def test_https_listens_after_the_build_and_sighup_during_it_reloads(pki, tmp_pat
 
 
 def test_sighup_reaches_workers_still_building(pki, tmp_path):
-    from support.wire import wait_until
     server, gate, cert_file, key_file = gated_tls(pki, tmp_path / "m", "--workers", "2")
     try:
         wait_until(lambda: server.log.count("INIT-START") == 2, 30, what="both workers building")

@@ -7,12 +7,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import yaml
 
 from support.http_client import request
+from support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -71,16 +71,12 @@ def run(argv, env=None, timeout=600, check=True):
 def wait_ready(port, path="/readyz", limit=120.0, running=lambda: True, host="127.0.0.1"):
     """Poll ``GET path`` until it answers 200; refused connections (still loading) are retried.
     ``running()`` false means the server is gone: stop waiting."""
-    deadline = time.monotonic() + limit
-    last = None
-    while time.monotonic() < deadline:
+    def answer():
         try:
-            last = request(host, "GET", path, port=port, timeout=5)
-            if last.status == 200:
-                return last
-        except OSError as exc:
-            last = exc
-        if not running():
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"GET {path} on port {port} never answered 200 (last: {last!r})")
+            reply = request(host, "GET", path, port=port, timeout=5)
+        except OSError:
+            return None
+        return reply if reply.status == 200 else None
+
+    return wait_until(answer, limit, what=f"GET {path} on port {port} answering 200", interval=0.1,
+                      give_up=lambda: not running())

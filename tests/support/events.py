@@ -2,9 +2,10 @@
 
 import http.server
 import threading
-import time
 
 import msgpack
+
+from support.waits import wait_until
 
 COLLECTOR = ("127.0.0.1", 6666)
 PRODUCTION = {"OPENBAYES_SERVING_PRODUCTION": "1"}
@@ -19,13 +20,10 @@ class Collector(http.server.ThreadingHTTPServer):
         super().__init__(COLLECTOR, CollectorHandler)
 
     def wait_for(self, count, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def received():
             with self.lock:
-                if len(self.received) >= count:
-                    return list(self.received)
-            time.sleep(0.01)
-        raise AssertionError(f"collector got {len(self.received)} events, expected {count}")
+                return list(self.received) if len(self.received) >= count else None
+        return wait_until(received, timeout, what=f"{count} events at the collector")
 
     def events(self):
         with self.lock:

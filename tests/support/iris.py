@@ -39,14 +39,8 @@ def check_with_tritonclient(client, httpclient, model="iris"):
 def serve_bare_model(directory):
     """Serve the iris model as ``DIR/iris.onnx`` with no predictor.py (zero-code); the server once
     it is ready."""
-    from support.servers import LISTENING, READY, launch
+    from support.servers import start
     directory.mkdir()
     shutil.copy(os.path.join(IRIS, "model.onnx"), directory / "iris.onnx")
-    server = launch(directory, "--host", "127.0.0.1", "--port", "0")
-    try:
-        server.port = int(server.wait_for(LISTENING).group(3))
-        server.wait_for(READY)
-    except BaseException:
-        server.stop()
-        raise
+    server = start(directory)
     return server

@@ -2,22 +2,15 @@
 session, TLS clients.
 
 ``Pki(directory)`` writes a CA, a server certificate for 127.0.0.1/localhost and a client
-certificate as PEM files. ``start(directory, source, *flags)`` serves a predictor the way
-conftest's ``launch`` does, but in a session of its own, so that :func:`stop` can end the
-server with every worker it forked (``os.killpg``).
+certificate as PEM files; servers are started with ``support.servers.start`` and its flags.
 """
 
-import os
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 
 import pytest
 
 from support.http_client import Connection
-from support.servers import ServerProcess, clean_env, ready, write_predictor
 
 
 class Pki:
@@ -53,34 +46,6 @@ class Pki:
         if client_cert:
             context.load_cert_chain(self.client_file)
         return context
-
-
-def start(directory, source, *flags, env=None, files=None, wait=True):
-    """``python -m lite_serving DIR flags`` on 127.0.0.1, a free port, in its own session
-    (``source`` None: DIR is served as it is)."""
-    if source is not None:
-        write_predictor(directory, source, files)
-    args = [str(directory), *flags, "--host", "127.0.0.1"]
-    if "--port" not in flags:
-        args += ["--port", "0"]
-    proc = subprocess.Popen([sys.executable, "-m", "lite_serving", *args], cwd=directory,
-                            env=clean_env(env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    server = ServerProcess(proc, directory)
-    if wait:
-        ready(server)
-    return server
-
-
-def stop(server):
-    """End the server's whole session (workers included) and collect its log."""
-    try:
-        os.killpg(server.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    server.proc.wait()
-    server._reader.join(5)
 
 
 class TLSConnection(Connection):

@@ -1,19 +1,16 @@
-"""Shared helpers of the production / hostile / load tests (this module holds no tests).
+"""The wire as the production, hostile-input and load tests see it.
 
-- :func:`server_env`: the environment a spawned server needs to import *this* working
-  tree (the repository root, computed from this file, leads ``PYTHONPATH``);
-- :func:`start_server` / :func:`stop_server`: module-scoped servers through conftest's ``launch``;
 - a raw HTTP/1.1 reader that frames answers itself (:func:`split_responses`,
   :func:`read_response`, :func:`read_to_close`), so the tests see exactly what was sent;
-- :func:`parse_metrics`: a small parser of the Prometheus text format.
+- :func:`parse_metrics`: a small parser of the Prometheus text format; :func:`wait_in_flight` and
+  :func:`wait_received` wait on the server's own counts (requests held, bytes read).
 """
 
 import re
-import signal
 import socket
 import time
 
-from support.servers import LISTENING, READY, launch, write_predictor
+from support.waits import wait_until
 
 # A predictor answering {"length": len(body)}: the servers of the hostile-input tests.
 LENGTH_ECHO = """
@@ -31,42 +28,6 @@ LENGTH_ECHO = """
     if __name__ == "__main__":
         serv.run(Predictor)
 """
-
-
-def server_env(extra=None):
-    """Environment additions for a server; conftest.launch already points PYTHONPATH at the
-    lite_serving these tests import (the installed one in CI, with its compiled parser)."""
-    return dict(extra or {})
-
-
-def ready(server, timeout=30.0):
-    """Wait for the listening and ready lines of ``server``; set its host and port."""
-    m = server.wait_for(LISTENING, timeout)
-    server.host = m.group(1) or m.group(2)
-    server.port = int(m.group(3))
-    server.wait_for(READY, timeout)
-    return server
-
-
-def start_server(directory, source, *flags, env=None, wait=True):
-    """Serve ``source`` as ``directory``/predictor.py on 127.0.0.1, a free port."""
-    write_predictor(directory, source)
-    flags = list(flags)
-    if "--port" not in flags:
-        flags += ["--port", "0"]
-    if "--host" not in flags:
-        flags += ["--host", "127.0.0.1"]
-    server = launch(directory, *flags, env=server_env(env))
-    if wait:
-        ready(server)
-    return server
-
-
-def stop_server(server):
-    if server.proc.poll() is None:
-        server.stop(signal.SIGKILL)
-    else:
-        server.stop()
 
 
 # -- requests -----------------------------------------------------------------
@@ -352,16 +313,42 @@ def fetch_metrics(server):
     return parse_metrics(reply.body.decode("utf-8"))
 
 
-def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
-    """Poll ``predicate`` until it returns a true value (returned); AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
+SCRAPE = len(build("GET", "/metrics"))   # the bytes of one fetch_metrics request
+
+
+def in_flight(server):
+    """Requests the server has received whole and not yet answered (this scrape not counted)."""
+    return fetch_metrics(server).value("lite_serving_requests_in_flight") - 1
+
+
+def wait_in_flight(server, count):
+    """Until the server holds ``count`` requests. A request counts once it is whole, and is handed
+    on at the end of that turn of the loop: one more scrape, answered in a later turn, makes
+    sure that turn has ended."""
+    wait_until(lambda: in_flight(server) == count, what=f"{count} requests in flight")
+    fetch_metrics(server)
+
+
+def open_connections(server):
+    """Client connections the server has open (this scrape's not counted)."""
+    return fetch_metrics(server).value("lite_serving_open_connections") - 1
+
+
+def received_bytes(server):
+    """The server's count of bytes read from clients (this scrape included)."""
+    return fetch_metrics(server).value("lite_serving_received_bytes_total")
+
+
+def wait_received(server, count, since):
+    """Until the server has read ``count`` more bytes from clients than when
+    :func:`received_bytes` returned ``since`` (the scrapes made meanwhile not counted)."""
+    scrapes = [0]
+
+    def read_enough():
+        scrapes[0] += 1
+        return received_bytes(server) - since - scrapes[0] * SCRAPE >= count
+
+    wait_until(read_enough, what=f"{count} bytes read by the server")
 
 
 def rss_kib(pid):

@@ -11,6 +11,7 @@ import http.server
 import json
 import math
 import pathlib
+import signal
 import struct
 import subprocess
 import sys
@@ -1072,16 +1073,16 @@ def test_property_bf16_rounding_is_nearest_even(value):
 @pytest.fixture(scope="module")
 def v2_process(tmp_path_factory):
     """``python -m lite_serving DIR`` serving identity.onnx (every datatype) and bf16.onnx."""
-    from support import session as helpers_session
+    from support.servers import start, stop
 
     servers = {}
     for name, build in (("identity", build_identity_all), ("bf16", build_bfloat16)):
         directory = tmp_path_factory.mktemp(f"v2_process_{name}")
         build(directory / f"{name}.onnx")
-        servers[name] = helpers_session.start(directory)
+        servers[name] = start(directory, None)
     yield servers
     for server in servers.values():
-        helpers_session.stop(server)
+        stop(server, signal.SIGTERM)
 
 
 def over_socket(server, request, *chunks, model="identity"):
