@@ -191,7 +191,7 @@ def test_smuggling_attempt_in_pieces_gets_one_answer_and_close(server, name):
                 if cut > start:
                     c.send(data[start:cut])
                     start = cut
-                    time.sleep(0.005)
+                    time.sleep(0.005)   # pieces in writes apart: the behaviour under test
         except OSError:  # the server may have answered and ended the connection already
             pass
         raw, how = c.read_to_close(timeout=15)

@@ -12,6 +12,7 @@ import pytest
 from support.events import PRODUCTION, Collector
 from support.http_client import Connection, build_request, post, post_json, request
 from support.servers import kill, serve_to_exit, start, wait_for_new
+from support.waits import wait_until
 
 CONCURRENT = 200
 
@@ -367,7 +368,6 @@ BIG = """
 
 
 def test_a_slow_reader_holds_an_async_generator_back(serve):
-    import time
     server = serve(BIG)
     total = 64 * 1024 * 1024
 
@@ -384,10 +384,13 @@ def test_a_slow_reader_holds_an_async_generator_back(serve):
         # the generator runs until the socket's buffers and the 1 MiB window are full, then
         # waits: the count stops moving far below the total (asked through other requests,
         # which the same event loop answers meanwhile)
-        seen = [produced()]
-        while len(seen) < 20 or len(set(seen[-10:])) > 1:
-            time.sleep(0.02)
+        seen = []
+
+        def holds_still():   # a steady state: no event marks it
             seen.append(produced())
+            return len(seen) >= 20 and len(set(seen[-10:])) == 1
+
+        wait_until(holds_still, 60, what="the generator's count to hold still")
         assert 0 < seen[-1] < 16 * 1024 * 1024, seen
         received = 0
         tail = b""

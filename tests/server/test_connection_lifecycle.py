@@ -13,7 +13,8 @@ import pytest
 
 from support.servers import start, stop
 from support.waits import wait_until
-from support.wire import Client, build, post_json, read_to_close, split_one, split_responses
+from support.wire import (Client, build, post_json, read_to_close, received_bytes, split_one,
+                          split_responses, wait_received)
 
 SOURCE = """
     import asyncio
@@ -131,11 +132,12 @@ def test_a_failing_upload_is_answered_after_the_requests_before_it(tmp_path):
         with Client(srv, timeout=30) as c:
             c.send(ask({"tag": "first", "gate": str(gate)}))
             srv.wait_for("PREDICT-START first")
+            since = received_bytes(srv)
             # the server reads ahead only so much while the first answer is pending: the rest
             # of the upload waits in the socket, so it is sent from a thread of its own
             sender = threading.Thread(target=_send_quietly, args=(c.sock, upload), daemon=True)
             sender.start()
-            time.sleep(0.3)
+            wait_received(srv, upload.index(b"\r\n\r\n") + 4, since)   # read ahead: its head
             gate.write_text("")
             raw, how = c.read_to_close(timeout=20)
             sender.join(20)
@@ -165,7 +167,7 @@ def test_undecodable_json_is_400_and_predict_never_runs(server, body):
         reply = c.request(build("POST", "/", [("Content-Type", "application/json")], body))
     assert reply.status == 400, reply
     assert b"not valid JSON" in reply.body
-    time.sleep(0.2)
+    time.sleep(0.2)   # a window in which no predict may start: nothing to wait for
     assert not any("PREDICT-START" in line for line in server.lines[mark:])
 
 

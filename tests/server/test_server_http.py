@@ -110,7 +110,7 @@ def test_request_split_byte_by_byte(server):
     with Connection(server.host, server.port) as conn:
         for i in range(len(data)):
             conn.send(data[i:i + 1])
-            time.sleep(0.002)
+            time.sleep(0.002)   # one byte per write, apart: the behaviour under test
         assert_echo(conn.read_response(), body)
         # the connection is still usable afterwards
         conn.send(build_request("GET", "/"))
@@ -123,7 +123,7 @@ def test_chunked_request_split_byte_by_byte(server):
     with Connection(server.host, server.port) as conn:
         for i in range(len(data)):
             conn.send(data[i:i + 1])
-            time.sleep(0.002)
+            time.sleep(0.002)   # one byte per write, apart: the behaviour under test
         assert_echo(conn.read_response(), b"abcdefgh")
 
 
@@ -384,7 +384,7 @@ def test_malformed_request_pipelined_behind_a_slow_predict(server):
 def test_body_arrives_after_the_head_in_a_later_write(server):
     with Connection(server.host, server.port) as conn:
         conn.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n")
-        time.sleep(0.05)
+        time.sleep(0.05)   # writes apart (the behaviour under test)
         conn.send(b"01234")
         time.sleep(0.05)
         conn.send(b"56789" + build_request("GET", "/"))

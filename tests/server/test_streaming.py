@@ -303,7 +303,7 @@ def test_slow_reader_holds_the_generator_back(server):
         consumed = len(raw)
         gaps = []
         for step in range(200):          # slowly: 64 KiB at a time, up to ~12 MiB
-            time.sleep(0.01)
+            time.sleep(0.01)             # a slow reader: the behaviour under test
             consumed += len(sock.recv(65536))
             if step % 20 == 0:
                 gaps.append(produced(server, tag) - consumed)
