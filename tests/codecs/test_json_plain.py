@@ -70,6 +70,7 @@ PLAIN = st.recursive(SCALARS, lambda inner: st.one_of(
     max_leaves=30)
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PLAIN)
 def test_plain_values_are_written_as_orjson_writes_them(value):
@@ -142,6 +143,7 @@ def test_a_self_containing_list_is_left_to_orjson_not_a_crash():
 
 # -- reading ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(PLAIN)
 def test_what_orjson_writes_is_read_back_as_orjson_reads_it(value):
@@ -177,6 +179,7 @@ def _encode(document):
     return document.encode("utf-8", "surrogatepass")
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SPACE, DOCUMENT, SPACE)
 def test_documents_read_as_orjson_reads_them(before, document, after):
@@ -191,6 +194,7 @@ def test_documents_read_as_orjson_reads_them(before, document, after):
         assert same(got, expected)
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(DOCUMENT, st.lists(st.tuples(st.integers(0, 10**6), st.binary(min_size=0, max_size=2)),
                           max_size=3))

@@ -193,12 +193,14 @@ def check_head(data, limits, start=0):
 
 # ---------------------------------------------------------------- parse_head
 
+@pytest.mark.slow
 @fuzz_settings(1500)
 @given(data=HEADS, limits=LIMITS)
 def test_parse_head_whole(data, limits):
     check_head(data, limits)
 
 
+@pytest.mark.slow
 @fuzz_settings(600)
 @given(data=HEADS, limits=LIMITS, cuts=st.lists(st.integers(0, 400), max_size=6))
 def test_parse_head_split(data, limits, cuts):
@@ -279,6 +281,7 @@ def split_at(data, cuts):
     return pieces
 
 
+@pytest.mark.slow
 @fuzz_settings(1200)
 @given(data=st.one_of(chunked_bodies(), mutated(chunked_bodies())), limits=CHUNK_LIMITS,
        cuts=st.lists(st.integers(0, 300), max_size=8))

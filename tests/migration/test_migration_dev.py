@@ -12,6 +12,8 @@ from support.http_client import post, post_json
 from support.servers import free_port, ready, spawn, start, stop, wait_for_new, write_predictor
 from support.waits import wait_until
 
+pytestmark = pytest.mark.slow   # --reload processes restarted on edits
+
 FAILING = """
     import openbayes_serving as serv
 

@@ -21,7 +21,7 @@ import pytest
 from support.http_client import post_json
 from support.servers import ready, spawn, stop
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE_FILES = ("lite_serving", "_speedups", "setup.py", "pyproject.toml", "README.md",

@@ -40,6 +40,8 @@ from support.deploy import (
 from support.http_client import Connection, post_json, request
 from support.waits import wait_until
 
+pytestmark = pytest.mark.slow   # builds container images (minutes)
+
 RUN = uuid.uuid4().hex[:8]   # in the names of this session's images
 KEEP_BASE = os.environ.get("LITE_SERVING_TEST_KEEP_BASE") == "1"
 BASE_IMAGE = ("localhost/lite-serving-test-base:bookworm" if KEEP_BASE

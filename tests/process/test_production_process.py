@@ -5,9 +5,13 @@ import re
 import signal
 import socket
 
+import pytest
+
 from support.servers import wait_for_exit
 from support.waits import wait_until
 from support.wire import Client, build, check_histogram, fetch, get, parse_metrics, post_json
+
+pytestmark = pytest.mark.slow   # --workers, restarts, graceful shutdowns
 
 SOURCE = """
     import json as _json

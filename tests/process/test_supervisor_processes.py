@@ -5,9 +5,13 @@ import json
 import re
 import signal
 
+import pytest
+
 from support.http_client import Connection, build_request, post_json
 from support.servers import ready, start, stop, write_predictor
 from support.waits import wait_until
+
+pytestmark = pytest.mark.slow   # --workers supervisors, kill deadlines of seconds
 
 # The predictor module starts a helper process of its own when it is imported, in the
 # supervisor (the module runs there before the fork), and watches it from a thread.

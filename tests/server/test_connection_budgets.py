@@ -27,6 +27,8 @@ from support.wire import (
     wait_received,
 )
 
+pytestmark = pytest.mark.slow   # memory ceilings over tens of MiB, one server each
+
 MIB = 1024 * 1024
 
 SOURCE = """

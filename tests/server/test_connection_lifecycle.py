@@ -13,8 +13,16 @@ import pytest
 
 from support.servers import start, stop
 from support.waits import wait_until
-from support.wire import (Client, build, post_json, read_to_close, received_bytes, split_one,
-                          split_responses, wait_received)
+from support.wire import (
+    Client,
+    build,
+    post_json,
+    read_to_close,
+    received_bytes,
+    split_one,
+    split_responses,
+    wait_received,
+)
 
 SOURCE = """
     import asyncio
@@ -72,6 +80,7 @@ def ask(obj, target="/"):
 
 # -- keep-alive: the idle timer starts when the last answer has been written ------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("slow", [{"sleep": 4}, {"stream": 8, "every": 0.5, "end": "none"}],
                          ids=["predict", "stream"])
 def test_keep_alive_outlives_an_answer_slower_than_its_timeout(server, slow):

@@ -15,6 +15,8 @@ from support.servers import start, stop
 from support.waits import wait_until
 from support.wire import Client, assert_serves, build, fetch, fetch_metrics, post_json, rss_kib, split_one
 
+pytestmark = pytest.mark.slow   # servers under load, clients that never read
+
 SOURCE = """
     import os
     import sys
