@@ -346,9 +346,12 @@ class Supervisor:
                 self._reap()
                 self._check(time.monotonic())
         finally:
-            # stopped: a stop asked for from now on changes nothing (nor the exit status)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # stopped: a stop or reload asked for from now on changes nothing, nor the exit
+            # status. Ignored, not left to our handler: the interpreter resets a Python-level
+            # handler to the default action as it finalizes, and a signal arriving then would
+            # end the process (-15 for a second SIGTERM) instead of letting it exit with 0.
+            for sig in HANDLED:
+                signal.signal(sig, signal.SIG_IGN)
             signal.set_wakeup_fd(previous_wakeup)
             os.close(self._wake_r)
             os.close(self._wake_w)
