@@ -8,9 +8,7 @@ codec_c fail instead. The contract: ``msgpack.unpackb(pack_array(a))`` equals
 (with float32 and float16 as float 32).
 """
 
-import importlib.util
 import math
-import os
 import struct
 import sys
 
@@ -25,19 +23,10 @@ hnp = pytest.importorskip("hypothesis.extra.numpy")
 from lite_serving.codecs import codec_py  # noqa: E402
 from support.fuzz import examples  # noqa: E402
 
-# None when this checkout has not compiled it (python setup.py build_ext --inplace)
-codec_c = (importlib.import_module("lite_serving.codecs.codec_c")
-           if importlib.util.find_spec("lite_serving.codecs.codec_c") else None)
+from support.compiled import CODEC  # noqa: E402
 
-
-def compiled_or_skip():
-    """codec_c; a skip when it is missing, a failure under LITE_SERVING_REQUIRE_COMPILED=1."""
-    if codec_c is None:
-        why = "lite_serving.codecs.codec_c is not built; run: python setup.py build_ext --inplace"
-        if os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("", "0"):
-            pytest.fail(why)
-        pytest.skip(why)
-    return codec_c
+codec_c = CODEC.module   # None when this checkout has not compiled it
+compiled_or_skip = CODEC.get
 
 
 @pytest.fixture(params=["py", "c"])

@@ -8,9 +8,7 @@ twin (without it orjson does everything): these tests skip when it is not
 built, and fail then under LITE_SERVING_REQUIRE_COMPILED=1.
 """
 
-import importlib
 import math
-import os
 import struct
 
 import orjson
@@ -20,20 +18,14 @@ from hypothesis import strategies as st
 
 from support.fuzz import examples
 
-try:
-    json_c = importlib.import_module("lite_serving.codecs.json_c")
-    _MISSING = None
-except ImportError as exc:
-    json_c = None
-    _MISSING = f"lite_serving.codecs.json_c is not built ({exc}); run: python setup.py build_ext --inplace"
+from support.compiled import JSON
+
+json_c = JSON.module
 
 
 @pytest.fixture(autouse=True)
 def _compiled():
-    if json_c is None:
-        if os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("", "0"):
-            pytest.fail(_MISSING)
-        pytest.skip(_MISSING)
+    JSON.get()
 
 
 def same(a, b):

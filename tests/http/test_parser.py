@@ -6,8 +6,6 @@ build_ext --inplace``); set LITE_SERVING_REQUIRE_COMPILED=1 (CI) to make a
 missing parser_c fail instead.
 """
 
-import importlib
-import os
 import sys
 
 import pytest
@@ -15,21 +13,10 @@ import pytest
 from lite_serving.http import parser_py
 from lite_serving.http.parser_py import ParseError
 
-try:
-    parser_c = importlib.import_module("lite_serving.http.parser_c")
-    _C_MISSING = None
-except ImportError as exc:  # not compiled in this checkout
-    parser_c = None
-    _C_MISSING = f"lite_serving.http.parser_c is not built ({exc}); run: python setup.py build_ext --inplace"
+from support.compiled import PARSER
 
-
-def compiled_or_skip():
-    """parser_c; a skip when it is missing, a failure under LITE_SERVING_REQUIRE_COMPILED=1."""
-    if parser_c is None:
-        if os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("", "0"):
-            pytest.fail(_C_MISSING)
-        pytest.skip(_C_MISSING)
-    return parser_c
+parser_c = PARSER.module
+compiled_or_skip = PARSER.get
 
 
 @pytest.fixture(params=["py", "c"])

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from lite_serving.http import parser_py
 from lite_serving.server import access_log
-from test_parser import compiled_or_skip
+from support.compiled import PARSER
+
+compiled_or_skip = PARSER.get
 
 dumps = orjson.dumps
 

@@ -12,7 +12,7 @@ import lite_serving
 
 tomllib = pytest.importorskip("tomllib")   # Python 3.11+
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pyproject_takes_the_version_from_the_package():
