@@ -22,15 +22,8 @@ def encode_event_data(data):
         return data.encode("utf-8")
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         return str(data).encode("ascii")
-    import json  # events are rare: keep start-up light
-    return json.dumps(data, default=_json_default).encode("utf-8")
-
-
-def _json_default(obj):
-    tolist = getattr(obj, "tolist", None)
-    if tolist is not None:
-        return tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+    from lite_serving.codecs.json_codec import dumps_reference  # events are rare: not at start-up
+    return dumps_reference(data)
 
 
 def _placeholder(data):

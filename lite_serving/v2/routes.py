@@ -100,6 +100,7 @@ from urllib.parse import unquote
 
 import orjson
 
+from lite_serving.codecs import json_codec
 from lite_serving.codecs.codec import join_length_prefixed, split_length_prefixed
 from lite_serving.errors import ServingError
 from lite_serving.process.logs import get_logger
@@ -110,7 +111,7 @@ SERVER_NAME = "lite_serving"
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ("binary_tensor_data",)
 HEADER_LENGTH = "Inference-Header-Content-Length"
-JSON_TYPE = b"application/json"
+JSON_TYPE = json_codec.JSON_TYPE
 BINARY_TYPE = b"application/octet-stream"
 
 # v2 datatype → (numpy type name, ONNX tensor type); BYTES is a numpy object array of str.
@@ -189,7 +190,7 @@ class V2Model:
             "inputs": [t.describe() for t in self.inputs],
             "outputs": [t.describe() for t in self.outputs],
         }
-        self.metadata_json = orjson.dumps(self._metadata)
+        self.metadata_json = encode_json(self._metadata)
 
     def metadata(self):
         return _stdlib_json.loads(self.metadata_json)  # a fresh copy the caller may change
@@ -714,17 +715,8 @@ def _to_binary(array, datatype):
     return array.astype(array.dtype.newbyteorder("<")).tobytes()
 
 
-def _json_default(obj):
-    tolist = getattr(obj, "tolist", None)  # numpy arrays orjson does not take natively, numpy scalars
-    if tolist is not None:
-        return tolist()
-    if isinstance(obj, (bytes, bytearray)):
-        return obj.decode("utf-8", "replace")
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
 def encode_json(obj):
-    return orjson.dumps(obj, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json_codec.dumps(obj, bytes_as=json_codec.TEXT)  # the protocol's BYTES are text
 
 
 def encode_infer_response(response, parts):
