@@ -408,7 +408,7 @@ def build(predictor_cls, config, name):
     except Exception as exc:
         log.exception("%s could not be built", name)
         if state["beat"] is not None:
-            from lite_serving.app.routes import describe_exception
+            from lite_serving.errors import describe_exception
             state["beat"].failed(f"{name} could not be built: {describe_exception(exc)}")
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))

@@ -13,9 +13,11 @@ import html
 import linecache
 import os
 import traceback
+from collections import namedtuple
 
-from lite_serving.app.routes import describe_exception
-from lite_serving.predictor.encoder import JSON_TYPE, encode_json
+from lite_serving.errors import describe_exception
+from lite_serving.codecs.json_codec import JSON_TYPE
+from lite_serving.codecs.json_codec import dumps as encode_json
 from lite_serving.process.logs import get_logger
 
 log = get_logger("lite_serving")
@@ -24,6 +26,8 @@ CONTEXT = 3  # source lines shown before and after each frame's line
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The page holds no script; if escaping ever failed, the browser would still run none.
 HEADERS = b"Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+# The 500 answer's content type, body and extra header lines
+Page = namedtuple("Page", ("content_type", "body", "extra"))
 
 
 def is_loopback(peer):
@@ -88,7 +92,7 @@ def predictor_frames(exc):
 
 
 def render_failure(exc, view):
-    """``(content type, body, extra header bytes)`` for a loopback client; None for others.
+    """The :class:`Page` for a loopback client; None for others.
 
     Never raises: a page that cannot be made leaves the usual JSON error.
     """
@@ -108,9 +112,9 @@ def _render(exc, view):
     head = view.head
     if prefers_html(head.accept):
         page = _html(message, text, frames, f"{head.method} {head.target}")
-        return b"text/html; charset=utf-8", page.encode("utf-8", "replace"), HEADERS
+        return Page(b"text/html; charset=utf-8", page.encode("utf-8", "replace"), HEADERS)
     body = encode_json({"error": message, "traceback": text, "frames": frames})
-    return JSON_TYPE, body, HEADERS
+    return Page(JSON_TYPE, body, HEADERS)
 
 
 STYLE = """

@@ -3,21 +3,19 @@
 The I/O thread answers the cheap routes itself (``GET /``, ``OPTIONS``,
 probes, errors); ``POST /`` goes to :meth:`Application.handle_predict`,
 which runs on a predict thread (or inline) and returns a finished reply.
-A reply is ``(status, data, close)``: ``data`` is the bytes to write,
-``close`` says whether the connection ends after them.
+Replies are built by :mod:`lite_serving.http.replies`.
 """
 
 import contextvars
 import time
 
 from lite_serving.predictor.encoder import encode_json, encode_result, JSON_TYPE
-from lite_serving.errors import ServingError
+from lite_serving.errors import ServingError, describe_exception
+from lite_serving.http.replies import bytes_reply, json_reply, refusal, stream_reply
 from lite_serving.process.logs import get_logger
 from lite_serving.app.metrics import Metrics
 from lite_serving.server.predict_deadline import STUCK
-from lite_serving.http.request_ids import LONGEST, request_id
-from lite_serving.response import (InvalidResponse, build_head, build_stream_head, cors_allows, cors_headers,
-                       has_body, set_cors_origins)
+from lite_serving.response import InvalidResponse, cors_allows, set_cors_origins
 from lite_serving.predictor.stream import StreamBody
 
 log = get_logger("lite_serving")
@@ -49,73 +47,6 @@ def _stream_context(head):
     context = contextvars.copy_context()
     context.run(current_request.set, head)
     return context
-
-
-def describe_exception(exc):
-    """``Type: message``, even for an exception whose ``str()`` itself fails."""
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:
-        return type(exc).__name__
-
-
-def json_reply(status, obj, head=None, close=False, extra=b""):
-    """A JSON answer; ``head`` (the request's) decides version, keep-alive and CORS."""
-    body = encode_json(obj)
-    return bytes_reply(status, JSON_TYPE, body, head, close, extra)
-
-
-def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", send_body=True):
-    """A reply with ``body`` (left out for HEAD, and with its Content-Length for 204/304)."""
-    if head is None:
-        version, keep_alive, own = 1, False, b""
-    else:
-        version, keep_alive = head.version, head.keep_alive and not close
-        rid = head.request_id
-        if not rid or len(rid) > LONGEST:  # request_id(head), inlined
-            rid = request_id(head)
-        own = b"X-Request-Id: %s\r\n" % rid.encode("latin-1")
-        if head.origin is not None:
-            extra += cors_headers(head.origin)
-        if head.method == "HEAD":
-            send_body = False
-    if status == 204 or status == 304:  # no body, and no Content-Length (RFC 9110 §8.6)
-        return (status, build_head(status, content_type, None, extra, version, keep_alive, own),
-                not keep_alive)
-    if send_body and body:
-        return (status, build_head(status, content_type, len(body), extra, version, keep_alive,
-                                   own) + body, not keep_alive)
-    return (status, build_head(status, content_type, len(body), extra, version, keep_alive, own),
-            not keep_alive)
-
-
-def stream_reply(status, content_type, stream, head, extra=b""):
-    """A reply whose data is a :class:`StreamBody`; its head is ready in ``stream.head``.
-
-    An answer that has no body (204, 304, HEAD) is sent as a plain head and
-    the stream is closed without being read.
-    """
-    if not has_body(status, head.method):
-        stream.close()
-        return bytes_reply(status, content_type, b"", head, extra=extra)
-    keep_alive = head.keep_alive and head.version == 1
-    if head.origin is not None:
-        extra += cors_headers(head.origin)
-    stream.chunked = head.version == 1
-    own = b"X-Request-Id: %s\r\n" % request_id(head).encode("latin-1")
-    stream.head = build_stream_head(status, content_type, extra, head.version, keep_alive, own)
-    return status, stream, not keep_alive
-
-
-def refusal(view, status, message, extra=b""):
-    """An error answer to ``view``, its message kept for the access line."""
-    view.reason = message
-    return json_reply(status, {"error": message}, view.head, extra=extra)
-
-
-def error_reply(status, message, head=None):
-    """The answer to a request the server refuses; the connection closes after it."""
-    return json_reply(status, {"error": message}, head, close=True)
 
 
 class Application:
@@ -295,7 +226,7 @@ class Application:
                 from lite_serving.app.dev_page import render_failure
                 page = render_failure(exc, view)  # None unless the client is on this machine
                 if page is not None:
-                    return bytes_reply(500, page[0], page[1], head, extra=page[2])
+                    return bytes_reply(500, page.content_type, page.body, head, extra=page.extra)
         if self.production:
             message = "predict failed; the server log has the traceback"
         else:
@@ -372,7 +303,8 @@ class Application:
                 jobs.append(out)
                 kept.append(index)
             else:
-                replies[index] = bytes_reply(out[0], out[1], out[2], view.head, extra=out[3])
+                replies[index] = bytes_reply(out.status, out.content_type, out.body, view.head,
+                                             extra=out.extra)
         if jobs:
             self.metrics.batch_size.observe(len(jobs))
             began = time.perf_counter()

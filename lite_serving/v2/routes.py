@@ -36,8 +36,8 @@ Interface
     ``path`` is the request path without the query (a query is ignored if
     present; segments are percent-decoded here); ``header_get(name)`` returns
     a request header's value or None, case-insensitively. Returns None when
-    ``path`` is outside ``/v2``; otherwise ``(status, content_type, body,
-    extra_header_lines)``: ``status`` an int, ``content_type`` and ``body``
+    ``path`` is outside ``/v2``; otherwise an ``Answer(status, content_type, body,
+    extra)`` (``lite_serving.http.replies``): ``status`` an int, ``content_type`` and ``body``
     bytes, ``extra_header_lines`` ready ``b"Name: value\\r\\n"`` lines (e.g.
     ``Inference-Header-Content-Length`` or ``Allow``). HEAD is answered like
     GET; the router sends the head only. Every error is JSON ``{"error": ...}``.
@@ -103,6 +103,7 @@ import orjson
 from lite_serving.codecs import json_codec
 from lite_serving.codecs.codec import join_length_prefixed, split_length_prefixed
 from lite_serving.errors import ServingError
+from lite_serving.http.replies import Answer
 from lite_serving.process.logs import get_logger
 
 log = get_logger("lite_serving")
@@ -731,7 +732,7 @@ def encode_infer_response(response, parts):
 # -- routing ------------------------------------------------------------------------------------
 
 def _reply(status, obj, extra=b""):
-    return status, JSON_TYPE, encode_json(obj), extra
+    return Answer(status, JSON_TYPE, encode_json(obj), extra)
 
 
 def _error(status, message, extra=b""):
@@ -788,7 +789,7 @@ def is_infer(path):
 
 
 def handle(model, method, path, body, header_get, run=True):
-    """One request → ``(status, content_type, body, extra_header_lines)``, or None outside /v2.
+    """One request → its :class:`~lite_serving.http.replies.Answer`, or None outside /v2.
 
     ``run=False`` (for batches): an inference request that is valid comes back
     as its :class:`InferJob` instead, to be run with others (:meth:`V2Model.run_batch`)
@@ -813,7 +814,7 @@ def infer_reply(model, job, results):
             raise results
         response, outputs = model.respond(job, results)
         content_type, data, extra = encode_infer_response(response, outputs)
-        return 200, content_type, data, extra
+        return Answer(200, content_type, data, extra)
     except ServingError as exc:
         return _serving_error_reply(exc)
     except Exception as exc:
@@ -832,7 +833,7 @@ def _route(model, method, path, parts, body, header_get, run=True):
         if not is_get:
             return _error(405, _NOT_ALLOWED.format(method=method, path=path), b"Allow: GET, HEAD\r\n")
         if not parts:
-            return 200, JSON_TYPE, server_metadata(), b""
+            return Answer(200, JSON_TYPE, server_metadata(), b"")
         return _reply(200, {parts[1]: True})
     route = _model_route(parts)
     if route is None:
@@ -852,7 +853,7 @@ def _route(model, method, path, parts, body, header_get, run=True):
         return _error(405, _NOT_ALLOWED.format(method=method, path=path), b"Allow: GET, HEAD\r\n")
     if action == "ready":
         return _reply(200, {"name": model.name, "ready": True})
-    return 200, JSON_TYPE, model.metadata_json, b""
+    return Answer(200, JSON_TYPE, model.metadata_json, b"")
 
 
 def _infer(model, body, header_get, run=True):
@@ -878,7 +879,7 @@ def _infer(model, body, header_get, run=True):
         return job
     response, outputs = model.respond(job, model._run(job.names, job.feeds))
     content_type, data, extra = encode_infer_response(response, outputs)
-    return 200, content_type, data, extra
+    return Answer(200, content_type, data, extra)
 
 
 def _decode_header(header):
