@@ -11,6 +11,7 @@ import time
 
 from lite_serving.predictor.encoder import encode_json, encode_result, JSON_TYPE
 from lite_serving.errors import ServingError, describe_exception
+from lite_serving.http.request_ids import current_request
 from lite_serving.http.replies import bytes_reply, json_reply, refusal, stream_reply
 from lite_serving.process.logs import get_logger
 from lite_serving.app.metrics import Metrics
@@ -22,25 +23,6 @@ log = get_logger("lite_serving")
 
 ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this address to run predict"})
 ALLOWED = b"GET, HEAD, OPTIONS, POST"
-
-# The head of the request a streamed answer belongs to, in the context its producer's thread
-# runs in (see request_head_here): emit_event knows the request wherever predict's work runs.
-current_request = contextvars.ContextVar("lite_serving_request", default=None)
-
-
-def request_head_here():
-    """The head of the request this code works for: the ``predict`` being run on this thread
-    (found on the stack, so that ``predict`` pays nothing for it), or the request of the
-    streamed answer this thread produces. None elsewhere."""
-    import sys
-    frame = sys._getframe(1)
-    code = Application.handle_predict.__code__
-    while frame is not None:
-        if frame.f_code is code:
-            return frame.f_locals.get("head")
-        frame = frame.f_back
-    return current_request.get()
-
 
 def _stream_context(head):
     """A copy of this thread's context in which ``current_request`` is ``head``."""
@@ -183,8 +165,9 @@ class Application:
 
         Whatever escapes ``predict`` (``SystemExit`` included) becomes this request's 500.
         """
-        head = view.head  # request_head_here() finds it in this frame
+        head = view.head
         began = time.perf_counter()
+        request = current_request.set(head)   # emit_event in predict finds its request
         try:
             if head.path != "/":
                 status, ctype, body, extra = self._v2_infer(view)
@@ -197,6 +180,7 @@ class Application:
         except BaseException as exc:
             return self._failure(exc, view)
         finally:
+            current_request.reset(request)
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
 
     def _encode(self, result, head):
