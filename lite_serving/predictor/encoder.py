@@ -88,7 +88,7 @@ def _placeholder(msgpack):
     return _placeholders[0]
 
 
-def _parse_accept(accept):
+def parse_accept(accept):
     """Accept value → [(type, subtype, q, arrays=ext)] (RFC 9110 §12.5.1); malformed ranges
     skipped. ``arrays=ext`` asks for numpy arrays as ``array_ext`` values in MessagePack."""
     ranges = []
@@ -116,7 +116,7 @@ def _parse_accept(accept):
     return ranges
 
 
-def _quality(offer, ranges):
+def accept_quality(offer, ranges):
     """(q, arrays=ext) of the most specific range that matches ``offer``."""
     main, _, sub = offer.partition("/")
     best, best_rank, arrays_ext = 0.0, -1, False
@@ -142,10 +142,10 @@ def negotiate(accept):
     choice = _accept_cache.get(accept, 0)
     if choice != 0:
         return choice
-    ranges = _parse_accept(accept)
+    ranges = parse_accept(accept)
     choice, best, arrays_ext = None, 0.0, False
     for offer in _OFFERS:
-        q, ext = _quality(offer, ranges)
+        q, ext = accept_quality(offer, ranges)
         if q > best:
             choice, best, arrays_ext = offer, q, ext
     if choice is not None:
