@@ -20,15 +20,9 @@ one rule the protocols do not share, how ``bytes`` are written, named by
 the reference's ``json.dumps`` writes.
 """
 
-import os
+from lite_serving.speedups import choose
 
-if os.environ.get("LITE_SERVING_PURE", "") in ("", "0"):
-    try:
-        from lite_serving.codecs import json_c as _plain
-    except ImportError:
-        _plain = None
-else:
-    _plain = None
+_plain, _ = choose("lite_serving.codecs.json_c", None, "JSON codec")
 
 NOT_PLAIN = _plain.NOT_PLAIN if _plain is not None else object()
 # for the start-up log
