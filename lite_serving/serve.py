@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 
-from lite_serving import __version__
 from lite_serving.app.routes import Application
 from lite_serving.process import config as config_module
 from lite_serving.process import logs
@@ -286,6 +285,7 @@ def serve_exec_worker(predictor_cls, config, spec):
 def log_start(config):
     """The first lines: version and what is served, then what an operator must know
     (development mode, unknown variables); the implementations in use at debug level."""
+    from lite_serving import __version__  # the package imports this module: not at module level
     log.info("lite_serving %s on Python %s, pid %d, serving %s", __version__,
              sys.version.split()[0], os.getpid(), os.path.dirname(os.path.abspath(sys.argv[0])))
     log.debug("parser: %s", PARSER_NAME)
