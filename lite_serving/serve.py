@@ -372,7 +372,7 @@ def attach_predictor(app, loaded, config):
     """Give ``app`` the built predictor: its callers, its ONNX model on /v2, its batching; the
     application is then ready."""
     if loaded.onnx_session is not None:
-        from lite_serving.v2.routes import V2Model
+        from lite_serving.v2.model import V2Model
         served_as = model_name(config)
         app.v2_model = V2Model(loaded.onnx_session, served_as)
         log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",

@@ -43,7 +43,7 @@ class Application:
         self.draining = False
         self.production = config.production
         self.dev_page = config.dev_page
-        self.v2_model = None     # a v2.V2Model when an ONNX model is served on /v2 too
+        self.v2_model = None     # a v2.model.V2Model when an ONNX model is served on /v2 too
         self.batch_caller = None  # a providers.BatchCaller: POST / goes to predict_batch in batches
         self.v2_batching = False  # /v2 inference requests are run in batches
         self.metrics = Metrics()
@@ -278,12 +278,13 @@ class Application:
     def _v2_batch(self, views):
         """/v2 inference requests: checked one by one, run together where their shapes agree."""
         from lite_serving.v2 import routes as v2
+        from lite_serving.v2.model import InferJob
         model = self.v2_model
         replies = [None] * len(views)
         jobs, kept = [], []
         for index, view in enumerate(views):
             out = v2.handle(model, "POST", view.head.path, view.body, view.headers.get, run=False)
-            if isinstance(out, v2.InferJob):
+            if isinstance(out, InferJob):
                 jobs.append(out)
                 kept.append(index)
             else:
