@@ -1,4 +1,14 @@
-"""The v2 model: an ONNX session's tensors and metadata, inference requests checked and run."""
+"""The v2 model: an ONNX session's tensors and metadata, inference requests checked and run.
+
+``V2Model(session, name, version="1")`` reads an ``onnxruntime.InferenceSession``'s
+inputs and outputs once; several threads may use it at once.
+``infer(request, binary)`` takes a decoded inference request (and the bytes
+after its JSON header) and returns the response object and its binary output
+chunks; ``prepare`` + ``respond`` are the same in two steps, around a run that
+:meth:`V2Model.run_batch` may share with other requests. ``simple_infer`` serves
+``POST /`` (``{"inputs": {name: nested list}}`` → ``{"outputs": {name: array}}``).
+Bad requests raise ``ServingError`` 400, onnxruntime failures 500.
+"""
 
 import json as _stdlib_json
 import math

@@ -1,95 +1,15 @@
-"""The Open Inference Protocol (KServe v2) over HTTP/REST for one ONNX model.
+"""The Open Inference Protocol (KServe v2) over HTTP/REST for one ONNX model: the routes.
 
-Pure Python, no sockets: the router hands a complete request to :func:`handle`
-and writes back what it returns. numpy is imported inside the functions that
-need it, and onnxruntime is never imported here (the caller passes a ready
-session), so importing this module costs nothing when v2 is unused.
-
-Interface
----------
-``V2Model(session, name, version="1")``
-    Wraps an ``onnxruntime.InferenceSession``; reads its inputs and outputs
-    once. Attributes ``name``, ``version``, ``session``. Thread-safe: several
-    threads may call ``infer`` at once.
-
-    ``metadata() -> dict``
-        ``{"name", "versions", "platform": "onnxruntime_onnx", "inputs",
-        "outputs"}``; each tensor is ``{"name", "datatype", "shape"}`` with
-        dynamic dimensions as -1.
-    ``infer(request: dict, binary: bytes | memoryview | None) -> (dict, list)``
-        ``request`` is the decoded JSON inference request, ``binary`` the
-        bytes after the JSON header (binary tensor data extension). Returns
-        the response object (``data`` may hold flat numpy arrays) and the list
-        of raw output chunks (bytes-like, in the order of the outputs that
-        carry ``binary_data_size``; empty when every output is JSON). Bad
-        requests raise ``ServingError(message, 400)``; onnxruntime failures
-        ``ServingError(message, 500)``. :func:`encode_infer_response` turns the
-        pair into an HTTP answer.
-    ``simple_infer(obj) -> dict``
-        For ``POST /``: ``{"inputs": {name: nested list}}`` →
-        ``{"outputs": {name: numpy array}}`` with every model output (what
-        onnxruntime returns: arrays, or lists/dicts for sequence and map
-        outputs); shapes and element types are checked like ``infer``'s;
-        bad input → ``ServingError`` 400.
-
-``handle(model, method, path, body, header_get) -> tuple | None``
-    ``path`` is the request path without the query (a query is ignored if
-    present; segments are percent-decoded here); ``header_get(name)`` returns
-    a request header's value or None, case-insensitively. Returns None when
-    ``path`` is outside ``/v2``; otherwise an ``Answer(status, content_type, body,
-    extra)`` (``lite_serving.http.replies``): ``status`` an int, ``content_type`` and ``body``
-    bytes, ``extra_header_lines`` ready ``b"Name: value\\r\\n"`` lines (e.g.
-    ``Inference-Header-Content-Length`` or ``Allow``). HEAD is answered like
-    GET; the router sends the head only. Every error is JSON ``{"error": ...}``.
-``is_infer(path) -> bool``
-    True for the inference routes (``POST`` there runs the model; the router
-    should run them off the I/O thread).
-
-Routes
-------
-- ``GET /v2``: server metadata; ``GET /v2/health/live``, ``/v2/health/ready``;
-- ``GET /v2/models/{name}[/versions/{v}]``: model metadata;
-- ``GET /v2/models/{name}[/versions/{v}]/ready``;
-- ``POST /v2/models/{name}[/versions/{v}]/infer``.
-
-Unknown model or version → 404; a wrong method → 405 with ``Allow``; other
-paths under ``/v2`` → 404. A request body with a ``Content-Encoding`` other
-than ``identity`` → 415.
-
-Binary tensor data
-------------------
-A request header ``Inference-Header-Content-Length: N`` makes the first N
-bytes of the body the JSON header and the rest raw tensor data, consumed in
-order by the inputs whose ``parameters`` hold ``binary_data_size``
-(little-endian, row-major; BOOL one byte per element; BF16 the upper two
-bytes of the float32; BYTES elements as a 4-byte little-endian length and the
-bytes). Outputs asked for with
-``"parameters": {"binary_data": true}`` (or all outputs, with the request
-parameter ``binary_data_output: true``; an output's own ``binary_data`` wins)
-come back the same way: the answer is ``application/octet-stream`` with an
-``Inference-Header-Content-Length`` header, and each such output carries
-``"parameters": {"binary_data_size": n}`` instead of ``data``.
-
-Notes
------
-- JSON ``data`` is checked, not coerced: integer datatypes take integers in
-  range, FP16/BF16/FP32/FP64 numbers within the datatype's finite range (the
-  nearest value is taken, ties to even; NaN and infinities are kept), BOOL
-  ``true``/``false`` and nothing else, BYTES strings (UTF-8 text, which
-  onnxruntime string tensors hold). A boolean is not a number here.
-- BF16 tensors: numpy has no bfloat16, so they are held as their uint16 bits
-  and handed to onnxruntime as ``OrtValue``s; a model with BF16 outputs is run
-  with ``run_with_ort_values``, which takes no string inputs.
-- Element conversions run in numpy or in the tensor codec (``codec``): no
-  Python code runs per element, BYTES included.
-- Outputs the protocol has no datatype for (ONNX sequences and maps) show
-  their ONNX type in the metadata, are left out of an answer that names no
-  outputs, and are a 400 when asked for by name.
-- JSON cannot hold NaN or infinities: such output values are written as
-  ``null``; ask for binary outputs to keep them. NaN/Infinity tokens in a
-  request are accepted.
-- Also public: ``V2Model.metadata_json`` (the metadata, encoded once),
-  :func:`server_metadata` and :func:`encode_infer_response`.
+Pure Python, no sockets: the application hands a complete request to
+:func:`handle` and frames the :class:`~lite_serving.http.replies.Answer` it
+returns (None: the path is outside ``/v2``). ``header_get(name)`` gives a
+request header's value or None. ``HEAD`` is answered like ``GET`` (the
+application leaves the body out). :func:`is_infer` names the routes where
+``POST`` runs the model, which the application runs off the I/O thread; with
+``run=False`` (batches) a valid inference request comes back as its
+:class:`~lite_serving.v2.model.InferJob`, answered later by :func:`infer_reply`.
+numpy is imported by the functions that need it and onnxruntime never: importing
+this costs nothing when v2 is unused. The protocol as served: docs/v2.md.
 """
 
 import json as _stdlib_json

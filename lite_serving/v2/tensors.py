@@ -1,4 +1,9 @@
-"""v2 tensors: the protocol's datatypes, and tensors converted from and to JSON data and binary data."""
+"""v2 tensors: the protocol's datatypes, and tensors converted from and to JSON data and binary data.
+
+JSON data is checked, not coerced (a boolean is no number; a value past its
+datatype's range is a 400). Element conversions run in numpy or the tensor
+codec, never per element in Python. BF16 tensors are held as their uint16 bits.
+"""
 
 import math
 import sys
