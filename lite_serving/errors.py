@@ -13,3 +13,11 @@ class ServingError(Exception):
 
 class StartupError(Exception):
     """A problem with the predictor or its model that stops start-up with one clear line."""
+
+
+def describe_exception(exc):
+    """``Type: message``, even for an exception whose ``str()`` itself fails."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__

@@ -22,15 +22,8 @@ def encode_event_data(data):
         return data.encode("utf-8")
     if isinstance(data, (int, float)) and not isinstance(data, bool):
         return str(data).encode("ascii")
-    import json  # events are rare: keep start-up light
-    return json.dumps(data, default=_json_default).encode("utf-8")
-
-
-def _json_default(obj):
-    tolist = getattr(obj, "tolist", None)
-    if tolist is not None:
-        return tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+    from lite_serving.codecs.json_codec import dumps_reference  # events are rare: not at start-up
+    return dumps_reference(data)
 
 
 def _placeholder(data):
@@ -47,9 +40,8 @@ def current_request_id():
     """The current request's id: the integer in its X-Openbayes-Serving-Request-Id (what the
     platform's collector files events under), else its X-Request-Id, else the id lite_serving
     made for it (the one its answer and access line carry); 0 outside a request."""
-    from lite_serving.app.routes import request_head_here
-    from lite_serving.http.request_ids import request_id
-    head = request_head_here()
+    from lite_serving.http.request_ids import current_request, request_id
+    head = current_request.get()
     if head is None:
         return 0
     for name, value in head.fields:

@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 
-from lite_serving import __version__
 from lite_serving.app.routes import Application
 from lite_serving.process import config as config_module
 from lite_serving.process import logs
@@ -286,6 +285,7 @@ def serve_exec_worker(predictor_cls, config, spec):
 def log_start(config):
     """The first lines: version and what is served, then what an operator must know
     (development mode, unknown variables); the implementations in use at debug level."""
+    from lite_serving import __version__  # the package imports this module: not at module level
     log.info("lite_serving %s on Python %s, pid %d, serving %s", __version__,
              sys.version.split()[0], os.getpid(), os.path.dirname(os.path.abspath(sys.argv[0])))
     log.debug("parser: %s", PARSER_NAME)
@@ -372,7 +372,7 @@ def attach_predictor(app, loaded, config):
     """Give ``app`` the built predictor: its callers, its ONNX model on /v2, its batching; the
     application is then ready."""
     if loaded.onnx_session is not None:
-        from lite_serving.v2.routes import V2Model
+        from lite_serving.v2.model import V2Model
         served_as = model_name(config)
         app.v2_model = V2Model(loaded.onnx_session, served_as)
         log.info("Open Inference Protocol (v2) routes serve the model as %r: /v2/models/%s",
@@ -408,7 +408,7 @@ def build(predictor_cls, config, name):
     except Exception as exc:
         log.exception("%s could not be built", name)
         if state["beat"] is not None:
-            from lite_serving.app.routes import describe_exception
+            from lite_serving.errors import describe_exception
             state["beat"].failed(f"{name} could not be built: {describe_exception(exc)}")
         sys.exit(1)
     log.info("__init__ got: %s", describe_init(loaded.init_plan, config))

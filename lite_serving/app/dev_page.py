@@ -13,9 +13,12 @@ import html
 import linecache
 import os
 import traceback
+from collections import namedtuple
 
-from lite_serving.app.routes import describe_exception
-from lite_serving.predictor.encoder import JSON_TYPE, encode_json
+from lite_serving.errors import describe_exception
+from lite_serving.codecs.json_codec import JSON_TYPE
+from lite_serving.codecs.json_codec import dumps as encode_json
+from lite_serving.predictor.encoder import accept_quality, parse_accept
 from lite_serving.process.logs import get_logger
 
 log = get_logger("lite_serving")
@@ -24,6 +27,8 @@ CONTEXT = 3  # source lines shown before and after each frame's line
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The page holds no script; if escaping ever failed, the browser would still run none.
 HEADERS = b"Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+# The 500 answer's content type, body and extra header lines
+Page = namedtuple("Page", ("content_type", "body", "extra"))
 
 
 def is_loopback(peer):
@@ -40,33 +45,13 @@ def is_loopback(peer):
     return (mapped or address).is_loopback
 
 
-def _quality(accept, media_type):
-    """The q-value ``accept`` gives ``media_type`` (most specific range wins), 0 if none."""
-    kind = media_type.split("/")[0] + "/*"
-    best, rank = 0.0, -1
-    for item in accept.split(","):
-        parts = [p.strip() for p in item.split(";")]
-        name = parts[0].lower()
-        this_rank = {media_type: 2, kind: 1, "*/*": 0}.get(name)
-        if this_rank is None or this_rank < rank:
-            continue
-        q = 1.0
-        for param in parts[1:]:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        best, rank = q, this_rank
-    return best
-
-
 def prefers_html(accept):
-    """Whether the client asks for HTML more than for JSON (a browser does; curl does not)."""
+    """Whether the client asks for HTML more than for JSON (a browser does; curl does not), read
+    as POST /'s answers read Accept."""
     if not accept:
         return False
-    return _quality(accept, "text/html") > _quality(accept, "application/json")
+    ranges = parse_accept(accept)
+    return accept_quality("text/html", ranges)[0] > accept_quality("application/json", ranges)[0]
 
 
 def predictor_frames(exc):
@@ -88,7 +73,7 @@ def predictor_frames(exc):
 
 
 def render_failure(exc, view):
-    """``(content type, body, extra header bytes)`` for a loopback client; None for others.
+    """The :class:`Page` for a loopback client; None for others.
 
     Never raises: a page that cannot be made leaves the usual JSON error.
     """
@@ -108,9 +93,9 @@ def _render(exc, view):
     head = view.head
     if prefers_html(head.accept):
         page = _html(message, text, frames, f"{head.method} {head.target}")
-        return b"text/html; charset=utf-8", page.encode("utf-8", "replace"), HEADERS
+        return Page(b"text/html; charset=utf-8", page.encode("utf-8", "replace"), HEADERS)
     body = encode_json({"error": message, "traceback": text, "frames": frames})
-    return JSON_TYPE, body, HEADERS
+    return Page(JSON_TYPE, body, HEADERS)
 
 
 STYLE = """

@@ -3,21 +3,20 @@
 The I/O thread answers the cheap routes itself (``GET /``, ``OPTIONS``,
 probes, errors); ``POST /`` goes to :meth:`Application.handle_predict`,
 which runs on a predict thread (or inline) and returns a finished reply.
-A reply is ``(status, data, close)``: ``data`` is the bytes to write,
-``close`` says whether the connection ends after them.
+Replies are built by :mod:`lite_serving.http.replies`.
 """
 
 import contextvars
 import time
 
 from lite_serving.predictor.encoder import encode_json, encode_result, JSON_TYPE
-from lite_serving.errors import ServingError
+from lite_serving.errors import ServingError, describe_exception
+from lite_serving.http.request_ids import current_request
+from lite_serving.http.replies import bytes_reply, json_reply, refusal, stream_reply
 from lite_serving.process.logs import get_logger
 from lite_serving.app.metrics import Metrics
 from lite_serving.server.predict_deadline import STUCK
-from lite_serving.http.request_ids import LONGEST, request_id
-from lite_serving.response import (InvalidResponse, build_head, build_stream_head, cors_allows, cors_headers,
-                       has_body, set_cors_origins)
+from lite_serving.response import InvalidResponse, cors_allows, set_cors_origins
 from lite_serving.predictor.stream import StreamBody
 
 log = get_logger("lite_serving")
@@ -25,97 +24,11 @@ log = get_logger("lite_serving")
 ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this address to run predict"})
 ALLOWED = b"GET, HEAD, OPTIONS, POST"
 
-# The head of the request a streamed answer belongs to, in the context its producer's thread
-# runs in (see request_head_here): emit_event knows the request wherever predict's work runs.
-current_request = contextvars.ContextVar("lite_serving_request", default=None)
-
-
-def request_head_here():
-    """The head of the request this code works for: the ``predict`` being run on this thread
-    (found on the stack, so that ``predict`` pays nothing for it), or the request of the
-    streamed answer this thread produces. None elsewhere."""
-    import sys
-    frame = sys._getframe(1)
-    code = Application.handle_predict.__code__
-    while frame is not None:
-        if frame.f_code is code:
-            return frame.f_locals.get("head")
-        frame = frame.f_back
-    return current_request.get()
-
-
 def _stream_context(head):
     """A copy of this thread's context in which ``current_request`` is ``head``."""
     context = contextvars.copy_context()
     context.run(current_request.set, head)
     return context
-
-
-def describe_exception(exc):
-    """``Type: message``, even for an exception whose ``str()`` itself fails."""
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:
-        return type(exc).__name__
-
-
-def json_reply(status, obj, head=None, close=False, extra=b""):
-    """A JSON answer; ``head`` (the request's) decides version, keep-alive and CORS."""
-    body = encode_json(obj)
-    return bytes_reply(status, JSON_TYPE, body, head, close, extra)
-
-
-def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", send_body=True):
-    """A reply with ``body`` (left out for HEAD, and with its Content-Length for 204/304)."""
-    if head is None:
-        version, keep_alive, own = 1, False, b""
-    else:
-        version, keep_alive = head.version, head.keep_alive and not close
-        rid = head.request_id
-        if not rid or len(rid) > LONGEST:  # request_id(head), inlined
-            rid = request_id(head)
-        own = b"X-Request-Id: %s\r\n" % rid.encode("latin-1")
-        if head.origin is not None:
-            extra += cors_headers(head.origin)
-        if head.method == "HEAD":
-            send_body = False
-    if status == 204 or status == 304:  # no body, and no Content-Length (RFC 9110 §8.6)
-        return (status, build_head(status, content_type, None, extra, version, keep_alive, own),
-                not keep_alive)
-    if send_body and body:
-        return (status, build_head(status, content_type, len(body), extra, version, keep_alive,
-                                   own) + body, not keep_alive)
-    return (status, build_head(status, content_type, len(body), extra, version, keep_alive, own),
-            not keep_alive)
-
-
-def stream_reply(status, content_type, stream, head, extra=b""):
-    """A reply whose data is a :class:`StreamBody`; its head is ready in ``stream.head``.
-
-    An answer that has no body (204, 304, HEAD) is sent as a plain head and
-    the stream is closed without being read.
-    """
-    if not has_body(status, head.method):
-        stream.close()
-        return bytes_reply(status, content_type, b"", head, extra=extra)
-    keep_alive = head.keep_alive and head.version == 1
-    if head.origin is not None:
-        extra += cors_headers(head.origin)
-    stream.chunked = head.version == 1
-    own = b"X-Request-Id: %s\r\n" % request_id(head).encode("latin-1")
-    stream.head = build_stream_head(status, content_type, extra, head.version, keep_alive, own)
-    return status, stream, not keep_alive
-
-
-def refusal(view, status, message, extra=b""):
-    """An error answer to ``view``, its message kept for the access line."""
-    view.reason = message
-    return json_reply(status, {"error": message}, view.head, extra=extra)
-
-
-def error_reply(status, message, head=None):
-    """The answer to a request the server refuses; the connection closes after it."""
-    return json_reply(status, {"error": message}, head, close=True)
 
 
 class Application:
@@ -130,7 +43,7 @@ class Application:
         self.draining = False
         self.production = config.production
         self.dev_page = config.dev_page
-        self.v2_model = None     # a v2.V2Model when an ONNX model is served on /v2 too
+        self.v2_model = None     # a v2.model.V2Model when an ONNX model is served on /v2 too
         self.batch_caller = None  # a providers.BatchCaller: POST / goes to predict_batch in batches
         self.v2_batching = False  # /v2 inference requests are run in batches
         self.metrics = Metrics()
@@ -252,8 +165,9 @@ class Application:
 
         Whatever escapes ``predict`` (``SystemExit`` included) becomes this request's 500.
         """
-        head = view.head  # request_head_here() finds it in this frame
+        head = view.head
         began = time.perf_counter()
+        request = current_request.set(head)   # emit_event in predict finds its request
         try:
             if head.path != "/":
                 status, ctype, body, extra = self._v2_infer(view)
@@ -266,6 +180,7 @@ class Application:
         except BaseException as exc:
             return self._failure(exc, view)
         finally:
+            current_request.reset(request)
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
 
     def _encode(self, result, head):
@@ -295,7 +210,7 @@ class Application:
                 from lite_serving.app.dev_page import render_failure
                 page = render_failure(exc, view)  # None unless the client is on this machine
                 if page is not None:
-                    return bytes_reply(500, page[0], page[1], head, extra=page[2])
+                    return bytes_reply(500, page.content_type, page.body, head, extra=page.extra)
         if self.production:
             message = "predict failed; the server log has the traceback"
         else:
@@ -363,16 +278,18 @@ class Application:
     def _v2_batch(self, views):
         """/v2 inference requests: checked one by one, run together where their shapes agree."""
         from lite_serving.v2 import routes as v2
+        from lite_serving.v2.model import InferJob
         model = self.v2_model
         replies = [None] * len(views)
         jobs, kept = [], []
         for index, view in enumerate(views):
             out = v2.handle(model, "POST", view.head.path, view.body, view.headers.get, run=False)
-            if isinstance(out, v2.InferJob):
+            if isinstance(out, InferJob):
                 jobs.append(out)
                 kept.append(index)
             else:
-                replies[index] = bytes_reply(out[0], out[1], out[2], view.head, extra=out[3])
+                replies[index] = bytes_reply(out.status, out.content_type, out.body, view.head,
+                                             extra=out.extra)
         if jobs:
             self.metrics.batch_size.observe(len(jobs))
             began = time.perf_counter()

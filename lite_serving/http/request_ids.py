@@ -1,10 +1,16 @@
 """Request ids: the client's ``X-Request-Id`` (or the platform's ``X-Openbayes-Serving-Request-Id``),
 else one made here; echoed on the answer, written in the access line, used by ``emit_event``."""
 
+import contextvars
 import itertools
 import os
 
 LONGEST = 128   # a longer id sent by a client is replaced by one of ours
+
+# The head of the request whose predict runs here: set around the call (a predict thread, the I/O
+# thread, an asyncio task) and in the context a streamed answer's producer runs in; emit_event reads
+# it. None in a batch (predict_batch serves several requests) and outside a request.
+current_request = contextvars.ContextVar("lite_serving_request", default=None)
 
 
 class _Source:

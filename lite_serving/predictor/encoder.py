@@ -13,7 +13,8 @@ decoding gives the values and types of ``tolist()``. Nothing here imports numpy.
 
 import os
 
-from lite_serving.codecs import json_codec
+from lite_serving.codecs.json_codec import JSON_TYPE, is_ndarray
+from lite_serving.codecs.json_codec import dumps as encode_json  # bytes as base64
 from lite_serving.predictor.body_decoder import MSGPACK_TYPES
 from lite_serving.codecs.codec import pack_array
 from lite_serving.errors import ServingError
@@ -23,34 +24,12 @@ from lite_serving.predictor.stream import StreamBody
 
 log = get_logger("lite_serving")
 
-JSON_TYPE = b"application/json"
 MSGPACK_TYPE = b"application/msgpack"
 TEXT_TYPE = b"text/plain; charset=utf-8"
 
 _OFFERS = ("application/json",) + MSGPACK_TYPES
 _accept_cache = {}
 _ACCEPT_CACHE_LIMIT = 512
-
-
-def _is_ndarray(obj):
-    cls = type(obj)  # subclasses (masked arrays, matrices) keep their own tolist()
-    return cls.__name__ == "ndarray" and cls.__module__ == "numpy"
-
-
-def _json_default(obj):
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        import base64  # not at start-up: few answers hold bytes
-        return base64.b64encode(obj).decode("ascii")
-    if (_is_ndarray(obj) and obj.dtype.kind in "biuf" and obj.dtype.itemsize <= 8 and obj.ndim
-            and not (obj.flags.c_contiguous and obj.dtype.isnative)):
-        # orjson writes only C-contiguous, native-order arrays; a copy is far cheaper than tolist()
-        return obj.astype(obj.dtype.newbyteorder("="), order="C")
-    tolist = getattr(obj, "tolist", None)  # numpy arrays orjson cannot take natively, numpy scalars
-    if tolist is not None:
-        return tolist()
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def _msgpack_default(obj):
@@ -62,48 +41,18 @@ def _msgpack_default(obj):
     raise TypeError(f"{type(obj).__name__} is not MessagePack serializable")
 
 
-class _NumpyInside(Exception):
-    """A numpy value met while encoding without orjson's numpy option."""
-
-
-def _json_default_without_numpy(obj):
-    if type(obj).__module__ == "numpy":
-        raise _NumpyInside
-    return _json_default(obj)
-
-
-def encode_json(obj):
-    """JSON bytes; bytes inside become base64 text, numpy values lists and numbers."""
-    orjson = json_codec.orjson
-    if orjson is None:   # only until orjson is loaded
-        body = json_codec.dumps_plain(obj)
-        if body is not None:
-            return body
-        orjson = json_codec.load()
-    if type(obj).__module__ != "numpy":
-        # With its numpy option, orjson imports numpy the first time it meets any value it
-        # hands to ``default`` (bytes, a set): without numpy values, do without the option.
-        try:
-            return orjson.dumps(obj, default=_json_default_without_numpy, option=orjson.OPT_NON_STR_KEYS)
-        except orjson.JSONEncodeError as exc:
-            if not isinstance(exc.__cause__, _NumpyInside):
-                raise
-    return orjson.dumps(obj, default=_json_default,
-                        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
-
-
 def encode_msgpack(obj, pack_array=pack_array):
     """MessagePack bytes; numpy arrays anywhere inside are written by the tensor codec (as
     nested arrays), or by ``pack_array`` when given (``array_ext``: as ext values)."""
     import msgpack  # imported on first use: start-up stays light for JSON-only services
-    if _is_ndarray(obj):
+    if is_ndarray(obj):
         packed = pack_array(obj)
         if packed is not None:
             return packed
     arrays = []
 
     def default(value):
-        if _is_ndarray(value):
+        if is_ndarray(value):
             packed = pack_array(value)
             if packed is not None:
                 arrays.append(packed)
@@ -139,7 +88,7 @@ def _placeholder(msgpack):
     return _placeholders[0]
 
 
-def _parse_accept(accept):
+def parse_accept(accept):
     """Accept value → [(type, subtype, q, arrays=ext)] (RFC 9110 §12.5.1); malformed ranges
     skipped. ``arrays=ext`` asks for numpy arrays as ``array_ext`` values in MessagePack."""
     ranges = []
@@ -167,7 +116,7 @@ def _parse_accept(accept):
     return ranges
 
 
-def _quality(offer, ranges):
+def accept_quality(offer, ranges):
     """(q, arrays=ext) of the most specific range that matches ``offer``."""
     main, _, sub = offer.partition("/")
     best, best_rank, arrays_ext = 0.0, -1, False
@@ -193,10 +142,10 @@ def negotiate(accept):
     choice = _accept_cache.get(accept, 0)
     if choice != 0:
         return choice
-    ranges = _parse_accept(accept)
+    ranges = parse_accept(accept)
     choice, best, arrays_ext = None, 0.0, False
     for offer in _OFFERS:
-        q, ext = _quality(offer, ranges)
+        q, ext = accept_quality(offer, ranges)
         if q > best:
             choice, best, arrays_ext = offer, q, ext
     if choice is not None:

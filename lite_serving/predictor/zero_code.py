@@ -19,7 +19,7 @@ class OnnxModelPredictor:
     """
 
     def __init__(self, onnx):
-        from lite_serving.v2.routes import V2Model
+        from lite_serving.v2.model import V2Model
         self.model = V2Model(onnx, "model")  # the name matters only on /v2, served by the app
         if not self.model.batchable:
             self.predict_batch = None  # a fixed first dimension: every request runs alone

@@ -18,7 +18,8 @@ import collections
 import threading
 import time
 
-from lite_serving.app.routes import current_request, error_reply
+from lite_serving.http.request_ids import current_request
+from lite_serving.http.replies import error_reply
 from lite_serving.server.dispatch import PoolDispatch, _returned_late, answer_busy
 from lite_serving.server.predict_deadline import LATE, PredictDeadlines
 from lite_serving.process.logs import get_logger

@@ -18,7 +18,7 @@ was right; they are never logged.
 import hashlib
 import hmac
 
-from lite_serving.app.routes import json_reply
+from lite_serving.http.replies import json_reply
 from lite_serving.errors import StartupError
 from lite_serving.process.logs import get_logger
 

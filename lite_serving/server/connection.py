@@ -40,7 +40,7 @@ two ways: gracefully (:meth:`_close_after`, after the last answer) or by
 from time import monotonic
 
 from lite_serving.predictor import stream as streams
-from lite_serving.app.routes import error_reply
+from lite_serving.http.replies import error_reply
 from lite_serving.process.logs import get_logger
 from lite_serving.http.parser import ChunkedDecoder, ParseError, parse_head
 from lite_serving.server.predict_deadline import LATE

@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 
+from lite_serving.http.replies import Reply, error_reply
 from lite_serving.process.logs import get_logger
 from lite_serving.server.predict_deadline import LATE, PredictDeadlines
 
@@ -39,7 +40,6 @@ INLINE_BELOW = 0.002     # a lone batchable request whose call took less runs on
 def _failed(view):
     """The answer when ``handle`` itself raised: handle() catches predict's errors, so a bug."""
     log.exception("answering a request failed")
-    from lite_serving.app.routes import error_reply
     return error_reply(500, "internal error", view.head)
 
 
@@ -63,7 +63,6 @@ def _returned_late(view):
 
 
 def _busy_reply(deadlines, view):
-    from lite_serving.app.routes import error_reply
     return error_reply(503, deadlines.describe_saturation(), view.head)
 
 
@@ -329,7 +328,7 @@ class AutoDispatch(PoolDispatch):
                      "from now on", RESCUE_AFTER * 1000, len(times), SLOW_WINDOW, self.threads)
 
 
-_DROPPED = (0, b"", True)  # the "answer" to a request whose client left before its batch ran
+_DROPPED = Reply(0, b"", True)  # the "answer" to a request whose client left before its batch ran
 
 
 class BatchDispatch:

@@ -25,7 +25,7 @@ import time
 
 from lite_serving.codecs import json_codec
 from lite_serving.server.access_log import AccessLog
-from lite_serving.app.routes import error_reply
+from lite_serving.http.replies import error_reply
 from lite_serving.server.connection import ConnectionContext, HTTPConnection
 from lite_serving.server.dispatch import deliver, make_dispatch
 from lite_serving.server.loop import EventLoop
@@ -314,7 +314,7 @@ class Server:
 
 
 def _refuse(sock):
-    _status, data, _close = error_reply(503, "too many open connections; try again shortly")
+    data = error_reply(503, "too many open connections; try again shortly").data
     try:
         sock.setblocking(False)
         sock.send(data)

@@ -29,8 +29,10 @@ is set) and by the I/O thread while it looks at the first entry.
 import threading
 from time import monotonic
 
+from lite_serving.http.replies import Reply
+
 # The "answer" of a call that returned after its deadline: its client was already answered 504.
-LATE = (0, None, True)
+LATE = Reply(0, None, True)
 
 HEALTHY, SATURATED, STUCK = 0, 1, 2   # health(): all well; /readyz fails; /healthz fails too
 

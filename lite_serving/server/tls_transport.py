@@ -29,7 +29,7 @@ import socket
 import ssl
 
 from lite_serving.server.access_log import peer_text
-from lite_serving.app.routes import error_reply
+from lite_serving.http.replies import error_reply
 from lite_serving.process.logs import DEBUG, get_logger
 from lite_serving.server.transport import RECV_SIZE, Transport
 
@@ -159,7 +159,7 @@ class TLSTransport(Transport):
     def _refuse_cleartext(self):
         """Plain HTTP on the TLS port: a plain 400, then drop what else comes until the client leaves."""
         self.phase = REFUSING
-        data = error_reply(400, CLEARTEXT_MESSAGE)[1]
+        data = error_reply(400, CLEARTEXT_MESSAGE).data
         try:
             self.sock.send(data)  # a fresh socket's buffer takes these few hundred bytes
             self.sock.shutdown(socket.SHUT_WR)

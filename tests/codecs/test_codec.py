@@ -403,3 +403,17 @@ def test_the_choice_of_twin_and_why(monkeypatch):
         assert speedups.choose("lite_serving.codecs.codec_c", "lite_serving.codecs.codec_py", "codec") == (codec_c, "compiled (Cython)")
     monkeypatch.setenv("LITE_SERVING_PURE", "1")
     assert speedups.choose("lite_serving.codecs.codec_c", "lite_serving.codecs.codec_py", "codec") == (codec_py, "pure Python (LITE_SERVING_PURE is set)")
+
+
+def test_a_compiled_module_without_a_pure_twin_is_chosen_or_none(monkeypatch):
+    """json_c has no pure-Python twin (orjson writes those documents): None stands for it."""
+    from lite_serving import speedups
+
+    monkeypatch.delenv("LITE_SERVING_PURE", raising=False)
+    module, how = speedups.choose("lite_serving.codecs.missing_c", None, "JSON codec")
+    assert module is None
+    assert how.startswith("none (no compiled JSON codec beside ") and "build_ext --inplace" in how
+    if codec_c is not None:
+        assert speedups.choose("lite_serving.codecs.codec_c", None, "codec") == (codec_c, "compiled (Cython)")
+    monkeypatch.setenv("LITE_SERVING_PURE", "1")
+    assert speedups.choose("lite_serving.codecs.codec_c", None, "codec") == (None, "none (LITE_SERVING_PURE is set)")

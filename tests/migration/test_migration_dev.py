@@ -99,6 +99,20 @@ def test_dev_page_is_html_for_browsers_escaped_and_without_scripts(failing):
     assert "default-src 'none'" in answer.header("content-security-policy")
 
 
+def test_dev_page_reads_accept_as_answers_do(failing):
+    """The page's choice of HTML or JSON reads Accept as POST /'s answers do (predictor/encoder):
+    a q outside [0, 1] makes its range unacceptable, and of two ranges equally specific the
+    first counts."""
+    server = failing("--dev")
+    for accept in ["text/html;q=2, application/json;q=0.5", "text/html;q=-1",
+                   "application/json;q=0.5, text/html;q=0.1, text/html;q=0.9"]:
+        answer = post(server, b'{"html": 1}', "application/json", headers={"Accept": accept})
+        assert answer.status == 500 and answer.media_type() == "application/json", accept
+    answer = post(server, b'{"html": 1}', "application/json",
+                  headers={"Accept": "text/html;q=1, application/json;q=0.5"})
+    assert answer.media_type() == "text/html"
+
+
 def test_no_dev_answers_the_usual_error(failing):
     server = failing("--no-dev")
     answer = post_json(server, {}, headers={"Accept": BROWSER_ACCEPT})

@@ -256,3 +256,50 @@ def test_a_form_typed_body_reaches_predict_and_its_event_as_the_bytes_sent(tmp_p
         assert event == {"id": 31, "name": "upload", "data": image}
     finally:
         kill(server)
+
+
+# -- where predict runs ------------------------------------------------------------
+
+BATCHED = """
+    import openbayes_serving as serv
+
+
+    class Predictor:
+        def __init__(self):
+            pass
+
+        def predict_batch(self, json):
+            for body in json:
+                serv.emit_event("batched-" + body["tag"], "d")
+                serv.emit_event("given-" + body["tag"], "d", id=body["id"])
+            return [{"tag": body["tag"]} for body in json]
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_events_in_predict_batch_belong_to_no_single_request(tmp_path):
+    """predict_batch answers several requests at once: an event without ``id`` belongs to none
+    of them (logged as request -), and one with ``id`` to that id."""
+    server = start(tmp_path, BATCHED)
+    try:
+        mark = len(server.lines)
+        resp = post(server, json.dumps({"tag": "t1", "id": 41}).encode(), "application/json",
+                    headers=[("X-Openbayes-Serving-Request-Id", "5")])
+        assert resp.status == 200 and resp.json() == {"tag": "t1"}
+        assert "of request - " in wait_for_new(server, mark, r"event batched-t1 ")
+        assert "of request 41 " in wait_for_new(server, mark, r"event given-t1 ")
+    finally:
+        kill(server)
+
+
+def test_events_in_predict_on_a_pool_thread_carry_their_request_id(tmp_path, collector):
+    server = start(tmp_path, SOURCE, "--dispatch", "threads", env=PRODUCTION)
+    try:
+        emit(server, [{"name": "pooled", "data": "p"}], request_id=321)
+        (event,) = [msgpack.unpackb(body, raw=False) for *_, body in collector.wait_for(1)]
+        assert event == {"id": 321, "name": "pooled", "data": b"p"}
+    finally:
+        kill(server)

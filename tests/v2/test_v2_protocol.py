@@ -30,6 +30,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from lite_serving import __version__  # noqa: E402
 from lite_serving.v2 import routes as v2
+from lite_serving.v2 import model as v2_model, tensors as v2_tensors
 
 OPSET = [helper.make_opsetid("", 17)]
 
@@ -138,7 +139,7 @@ def sessions(model_files):
 
 @pytest.fixture(scope="module")
 def models(sessions):
-    return {name: v2.V2Model(session, name) for name, session in sessions.items()}
+    return {name: v2_model.V2Model(session, name) for name, session in sessions.items()}
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -314,7 +315,7 @@ def test_wrong_methods_are_405(models):
 
 
 def test_percent_encoded_model_name(sessions):
-    m = v2.V2Model(sessions["affine"], "my model/a", version=3)
+    m = v2_model.V2Model(sessions["affine"], "my model/a", version=3)
     assert m.version == "3"
     assert call(m, "GET", "/v2/models/my%20model%2Fa/versions/3/ready")[0] == 200
     assert v2.is_infer("/v2/models/my%20model%2Fa/infer")
@@ -670,7 +671,7 @@ def test_onnxruntime_failure_is_500(models):
 
 
 def test_unexpected_errors_are_500(sessions):
-    class Broken(v2.V2Model):
+    class Broken(v2_model.V2Model):
         def prepare(self, request, binary=None):
             raise KeyError("boom")
 
@@ -734,11 +735,11 @@ def test_encode_time_of_a_million_float32(capsys):
         return min(times) * 1000, result
 
     def as_json():
-        entry = {"name": "Y", "datatype": "FP32", "shape": [1000, 1000], "data": v2._to_json_data(array, "FP32")}
+        entry = {"name": "Y", "datatype": "FP32", "shape": [1000, 1000], "data": v2_tensors._to_json_data(array, "FP32")}
         return v2.encode_infer_response({"model_name": "m", "outputs": [entry]}, [])
 
     def as_binary():
-        part = v2._to_binary(array, "FP32")
+        part = v2_tensors._to_binary(array, "FP32")
         entry = {"name": "Y", "datatype": "FP32", "shape": [1000, 1000],
                  "parameters": {"binary_data_size": len(part)}}
         return v2.encode_infer_response({"model_name": "m", "outputs": [entry]}, [part])
@@ -799,7 +800,7 @@ def v2_server():
         session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
-        server.model = v2.V2Model(session, name)
+        server.model = v2_model.V2Model(session, name)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         servers.append((server, thread))
@@ -1065,7 +1066,7 @@ def test_bf16_simple_infer_answers_numbers(models):
        | st.floats(min_value=3.38e38, max_value=3.41e38)
        | st.floats(min_value=-1e-38, max_value=1e-38))
 def test_property_bf16_rounding_is_nearest_even(value):
-    assert int(v2._bfloat16_bits(np, np.array([value]))[0]) == nearest_bf16(value)
+    assert int(v2_tensors._bfloat16_bits(np, np.array([value]))[0]) == nearest_bf16(value)
 
 
 # -- a real lite_serving process: JSON data checked, not coerced; every datatype ------------------
