@@ -11,8 +11,8 @@ order, not edges either.
 import ast
 import os
 
-PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "lite_serving")
+PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "lite_serving")
 
 
 def modules():
