@@ -3,7 +3,7 @@
     python tools/flags_table.py           # print the table
     python tools/flags_table.py --write   # put it into docs/running.md, between its markers
 
-The table in docs/running.md is this script's output (``tests/test_docs.py`` fails when it is
+The table in docs/running.md is this script's output (``tests/project/test_docs.py`` fails when it is
 not): change a setting's flag, default or help in config.py, then run ``--write``. The server
 never imports this file.
 """
