@@ -488,7 +488,9 @@ def write_model(path, dynamic=True):
 def zero_code(tmp_path_factory):
     directory = tmp_path_factory.mktemp("zero")
     session = write_model(str(directory / "affine.onnx"))
-    srv = start_dir(directory, "--threads", "4")
+    # a batch waits 300 ms for more requests after its first: the concurrent requests of a test
+    # meet in a batch however slowly a loaded machine starts their threads
+    srv = start_dir(directory, "--threads", "4", "--max-batch-delay", "300")
     yield srv, session
     kill(srv)
 
