@@ -77,7 +77,7 @@ def test_the_readme_gives_the_commands_ci_runs():
     """The README's test command is the one ``.ci/run`` runs, after the same fresh environment."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     ci_command = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
-    assert ci_command == "pip install '.[test]' && pytest"
+    assert ci_command == "pip install '.[test]' && pytest && LITE_SERVING_PURE=1 pytest -m \"not slow\""
     assert "python3 -m venv .venv && . .venv/bin/activate && " + ci_command in readme
     assert ("python3 -m venv .venv && . .venv/bin/activate && pip install '.[onnx]' && "
             "lite-serving examples/iris --port 8080") in readme
