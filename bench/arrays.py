@@ -17,7 +17,6 @@ other; the machine is shared, so compare the forms within one run. Writes
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ def bodies():
     """{form: (content type, body)} and the mean predict must answer."""
     import msgpack
     import numpy as np
+
     from lite_serving.codecs.array_ext import pack_array_ext
     x = np.random.default_rng(7).random(N, dtype=np.float32)
     ext = b"\x81\xa1x" + pack_array_ext(x)   # {"x": <array ext>}
@@ -84,7 +84,7 @@ def main(argv=None):
     best = {}
     try:
         server.start()
-        for form, (ctype, body) in forms.items():   # a warm-up request each
+        for ctype, body in forms.values():   # a warm-up request each
             timed(server.port, ctype, body, 1, mean)
         for _ in range(args.rounds):
             for form, (ctype, body) in forms.items():
@@ -100,7 +100,7 @@ def main(argv=None):
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared machine: compare "
              "within the run).\n",
              "| form | body bytes | ms per request | array ext is faster by |", "| --- | --- | --- | --- |"]
-    for form, (ctype, body) in forms.items():
+    for form, (_, body) in forms.items():
         lines.append(f"| {form} | {len(body):,} | {best[form]:.2f} | {best[form] / ext_ms:.1f}× |")
     markdown = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)

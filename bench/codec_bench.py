@@ -93,9 +93,9 @@ def main():
         assert packed == codec_py.pack_array(array), title  # the two agree before being compared
         assert msgpack.unpackb(packed) == array.tolist(), title
         slow = msgpack.packb(array.tolist())
-        t_list = best(lambda: msgpack.packb(array.tolist()), args.repeat)
-        t_py = best(lambda: codec_py.pack_array(array), args.repeat)
-        t_c = best(lambda: codec_c.pack_array(array), args.repeat)
+        t_list = best(lambda array=array: msgpack.packb(array.tolist()), args.repeat)
+        t_py = best(lambda array=array: codec_py.pack_array(array), args.repeat)
+        t_c = best(lambda array=array: codec_c.pack_array(array), args.repeat)
         print(f"{title:<40} {t_list * 1e3:>10.2f} {t_py * 1e3:>9.2f} {t_c * 1e3:>12.2f} "
               f"{t_list / t_py:>6.1f}x {t_list / t_c:>10.1f}x {len(packed):>10,} {len(slow):>13,}")
 
@@ -105,8 +105,8 @@ def main():
     print(header)
     print("-" * len(header))
     for title, value in answers(args.quick):
-        t_json = best(lambda: encoder.encode_json(value), args.repeat)
-        t_msgpack = best(lambda: encoder.encode_msgpack(value), args.repeat)
+        t_json = best(lambda value=value: encoder.encode_json(value), args.repeat)
+        t_msgpack = best(lambda value=value: encoder.encode_msgpack(value), args.repeat)
         print(f"{title:<40} {t_json * 1e3:>9.2f} {t_msgpack * 1e3:>11.2f} {t_json / t_msgpack:>14.1f}x "
               f"{len(encoder.encode_json(value)):>12,} {len(encoder.encode_msgpack(value)):>14,}")
     print(f"\nencoder uses the {'compiled' if encoder.pack_array is codec_c.pack_array else 'pure'} codec")

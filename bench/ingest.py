@@ -184,7 +184,7 @@ def render(doc):
     """The markdown table of ``doc``: MB/s per server, and the checks of the issue."""
     keys = doc["servers"]
     labels = doc["labels"]
-    lines = [f"# Ingest across body sizes\n", f"`{doc['command']}` — {doc['when']}; best of "
+    lines = ["# Ingest across body sizes\n", f"`{doc['command']}` — {doc['when']}; best of "
              f"{doc['rounds']} rounds, servers in turn; shared machine (2 CPUs: servers on one, the "
              "client on the other), so compare columns within this run. MB/s, MB = 10^6 bytes.\n"]
     for cell in doc["cells"]:

@@ -55,7 +55,7 @@ def loop_head_fields(parse, data, n):
     rng = range(n)
     t0 = time.perf_counter()
     for _ in rng:
-        parse(data).fields
+        _ = parse(data).fields   # built on first access: that is what is timed
     return time.perf_counter() - t0
 
 

@@ -22,12 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import report  # noqa: E402
 from harness.catalog import METRICS, SCENARIOS, WORKER_COUNTS, WORKERS_METRICS, workers_column  # noqa: E402
-from harness.envs import ENV_SPECS, EnvError, ensure_env, installed_versions  # noqa: E402
+from harness.envs import (  # noqa: E402
+    ENV_SPECS,
+    EnvError,
+    EnvSpec,  # noqa: E402
+    ensure_env,
+    installed_versions,
+)
 from harness.fixtures import build_onnx_model, write_bodies, write_tls_certificate  # noqa: E402
 from harness.machine import cpu_layout, machine_info  # noqa: E402
 from harness.paths import RESULTS_DIR, TOOLS_DIR, WORK_DIR  # noqa: E402
 from harness.scenarios import Bench, Settings, run_app_scenarios, run_cold_starts, run_workers  # noqa: E402
-from harness.envs import EnvSpec  # noqa: E402
 from harness.servers import SERVERS, LiteServer  # noqa: E402
 from harness.wrk import ensure_wrk, wrk_version  # noqa: E402
 

@@ -114,8 +114,8 @@ def main(argv=None):
         os.chdir(directory)
         os.execvp("bash", ["bash", "start.sh", *rest])
 
-    from lite_serving.process import config
     from lite_serving import serve
+    from lite_serving.process import config
     serve.state["cwd"] = config.launch_directory = os.getcwd()
     serve.state["argv"] = argv
     serve.state["prog"] = _prog()

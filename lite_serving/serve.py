@@ -30,12 +30,18 @@ import threading
 import time
 
 from lite_serving.app.routes import Application
+from lite_serving.errors import StartupError
+from lite_serving.http.parser import PARSER_NAME
+from lite_serving.predictor.loader import (
+    class_name,
+    describe_init,
+    describe_predict,
+    load_predictor,
+    start_run_thread,
+)
 from lite_serving.process import config as config_module
 from lite_serving.process import logs
 from lite_serving.process.config import parse_config
-from lite_serving.errors import StartupError
-from lite_serving.predictor.loader import class_name, describe_init, describe_predict, load_predictor, start_run_thread
-from lite_serving.http.parser import PARSER_NAME
 
 log = logs.get_logger("lite_serving")
 

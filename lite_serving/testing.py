@@ -72,9 +72,9 @@ class TestClient:
 
     def start(self):
         """Build the predictor and serve it (``with`` does this)."""
-        from lite_serving.process import config as config_module
         from lite_serving.app.routes import Application
         from lite_serving.predictor.loader import load_predictor
+        from lite_serving.process import config as config_module
         from lite_serving.serve import IOLoop, attach_predictor, bind, load_security
 
         flags = ["--host", "127.0.0.1", "--port", "0"]

@@ -15,9 +15,9 @@ import os
 import traceback
 from collections import namedtuple
 
-from lite_serving.errors import describe_exception
 from lite_serving.codecs.json_codec import JSON_TYPE
 from lite_serving.codecs.json_codec import dumps as encode_json
+from lite_serving.errors import describe_exception
 from lite_serving.predictor.encoder import accept_quality, parse_accept
 from lite_serving.process.logs import get_logger
 

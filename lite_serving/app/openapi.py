@@ -246,7 +246,7 @@ def document(app):
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
         doc["security"] = [{"bearer": []}, {"apiKey": []}]
         unauthorised = _error("No valid API key")
-        for path, item in paths.items():
+        for item in paths.values():
             for operation in item.values():
                 if operation.get("security") != []:
                     operation["responses"]["401"] = unauthorised

@@ -9,15 +9,15 @@ Replies are built by :mod:`lite_serving.http.replies`.
 import contextvars
 import time
 
-from lite_serving.predictor.encoder import encode_json, encode_result, JSON_TYPE
-from lite_serving.errors import ServingError, describe_exception
-from lite_serving.http.request_ids import current_request
-from lite_serving.http.replies import bytes_reply, json_reply, refusal, stream_reply
-from lite_serving.process.logs import get_logger
 from lite_serving.app.metrics import Metrics
-from lite_serving.server.predict_deadline import STUCK
-from lite_serving.response import InvalidResponse, cors_allows, set_cors_origins
+from lite_serving.errors import ServingError, describe_exception
+from lite_serving.http.replies import bytes_reply, json_reply, refusal, stream_reply
+from lite_serving.http.request_ids import current_request
+from lite_serving.predictor.encoder import JSON_TYPE, encode_json, encode_result
 from lite_serving.predictor.stream import StreamBody
+from lite_serving.process.logs import get_logger
+from lite_serving.response import InvalidResponse, cors_allows, set_cors_origins
+from lite_serving.server.predict_deadline import STUCK
 
 log = get_logger("lite_serving")
 

@@ -16,7 +16,6 @@ from lite_serving.codecs.json_codec import dumps as encode_json
 from lite_serving.http.request_ids import LONGEST, request_id
 from lite_serving.response import build_head, build_stream_head, cors_headers, has_body
 
-
 # (namedtuple, not typing.NamedTuple: typing imports re, which a start does without)
 Reply = namedtuple("Reply", ("status", "data", "close"))
 Reply.__doc__ = "The bytes of one answer (or its stream) and whether the connection closes after it."

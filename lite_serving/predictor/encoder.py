@@ -13,14 +13,14 @@ decoding gives the values and types of ``tolist()``. Nothing here imports numpy.
 
 import os
 
+from lite_serving.codecs.codec import pack_array
 from lite_serving.codecs.json_codec import JSON_TYPE, is_ndarray
 from lite_serving.codecs.json_codec import dumps as encode_json  # bytes as base64
-from lite_serving.predictor.body_decoder import MSGPACK_TYPES
-from lite_serving.codecs.codec import pack_array
 from lite_serving.errors import ServingError
+from lite_serving.predictor.body_decoder import MSGPACK_TYPES
+from lite_serving.predictor.stream import StreamBody
 from lite_serving.process.logs import get_logger
 from lite_serving.response import InvalidResponse, Response, header_lines
-from lite_serving.predictor.stream import StreamBody
 
 log = get_logger("lite_serving")
 

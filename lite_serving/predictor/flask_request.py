@@ -11,11 +11,11 @@ from urllib.parse import quote, unquote_to_bytes
 
 import orjson
 
-from lite_serving.process import config as _config
 from lite_serving.errors import ServingError
 from lite_serving.http.multipart import boundary_of, parse_multipart
 from lite_serving.http.parser import parse_query, unquote_path
 from lite_serving.predictor.request_view import MultiDict
+from lite_serving.process import config as _config
 
 _URLENCODED = "application/x-www-form-urlencoded"
 _MULTIPART = "multipart/form-data"

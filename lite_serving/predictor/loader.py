@@ -7,11 +7,17 @@ import time
 import types
 
 from lite_serving.errors import StartupError
-from lite_serving.process.logs import get_logger
 from lite_serving.predictor.onnx_model import find_model, load_session
-from lite_serving.predictor.providers import (PREDICT_PROVIDERS, PROVIDER_DESCRIPTIONS, BatchCaller, build_caller,
-                        provider_key, signature_plan)
+from lite_serving.predictor.providers import (
+    PREDICT_PROVIDERS,
+    PROVIDER_DESCRIPTIONS,
+    BatchCaller,
+    build_caller,
+    provider_key,
+    signature_plan,
+)
 from lite_serving.predictor.signature import async_kind, parameters
+from lite_serving.process.logs import get_logger
 
 log = get_logger("lite_serving")
 
@@ -60,7 +66,7 @@ def _source_file(cls):
     if isinstance(cls, type) and isinstance(source, str) and source.endswith(".py") \
             and os.path.exists(source):
         return source
-    import inspect   # anything else: inspect's rules
+    import inspect  # anything else: inspect's rules
     try:
         return inspect.getsourcefile(cls)
     except (TypeError, OSError):

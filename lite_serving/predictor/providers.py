@@ -6,8 +6,8 @@ Each provider is a function of the :class:`~lite_serving.predictor.request_view.
 so per request only the arguments the predictor asked for are computed.
 """
 
-from lite_serving.predictor.body_decoder import decode_json_argument, decode_payload
 from lite_serving.errors import StartupError
+from lite_serving.predictor.body_decoder import decode_json_argument, decode_payload
 from lite_serving.predictor.signature import EMPTY, parameters
 
 

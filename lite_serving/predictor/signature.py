@@ -125,7 +125,7 @@ def async_kind(func):
         elif type(func).__name__ == "partial" and callable(getattr(func, "func", None)):
             func = func.func
         elif not isinstance(func, types.FunctionType) and not isinstance(func, type) \
-                and isinstance(getattr(type(func), "__call__", None), types.FunctionType):
+                and isinstance(getattr(type(func), "__call__", None), types.FunctionType):  # noqa: B004
             func = type(func).__call__
         else:
             break

@@ -10,7 +10,6 @@ import re
 from lite_serving.predictor.encoder import encode_json
 from lite_serving.response import Response
 
-
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 

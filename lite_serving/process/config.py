@@ -356,7 +356,7 @@ def _closest(word, candidates):
     starting = [c for c in candidates if c.startswith(word)]
     if len(starting) == 1:
         return starting[0]
-    import difflib   # only on the way to an error or a warning
+    import difflib  # only on the way to an error or a warning
     near = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return near[0] if near else None
 

@@ -52,7 +52,7 @@ import signal
 import time
 
 from lite_serving.process import logs
-from lite_serving.process.heartbeat import STARTING, SATURATED, STUCK, Beat, Board
+from lite_serving.process.heartbeat import SATURATED, STARTING, STUCK, Beat, Board
 
 log = logs.get_logger("lite_serving")
 

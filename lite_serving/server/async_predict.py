@@ -18,12 +18,12 @@ import collections
 import threading
 import time
 
-from lite_serving.http.request_ids import current_request
 from lite_serving.http.replies import error_reply
+from lite_serving.http.request_ids import current_request
+from lite_serving.predictor.stream import ABORT, StreamBody, finish, held_back, log_failure, send
+from lite_serving.process.logs import get_logger
 from lite_serving.server.dispatch import PoolDispatch, _returned_late, answer_busy
 from lite_serving.server.predict_deadline import LATE, PredictDeadlines
-from lite_serving.process.logs import get_logger
-from lite_serving.predictor.stream import ABORT, StreamBody, finish, held_back, log_failure, send
 
 log = get_logger("lite_serving")
 

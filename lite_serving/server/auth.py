@@ -18,8 +18,8 @@ was right; they are never logged.
 import hashlib
 import hmac
 
-from lite_serving.http.replies import json_reply
 from lite_serving.errors import StartupError
+from lite_serving.http.replies import json_reply
 from lite_serving.process.logs import get_logger
 
 log = get_logger("lite_serving")

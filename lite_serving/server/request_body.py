@@ -244,9 +244,9 @@ class MultipartSink:
                  "part", "upload", "form", "files", "files_open")
 
     def __init__(self, content_type, length, initial=b""):
-        from lite_serving.process import config
         from lite_serving.http.multipart import MultipartParser, _header_params, boundary_of
         from lite_serving.predictor.request_view import MultiDict
+        from lite_serving.process import config
         self.length = length
         self.got = 0
         self.error = None

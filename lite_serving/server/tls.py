@@ -16,9 +16,9 @@ counts against ``--max-connections``), then an ordinary
 
 import ssl
 
-from lite_serving.server.connection import LINGER_SECONDS, HTTPConnection
 from lite_serving.errors import StartupError
 from lite_serving.process.logs import get_logger
+from lite_serving.server.connection import LINGER_SECONDS, HTTPConnection
 from lite_serving.server.tls_transport import TLSTransport
 
 log = get_logger("lite_serving")

@@ -15,10 +15,20 @@ import math
 import sys
 
 from lite_serving.errors import ServingError
-from lite_serving.v2.tensors import (DATATYPES, ONNX_TO_V2, _array_from_binary, _array_from_json,
-                                     _bfloat16_from_ortvalue, _bfloat16_values, _contiguous,
-                                     _datatype_of, _output_array, _to_binary, _to_json_data,
-                                     encode_json)
+from lite_serving.v2.tensors import (
+    DATATYPES,
+    ONNX_TO_V2,
+    _array_from_binary,
+    _array_from_json,
+    _bfloat16_from_ortvalue,
+    _bfloat16_values,
+    _contiguous,
+    _datatype_of,
+    _output_array,
+    _to_binary,
+    _to_json_data,
+    encode_json,
+)
 
 PLATFORM = "onnxruntime_onnx"
 _BFLOAT16 = 16  # ONNX TensorProto.BFLOAT16

@@ -21,9 +21,8 @@ np = pytest.importorskip("numpy")
 hnp = pytest.importorskip("hypothesis.extra.numpy")
 
 from lite_serving.codecs import codec_py  # noqa: E402
-from support.fuzz import examples  # noqa: E402
-
 from support.compiled import CODEC  # noqa: E402
+from support.fuzz import examples  # noqa: E402
 
 codec_c = CODEC.module   # None when this checkout has not compiled it
 compiled_or_skip = CODEC.get

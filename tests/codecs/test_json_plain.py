@@ -16,9 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.fuzz import examples
-
 from support.compiled import JSON
+from support.fuzz import examples
 
 json_c = JSON.module
 

@@ -12,7 +12,6 @@ import pytest
 
 from lite_serving.http import parser_py
 from lite_serving.http.parser_py import ParseError
-
 from support.compiled import PARSER
 
 parser_c = PARSER.module

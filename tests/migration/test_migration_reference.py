@@ -219,7 +219,7 @@ def test_lite_serving_command_serves_with_lite_serving(both, model_dir, command)
     server = both.serve([*command, str(model_dir), "--host", "127.0.0.1", "--port", "0"], model_dir)
     try:
         serves_with_lite(server)
-        lines = [l for l in server.lines if "openbayes_serving is served by lite_serving" in l]
+        lines = [line for line in server.lines if "openbayes_serving is served by lite_serving" in line]
         assert len(lines) == 1 and "the installed openbayes-serving 0.5.0 is not used" in lines[0], server.log
         assert "Openbayes Serving" not in server.log  # none of the reference's own log lines
     finally:

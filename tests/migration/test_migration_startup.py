@@ -298,7 +298,7 @@ def test_init_asking_for_config_names_the_replacement_in_one_line(tmp_path):
     code, output = serve_to_exit(tmp_path / "m", OLD_CONFIG)
     assert code == 1, output
     assert "Traceback" not in output, output
-    line = next((l for l in output.splitlines() if "`config`" in l), "")
+    line = next((text for text in output.splitlines() if "`config`" in text), "")
     assert "--threads" in line and "limit_concurrency" in line and "--help" in line, output
     assert "listening on" not in output
 

@@ -146,7 +146,7 @@ def check_workers(server):
     assert code == 0, server.log
     for pid in survivors:
         assert re.search(rf"worker \d \(pid {pid}\) exited with 0", server.log), server.log
-        wait_until(lambda: not pid_alive(pid), timeout=10, what=f"worker {pid} gone")
+        wait_until(lambda pid=pid: not pid_alive(pid), timeout=10, what=f"worker {pid} gone")
     assert "all workers stopped" in server.log
 
 
@@ -209,7 +209,7 @@ def test_sigterm_with_a_predict_longer_than_the_graceful_timeout_still_exits(ser
     try:
         server.proc.wait(20)
     except Exception:
-        raise AssertionError("the server did not exit after its graceful timeout:\n" + server.log)
+        raise AssertionError("the server did not exit after its graceful timeout:\n" + server.log) from None
     assert server.proc.returncode == 0, (server.proc.returncode, server.log)
 
 

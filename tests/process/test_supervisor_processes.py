@@ -134,7 +134,7 @@ def test_kill_deadline_fires_while_a_worker_is_still_in_init(tmp_path):
         assert "INIT-IGNORED-A-SIGNAL" in server.log  # SIGTERM reached the workers
         for pid in pids:
             assert re.search(rf"worker \d \(pid {pid}\) did not stop within --graceful-timeout", server.log), server.log
-            wait_until(lambda: not alive(pid), timeout=10, what=f"worker {pid} gone")
+            wait_until(lambda pid=pid: not alive(pid), timeout=10, what=f"worker {pid} gone")
     finally:
         stop(server)
 

@@ -208,7 +208,7 @@ def test_clients_that_vanish_mid_body_or_before_a_large_answer(server):
         if i % 2:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
-    for i in range(4):      # ask for 20 MB, leave before anything arrives
+    for _ in range(4):      # ask for 20 MB, leave before anything arrives
         s = socket.create_connection((server.host, server.port), timeout=10)
         s.sendall(post_json(b'{"big": 20000000}'))
         s.close()
@@ -317,7 +317,7 @@ def test_client_leaving_during_a_streamed_answer_with_requests_behind_it(server)
     before = fetch_metrics(server)
     base_conns = before.value("lite_serving_open_connections") - 1
     base_flight = before.value("lite_serving_requests_in_flight")
-    for i in range(3):
+    for _ in range(3):
         s = socket.create_connection((server.host, server.port), timeout=10)
         s.sendall(post_json(b'{"stream": 100}') + build("GET", "/") + post_json(b'{"i": 7}'))
         got = s.recv(65536)

@@ -61,7 +61,7 @@ def run(argv, env=None, timeout=600, check=True):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"{argv[:3]} still running after {timeout} s:\n{out[-3000:]}{err[-3000:]}")
+        raise AssertionError(f"{argv[:3]} still running after {timeout} s:\n{out[-3000:]}{err[-3000:]}") from None
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, argv))} exited {proc.returncode}:\n"
                              f"{out[-4000:]}\n{err[-4000:]}")

@@ -29,8 +29,9 @@ import orjson  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from lite_serving import __version__  # noqa: E402
+from lite_serving.v2 import model as v2_model
 from lite_serving.v2 import routes as v2
-from lite_serving.v2 import model as v2_model, tensors as v2_tensors
+from lite_serving.v2 import tensors as v2_tensors
 
 OPSET = [helper.make_opsetid("", 17)]
 

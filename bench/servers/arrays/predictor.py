@@ -1,7 +1,6 @@
 """numpy arrays in (bench/arrays.py): the mean of the array sent, as lists or as an array ext value."""
 
 import numpy as np
-
 import openbayes_serving as serv
 
 
