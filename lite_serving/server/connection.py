@@ -56,8 +56,8 @@ through CLOSING; streams come only from the dispatch (WAITING)::
 Every state change goes through :meth:`_enter`, which refuses a transition the
 table does not allow (:class:`IllegalTransition`: the loop closes that
 connection) and chooses the deadline from the state alone (the timeout of
-``ConnectionContext.timeouts[state]``, or none); no
-other code assigns ``state`` or ``deadline``. Whatever the state, while output
+``ConnectionContext.timeouts[state]``, or none); no other code assigns ``state``
+or ``deadline``. Whatever the state, while output
 waits for the client the write timeout (``--body-timeout`` without progress)
 applies. After the client's EOF nothing is read; what was received is still
 answered.
@@ -67,8 +67,9 @@ last answer) or by :meth:`abort`. Either way CLOSED comes with
 ``connection_lost``, which the transport delivers at the end of the loop's turn,
 never inside the call that closed the socket: code that writes never finds the
 connection closed under it. Between the two the transport is closed (its writes
-are dropped); :meth:`on_answer` is the one place that looks, so that an answer
-for a client already gone is not counted as sent.
+are dropped) and two places look: :meth:`on_answer`, so that an answer for a
+client already gone is not counted as sent, and the framing loop, which frames
+nothing more for it.
 """
 
 from time import monotonic
