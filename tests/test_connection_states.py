@@ -12,6 +12,7 @@ keeps the table and the tests in step.
 """
 
 import collections
+import selectors
 import socket
 import types
 
@@ -50,7 +51,7 @@ class FakeLoop:
 class FakeTransport:
     """Output held until ``flush`` (the end of the turn), a queue the socket has not taken
     (``backlog``), reading switched on and off, and ``abort`` as the real one: the protocol
-    hears ``connection_lost`` only at the end of the turn."""
+    hears ``connection_lost`` only from the loop (here ``Rig.end_turn``)."""
 
     peer = ("127.0.0.1", 40000)
 
@@ -288,7 +289,7 @@ def _(rig, _mp):
 @transition(IDLE_KEEPALIVE, CLOSED)
 def _(rig, _mp):
     rig.conn.check_deadline(rig.later(KEEP_ALIVE))
-    assert rig.transport.closed and rig.state == IDLE_KEEPALIVE   # told at the end of the turn
+    assert rig.transport.closed and rig.state == IDLE_KEEPALIVE   # told later, by the loop
     rig.end_turn()
     rig.closed()
 
@@ -723,7 +724,7 @@ def test_the_deadline_is_chosen_by_the_state_alone():
         "LINGERING": LINGER_SECONDS}
 
 
-def test_a_transport_closed_during_a_call_tells_its_protocol_at_the_end_of_the_turn():
+def test_a_transport_closed_during_a_call_tells_its_protocol_only_from_the_loop():
     loop = EventLoop()
     a, b = socket.socketpair()
     try:
@@ -742,3 +743,41 @@ def test_a_transport_closed_during_a_call_tells_its_protocol_at_the_end_of_the_t
         loop.sel.close()
         loop._wake_r.close()
         loop._wake_w.close()
+
+
+class _Closer:
+    """A selector target that closes itself when readable, as a transport does on a reset."""
+
+    closed = False
+
+    def __init__(self, name, loop, sock, seen):
+        self.name, self.loop, self.sock, self.seen = name, loop, sock, seen
+
+    def on_readable(self):
+        self.seen.append((self.name, list(self.loop.lost_log)))
+        self.closed = True
+        self.loop.closed_this_turn.append(lambda: self.loop.lost_log.append(self.name))
+
+
+def test_a_close_is_delivered_before_the_loop_hands_out_the_next_event():
+    """What the next event of the same turn sees is current (a /metrics answer counts open
+    connections, accepting counts them against --max-connections), as when connection_lost
+    was called inside abort()."""
+    loop = EventLoop()
+    loop.lost_log = []
+    seen = []
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        for name, (ours, theirs) in zip("ab", pairs):
+            ours.setblocking(False)
+            loop.sel.register(ours, selectors.EVENT_READ, _Closer(name, loop, ours, seen))
+            theirs.send(b"x")
+        loop.after_turn = lambda token: setattr(loop, "stopped", True) or True
+        loop.run()
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()
+    (first, saw_first), (second, saw_second) = seen
+    assert saw_first == [] and saw_second == [first]
+    assert sorted(loop.lost_log) == ["a", "b"]

@@ -64,9 +64,10 @@ answered.
 
 A connection ends in one of two ways: gracefully (:meth:`_close_after`, after the
 last answer) or by :meth:`abort`. Either way CLOSED comes with
-``connection_lost``, which the transport delivers at the end of the loop's turn,
-never inside the call that closed the socket: code that writes never finds the
-connection closed under it. Between the two the transport is closed (its writes
+``connection_lost``, which the loop delivers once the work that closed the
+socket has returned to it (after that event, or at the end of the turn), never
+inside the call that closed it: code that writes never finds the connection
+closed under it. Between the two the transport is closed (its writes
 are dropped) and two places look: :meth:`on_answer`, so that an answer for a
 client already gone is not counted as sent, and the framing loop, which frames
 nothing more for it.

@@ -1,11 +1,13 @@
 """The selector loop: readiness events to transports, calls from other threads, a once-a-second tick.
 
-It knows nothing of HTTP. A transport closed during a turn tells its protocol
-(``connection_lost``) at the end of the turn's events, never inside the call
-that closed it: it appends the call to ``closed_this_turn``, which the loop
-runs before accepting (so that ``--max-connections`` counts what is open),
-after the events, after the end-of-turn work (then turning again at once, so
-that what waits on a closed connection sees it now), and when it ends.
+It knows nothing of HTTP. A closed transport tells its protocol
+(``connection_lost``) once the work that closed it has returned to the loop,
+never inside that work: ``Transport.abort`` appends the call to
+``closed_this_turn``, which the loop runs after each event it handed out (so
+what the next event sees, the connection table and ``--max-connections`` among
+it, is current, as it was when the call was synchronous), after the end-of-turn
+work (then turning again at once, so that what waits on a closed connection
+sees it now), after the turn's other work, and when it ends.
 
 One thread runs the loop at a time; ``hand_over``
 starts another thread that takes it over (the dispatch's watchdog uses it
@@ -143,7 +145,7 @@ class EventLoop:
     def _run(self, token):
         sel = self.sel
         wait_at_most = self.wait_at_most
-        again = False   # a connection closed after the turn's events: turn again without waiting
+        again = False   # a connection closed after the turn's events: turn again at once
         try:
             while not self.stopped:
                 if self.corked_transports:
@@ -169,8 +171,6 @@ class EventLoop:
                     if target is _WAKE:
                         self._on_wake()
                     elif type(target) is _Listening:
-                        if self.closed_this_turn:  # the connection table is current first
-                            self.run_closed()
                         try:
                             self.on_accept(target.sock)
                         except Exception:
@@ -186,8 +186,8 @@ class EventLoop:
                         except Exception:
                             log.exception("internal error while serving a connection; closing it")
                             target.abort()
-                if self.closed_this_turn:
-                    self.run_closed()
+                    if self.closed_this_turn:
+                        self.run_closed()
                 if self.after_turn is not None and not self.after_turn(token):
                     return  # another thread runs the loop now: it sends what waits
                 if self.closed_this_turn:
