@@ -8,15 +8,23 @@ one at a time: the next request is framed only once the answer to the
 previous one has been handed to the transport, so answers leave in request
 order and every error takes its place among them.
 
-States (``STATE_NAMES``) and what holds in each:
+States (``STATE_NAMES``) and what holds in each. The first three are the sub-states
+of being idle (no request in progress: ``view`` is None; reading unless the client
+sent its end), told apart by what ``buf`` and the transport hold:
 
-``IDLE``      no request in progress (``view`` is None); ``buf[pos:]`` holds at most the
-              start of the next head. Reading. Deadline: the head timeout from the
-              head's first byte (or from entering IDLE); with nothing received, the
-              keep-alive timeout from the moment the last answer was written.
+``IDLE_KEEPALIVE`` nothing of a next request received (``buf[pos:]`` empty) and nothing
+              queued for the client when entered. Deadline: the keep-alive timeout, from
+              entering (an answer written in this turn goes out at its end); when it
+              passes with output still unsent, the state becomes IDLE_BACKLOG.
+``IDLE_HEAD`` ``buf[pos:]`` holds the start of the next head. Deadline: the head timeout
+              from its first byte (or from entering, with pipelined bytes already held);
+              408 when it passes.
+``IDLE_BACKLOG`` nothing received, answers still queued for the client (below the
+              pause mark). No deadline of its own: the keep-alive timeout starts once the
+              output is written (``write_drained``).
 ``BODY``      ``view`` has an admitted head whose body is arriving into ``body`` (a sink,
               fed by ``decoder`` when chunked). Reading. Deadline: the body timeout from
-              the last bytes received.
+              the last bytes received (re-entering BODY restarts it); 408 when it passes.
 ``WAITING``   ``view`` is complete and lent to the dispatch; only its answer
               (``on_answer``) moves on. No deadline. Reading ahead into ``buf`` only
               within ``--max-pending-input`` and while the memory budget has room.
@@ -24,38 +32,86 @@ States (``STATE_NAMES``) and what holds in each:
               until it ends. No deadline of its own; reading ahead as in WAITING.
 ``DRAINING``  an answer was written but over ``--max-pending-output`` of output waits for
               the client: not reading, nothing framed, until it drains to a quarter.
-``CLOSING``   the last answer is being written; once it is out the connection is
-              half-closed and lingers, reading and dropping input, until the client
-              closes or the linger deadline passes.
+``CLOSING``   the last answer is being written. No deadline of its own; input is dropped.
+``LINGERING`` the last answer is out and the connection half-closed: reading and dropping
+              input until the client closes or the linger deadline (``LINGER_SECONDS``)
+              passes.
 ``CLOSED``    the socket is closed; everything the connection held is released.
 
-Whatever the state, while output waits for the client the write timeout
-(``--body-timeout`` without progress) applies. After the client's EOF nothing
-is read; what was received is still answered. Transitions go through
-:meth:`_enter`, the one place deadlines are chosen. A connection ends in one of
-two ways: gracefully (:meth:`_close_after`, after the last answer) or by
-:meth:`abort`.
+Allowed transitions (``NEXT``; any state but CLOSED may go to CLOSED). An answer is
+always written before the connection closes after it, and a write waits for the
+end of the loop's turn, so a close found while framing or reading a body goes
+through CLOSING; streams come only from the dispatch (WAITING)::
+
+    IDLE_KEEPALIVE -> IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG, CLOSING, LINGERING
+    IDLE_HEAD      -> IDLE_*, BODY, WAITING, DRAINING, CLOSING
+    IDLE_BACKLOG   -> IDLE_KEEPALIVE, IDLE_HEAD, CLOSING, LINGERING
+    BODY           -> IDLE_*, BODY, WAITING, DRAINING, CLOSING
+    WAITING        -> IDLE_*, STREAMING, DRAINING, CLOSING, LINGERING
+    STREAMING      -> IDLE_*, DRAINING, CLOSING, LINGERING
+    DRAINING       -> IDLE_*
+    CLOSING        -> LINGERING
+    LINGERING      -> (CLOSED only)
+
+Every state change goes through :meth:`_enter`, which refuses a transition the
+table does not allow (:class:`IllegalTransition`: the loop closes that
+connection) and chooses the deadline from the state alone (the timeout of
+``ConnectionContext.timeouts[state]``, or none); no other code assigns ``state``
+or ``deadline``. Whatever the state, while output
+waits for the client the write timeout (``--body-timeout`` without progress)
+applies. After the client's EOF nothing is read; what was received is still
+answered.
+
+A connection ends in one of two ways: gracefully (:meth:`_close_after`, after the
+last answer) or by :meth:`abort`. Either way CLOSED comes with
+``connection_lost``, which the loop delivers once the work that closed the
+socket has returned to it (after that event, or at the end of the turn), never
+inside the call that closed it: code that writes never finds the connection
+closed under it. Between the two the transport is closed (its writes
+are dropped) and two places look: :meth:`on_answer`, so that an answer for a
+client already gone is not counted as sent, and the framing loop, which frames
+nothing more for it.
 """
 
 from time import monotonic
 
-from lite_serving.predictor import stream as streams
-from lite_serving.http.replies import error_reply
-from lite_serving.process.logs import get_logger
 from lite_serving.http.parser import ChunkedDecoder, ParseError, parse_head
+from lite_serving.http.replies import error_reply
+from lite_serving.predictor import stream as streams
+from lite_serving.predictor.request_view import RequestView
+from lite_serving.process.logs import get_logger
 from lite_serving.server.predict_deadline import LATE
 from lite_serving.server.request_body import MemoryBody, MultipartSink
-from lite_serving.predictor.request_view import RequestView
 
 log = get_logger("lite_serving")
 
-IDLE, BODY, WAITING, STREAMING, DRAINING, CLOSING, CLOSED = range(7)
-STATE_NAMES = ("IDLE", "BODY", "WAITING", "STREAMING", "DRAINING", "CLOSING", "CLOSED")
+(IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG, BODY, WAITING, STREAMING, DRAINING, CLOSING, LINGERING,
+ CLOSED) = range(10)
+STATE_NAMES = ("IDLE_KEEPALIVE", "IDLE_HEAD", "IDLE_BACKLOG", "BODY", "WAITING", "STREAMING",
+               "DRAINING", "CLOSING", "LINGERING", "CLOSED")
+IDLE_LAST = IDLE_BACKLOG   # ``state <= IDLE_LAST``: one of the idle sub-states
+_IDLE = {IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG}
+NEXT = {   # state -> the states it may go to (see the module docstring)
+    IDLE_KEEPALIVE: {IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG, CLOSING, LINGERING, CLOSED},
+    IDLE_HEAD: _IDLE | {BODY, WAITING, DRAINING, CLOSING, CLOSED},
+    IDLE_BACKLOG: {IDLE_KEEPALIVE, IDLE_HEAD, CLOSING, LINGERING, CLOSED},
+    BODY: _IDLE | {BODY, WAITING, DRAINING, CLOSING, CLOSED},
+    WAITING: _IDLE | {STREAMING, DRAINING, CLOSING, LINGERING, CLOSED},
+    STREAMING: _IDLE | {DRAINING, CLOSING, LINGERING, CLOSED},
+    DRAINING: _IDLE | {CLOSED},
+    CLOSING: {LINGERING, CLOSED},
+    LINGERING: {CLOSED},
+    CLOSED: set(),
+}
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0
 _EMPTY = b""
 _StreamBody = streams.StreamBody
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the table ``NEXT`` does not allow: a bug in this module."""
 
 
 class ConnectionContext:
@@ -79,6 +135,10 @@ class ConnectionContext:
         self.keep_alive_timeout = config.keep_alive_timeout
         self.head_timeout = config.head_timeout
         self.body_timeout = config.body_timeout
+        # the deadline of each state, as seconds from entering it (None: no deadline of its own)
+        self.timeouts = tuple({IDLE_KEEPALIVE: config.keep_alive_timeout,
+                               IDLE_HEAD: config.head_timeout, BODY: config.body_timeout,
+                               LINGERING: LINGER_SECONDS}.get(state) for state in NEXT)
         self.draining = False
         self.admit = None       # callable(head) → a refusal reply or None, before any body is read
         self.scratch = bytearray(256 * 1024)   # receive area for spooled bodies (one thread reads)
@@ -97,7 +157,7 @@ class HTTPConnection:
         self.transport = transport
         self.peer = transport.peer
         self.log_prefix = ctx.access_log.prefix(self.peer) if ctx.access_log.enabled else None
-        self.state = IDLE
+        self.state = IDLE_KEEPALIVE
         self.buf = _EMPTY          # bytes received and not yet framed, from ``pos`` on
         self.pos = 0
         self.counted = 0           # of ``buf``, bytes counted in the memory budget
@@ -111,7 +171,7 @@ class HTTPConnection:
         self.deadline = None
         self.fresh = True          # no request head received yet
         transport.protocol = self
-        self._enter(IDLE)
+        self._enter(IDLE_KEEPALIVE)
 
     def __repr__(self):
         return f"<HTTPConnection {self.peer} {STATE_NAMES[self.state]}>"
@@ -126,31 +186,32 @@ class HTTPConnection:
     # -- transitions: the one place states change and deadlines are chosen ----------
 
     def _enter(self, state):
-        if self.state == CLOSED:
-            return  # a write on the way here found the client gone: nothing more happens
+        if state not in NEXT[self.state]:
+            raise IllegalTransition(f"{self!r}: no transition to {STATE_NAMES[state]}")
         self.state = state
         ctx = self.ctx
-        transport = self.transport
-        if state == IDLE:
+        timeout = ctx.timeouts[state]
+        self.deadline = None if timeout is None else ctx.loop.now + timeout
+        if state <= IDLE_LAST:
             self.close_after = False
-            if self.pos < len(self.buf):
-                self.deadline = ctx.loop.now + ctx.head_timeout
-            elif transport.out:
-                self.deadline = None  # a backlog: the keep-alive timer starts once it is written
-            else:  # (an answer written in this turn goes out at its end)
-                self.deadline = ctx.loop.now + ctx.keep_alive_timeout
+            transport = self.transport
             if not transport.reading and not self.eof:
                 transport.set_reading(True)
-        elif state == WAITING or state == STREAMING:
-            self.deadline = None
-        elif state == BODY:
-            self.deadline = ctx.loop.now + ctx.body_timeout
         elif state == DRAINING:
-            self.deadline = None
-            transport.set_reading(False)
-        elif state == CLOSING:
-            # the linger deadline starts once the last answer is out (see _linger)
-            self.deadline = None if transport.unsent else ctx.loop.now + LINGER_SECONDS
+            self.transport.set_reading(False)
+        elif state == LINGERING:
+            self.buf, self.pos = _EMPTY, 0
+            self._count_input()
+            self.transport.set_reading(True)
+
+    def _enter_idle(self):
+        """No request in progress: the idle sub-state that what is held now makes."""
+        if self.pos < len(self.buf):
+            self._enter(IDLE_HEAD)
+        elif self.transport.out:
+            self._enter(IDLE_BACKLOG)  # the keep-alive timer starts once it is written
+        else:
+            self._enter(IDLE_KEEPALIVE)
 
     def check_deadline(self, now):
         """Called about once a second: end what has waited too long."""
@@ -161,10 +222,10 @@ class HTTPConnection:
         if self.deadline is None or now < self.deadline:
             return
         state = self.state
-        if state == IDLE and self.pos < len(self.buf) or state == BODY:
+        if state == IDLE_HEAD or state == BODY:
             self._refuse(408, "timed out waiting for the request")
-        elif state == IDLE and transport.unsent:
-            self.deadline = None  # answers still going out: the keep-alive timer starts after
+        elif state == IDLE_KEEPALIVE and transport.unsent:
+            self._enter(IDLE_BACKLOG)  # answers still going out: the keep-alive timer starts after
         else:  # an idle keep-alive connection, or a linger that has lasted long enough
             self.abort()
 
@@ -186,28 +247,29 @@ class HTTPConnection:
         elif not body.write(memoryview(self.ctx.scratch)[:n]):
             self._spool_failed()
             return
-        self.deadline = self.ctx.loop.now + self.ctx.body_timeout
+        self._enter(BODY)  # the body timeout starts again
         if body.got == body.length:
             self._body_complete()
             self._next_request()
 
     def data_received(self, data):
         state = self.state
-        if state == IDLE:
-            if self.pos < len(self.buf):
-                self.buf = self.buf[self.pos:] + data
-            else:
-                self.buf = data
-                self.deadline = self.ctx.loop.now + self.ctx.head_timeout  # a head begins
+        if state == IDLE_HEAD:
+            self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
             self.pos = 0
+            self._next_request()
+        elif state <= IDLE_LAST:  # a head begins
+            self.buf = data
+            self.pos = 0
+            self._enter(IDLE_HEAD)
             self._next_request()
         elif state == BODY:  # a chunked body (Content-Length bodies come through get_buffer)
             self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
             self.pos = 0
             self._chunked_data()
             self._next_request()
-        elif state == CLOSING:
-            return  # lingering: what the client still sends is dropped
+        elif state >= CLOSING:
+            return  # the last answer is going out, or lingering: what the client sends is dropped
         else:  # read ahead while the answer is pending, within the budgets
             self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
             self.pos = 0
@@ -220,8 +282,8 @@ class HTTPConnection:
         """The client sent all it will: finish what is in progress, then close."""
         self.eof = True
         state = self.state
-        if state == BODY or (state == IDLE or state == CLOSING) and not self.transport.unsent:
-            self.abort()  # a body that can never be complete, nothing in progress, or lingering over
+        if state == BODY or state == LINGERING or state <= IDLE_LAST and not self.transport.unsent:
+            self.abort()  # a body that can never be complete, lingering over, or nothing in progress
             return
         self.transport.set_reading(False)
 
@@ -235,14 +297,15 @@ class HTTPConnection:
     # -- framing requests -------------------------------------------------------------
 
     def _next_request(self):
-        """Frame requests from ``buf`` while the connection is IDLE (pipelined ones one by one).
+        """Frame requests from ``buf`` while the connection is idle (pipelined ones one by one).
 
         Answers found on the way (cheap routes, errors) are written in the loop; only
         the dispatch's answers (``on_answer``) and the transport's events call this.
         """
         ctx = self.ctx
         budget = ctx.budget
-        while self.state == IDLE:
+        transport = self.transport
+        while self.state == IDLE_HEAD and not transport.closed:  # (closed: see on_answer's except)
             data, pos = self.buf, self.pos
             if pos >= len(data):
                 break
@@ -285,7 +348,7 @@ class HTTPConnection:
             else:
                 self._start_body(head, length)
         state = self.state
-        if state == IDLE:
+        if state <= IDLE_LAST:
             if self.pos >= len(self.buf) and self.buf:
                 self.buf, self.pos = _EMPTY, 0
             if self.eof:  # nothing more can come: close once what is left to send is out
@@ -340,8 +403,6 @@ class HTTPConnection:
         self._enter(BODY)
         if head.expect_continue and self.pos == len(self.buf):
             self.transport.write(CONTINUE)
-            if self.state == CLOSED:
-                return
         self._chunked_data()
 
     def _chunked_data(self):
@@ -358,7 +419,7 @@ class HTTPConnection:
         piece = decoder.take()
         if piece and not self._chunked_store(piece):
             return
-        self.deadline = self.ctx.loop.now + self.ctx.body_timeout
+        self._enter(BODY)  # the body timeout starts again
         if decoder.done:
             self._body_complete()
 
@@ -405,8 +466,7 @@ class HTTPConnection:
             ctx.metrics.in_flight += 1
         reply = ctx.route(view)
         if reply is None:
-            self.state = WAITING   # _enter(WAITING), inlined: no deadline, reading ahead allowed
-            self.deadline = None
+            self._enter(WAITING)
             ctx.dispatch.submit(self, view)
         else:
             self.on_answer(view, reply, False)
@@ -418,11 +478,14 @@ class HTTPConnection:
         (``frame_next`` False: the framing loop goes on by itself)."""
         if reply is LATE:  # predict returned past --predict-timeout: its client was answered 504
             return
-        if self.state == CLOSED or not reply[0]:  # the client left (status 0: dropped unanswered)
+        transport = self.transport
+        if transport is None or transport.closed or not reply[0]:
+            # the client left (status 0: dropped unanswered): nothing is sent, nothing counted
             if type(reply[1]) is _StreamBody:
                 reply[1].close()
             self._finish(view)
-            self._close_after()
+            if self.state != CLOSED:
+                self._close_after()
             return
         try:
             status, data, close = reply
@@ -434,8 +497,8 @@ class HTTPConnection:
             self._finish(view, status, len(data))  # first: when the client reads, the request
             self.transport.write(data)               # holds nothing
             self._after_answer()
-            if frame_next and self.state == IDLE and (self.pos < len(self.buf) or self.eof
-                                                      or self.ctx.draining):
+            if frame_next and self.state <= IDLE_LAST and (self.pos < len(self.buf) or self.eof
+                                                           or self.ctx.draining):
                 self._next_request()
         except Exception:
             log.exception("internal error while answering a request; closing its connection")
@@ -443,14 +506,12 @@ class HTTPConnection:
 
     def _after_answer(self):
         """The answer is with the transport: close, wait for output to drain, or frame the next."""
-        if self.state == CLOSED:
-            return
         if self.close_after:
             self._close_after()
         elif self.transport.write_paused:
             self._enter(DRAINING)
         else:
-            self._enter(IDLE)
+            self._enter_idle()
 
     def _finish(self, view, status=None, sent=0):
         """The one place a request ends (once): counted, logged, everything it holds released.
@@ -478,7 +539,7 @@ class HTTPConnection:
         self.body = self.decoder = None  # a body being read is released with its view
         self.recv_into = False
         view = self.view
-        if view is not None and self.state in (IDLE, BODY):
+        if view is not None and self.state <= BODY:
             self._finish(view)
         ctx = self.ctx
         ctx.metrics.by_class[status // 100] += 1
@@ -526,11 +587,6 @@ class HTTPConnection:
                                   view.reason, len(stream.head))
         stream.handed = len(stream.head)
         self.transport.write(stream.head)
-        if self.state == CLOSED:  # the client left: the stream is never started
-            self.stream = None
-            stream.close()
-            self._finish(view)
-            return
         post = ctx.loop.call_soon_threadsafe
         streams.start(stream, lambda data: post(self._stream_post, stream, data))
 
@@ -550,7 +606,7 @@ class HTTPConnection:
             if not stream.chunked:  # HTTP/1.0: the end of the body is the end of the connection
                 self.close_after = True
             self._after_answer()
-            if self.state == IDLE:
+            if self.state <= IDLE_LAST:
                 self._next_request()
             return
         if self.stream is not stream or self.state != STREAMING:
@@ -576,7 +632,7 @@ class HTTPConnection:
     def resume_writing(self):
         self._stream_progress()
         if self.state == DRAINING:
-            self._enter(IDLE)
+            self._enter_idle()
             self._next_request()
 
     def write_drained(self):
@@ -585,26 +641,24 @@ class HTTPConnection:
             self._stream_progress()
         if state == CLOSING:
             self._linger()
-        elif state == IDLE:
+        elif state <= IDLE_LAST:
             if self.eof:
                 self.abort()  # nothing more can come, and everything is written
-            elif self.pos < len(self.buf):
+            elif state == IDLE_HEAD:
                 pass  # a head is arriving: its deadline stands
             elif self.ctx.draining:
                 self._close_after()
             else:  # the keep-alive timer starts when the last answer has been written
-                self.deadline = self.ctx.loop.now + self.ctx.keep_alive_timeout
+                self._enter(IDLE_KEEPALIVE)
 
     # -- the two ways a connection ends ----------------------------------------------------
 
     def _close_after(self):
         """Graceful close: once the last answer is written, half-close and linger, then close."""
-        if self.state == CLOSED:
-            return
-        self._enter(CLOSING)
         if not self.transport.unsent:
             self._linger()
         else:
+            self._enter(CLOSING)
             self.transport.drain_wanted = True
 
     def _linger(self):
@@ -613,10 +667,7 @@ class HTTPConnection:
         if self.eof or not self.transport.shutdown_write():
             self.abort()
             return
-        self.buf, self.pos = _EMPTY, 0
-        self._count_input()
-        self.deadline = self.ctx.loop.now + LINGER_SECONDS
-        self.transport.set_reading(True)
+        self._enter(LINGERING)
 
     def abort(self):
         """Close the socket now; connection_lost releases the rest."""
@@ -628,7 +679,7 @@ class HTTPConnection:
         """The socket is closed: release what the connection holds (a view lent to the dispatch
         or to a stream is released when its answer or its stream's end comes back)."""
         state = self.state
-        self.state = CLOSED
+        self._enter(CLOSED)
         self.transport = None
         ctx = self.ctx
         ctx.connections.pop(id(self), None)
@@ -651,8 +702,7 @@ class HTTPConnection:
         A connection accepted just before, whose first request may be on its way, is left
         to its head deadline: that request is answered (and the connection closed after it),
         where closing at once would reset it."""
-        if (self.state == IDLE and self.pos >= len(self.buf) and not self.transport.unsent
-                and not self.fresh):
+        if self.state == IDLE_KEEPALIVE and not self.transport.unsent and not self.fresh:
             self.abort()
 
 

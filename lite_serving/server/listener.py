@@ -24,12 +24,12 @@ import socket
 import time
 
 from lite_serving.codecs import json_codec
-from lite_serving.server.access_log import AccessLog
 from lite_serving.http.replies import error_reply
+from lite_serving.process.logs import get_logger
+from lite_serving.server.access_log import AccessLog
 from lite_serving.server.connection import ConnectionContext, HTTPConnection
 from lite_serving.server.dispatch import deliver, make_dispatch
 from lite_serving.server.loop import EventLoop
-from lite_serving.process.logs import get_logger
 from lite_serving.server.predict_deadline import HEALTHY, STUCK
 from lite_serving.server.request_body import BodyBuffers, MemoryBudget
 from lite_serving.server.transport import Transport

@@ -1,6 +1,15 @@
 """The selector loop: readiness events to transports, calls from other threads, a once-a-second tick.
 
-It knows nothing of HTTP. One thread runs the loop at a time; ``hand_over``
+It knows nothing of HTTP. A closed transport tells its protocol
+(``connection_lost``) once the work that closed it has returned to the loop,
+never inside that work: ``Transport.abort`` appends the call to
+``closed_this_turn``, which the loop runs after each event it handed out (so
+what the next event sees, the connection table and ``--max-connections`` among
+it, is current, as it was when the call was synchronous), after the end-of-turn
+work (then turning again at once, so that what waits on a closed connection
+sees it now), after the turn's other work, and when it ends.
+
+One thread runs the loop at a time; ``hand_over``
 starts another thread that takes it over (the dispatch's watchdog uses it
 when a predict holds the loop's thread), and the thread that lost it returns
 from :meth:`EventLoop.run` at its next check without touching a socket again.
@@ -49,6 +58,7 @@ class EventLoop:
         # then leave in one burst of send calls, between the Python work and not within it.
         self.corked = False
         self.corked_transports = []
+        self.closed_this_turn = []      # connection_lost calls of transports closed this turn
         self._posted = collections.deque()
         self._wake_pending = False
         self._wake_r, self._wake_w = socket.socketpair()
@@ -135,11 +145,19 @@ class EventLoop:
     def _run(self, token):
         sel = self.sel
         wait_at_most = self.wait_at_most
+        again = False   # a connection closed after the turn's events: turn again at once
         try:
             while not self.stopped:
                 if self.corked_transports:
                     self._uncork()
-                events = sel.select(1.0 if wait_at_most is None else wait_at_most())
+                if self.closed_this_turn:
+                    self.run_closed()
+                    again = True
+                if again:
+                    again = False
+                    events = sel.select(0)
+                else:
+                    events = sel.select(1.0 if wait_at_most is None else wait_at_most())
                 self.now = now = time.monotonic()
                 self.corked = True
                 if not events and self.on_idle is not None:
@@ -168,8 +186,13 @@ class EventLoop:
                         except Exception:
                             log.exception("internal error while serving a connection; closing it")
                             target.abort()
+                    if self.closed_this_turn:
+                        self.run_closed()
                 if self.after_turn is not None and not self.after_turn(token):
                     return  # another thread runs the loop now: it sends what waits
+                if self.closed_this_turn:
+                    self.run_closed()
+                    again = True
                 if now >= self._next_tick:
                     self._next_tick = now + 1.0
                     self.on_tick(now)
@@ -183,11 +206,22 @@ class EventLoop:
                 try:
                     if self.on_close is not None:
                         self.on_close()
+                    self.run_closed()
                 finally:
                     self.sel.close()
                     self._wake_r.close()
                     self._wake_w.close()
                     self.finished.set()
+
+    def run_closed(self):
+        """Tell the protocols of the transports closed since the last call (``connection_lost``)."""
+        while self.closed_this_turn:
+            calls, self.closed_this_turn = self.closed_this_turn, []
+            for connection_lost in calls:
+                try:
+                    connection_lost()
+                except Exception:
+                    log.exception("internal error while releasing a closed connection")
 
     def _uncork(self):
         """Send what the transports were given during the last turn."""

@@ -28,9 +28,9 @@ import selectors
 import socket
 import ssl
 
-from lite_serving.server.access_log import peer_text
 from lite_serving.http.replies import error_reply
 from lite_serving.process.logs import DEBUG, get_logger
+from lite_serving.server.access_log import peer_text
 from lite_serving.server.transport import RECV_SIZE, Transport
 
 log = get_logger("lite_serving")

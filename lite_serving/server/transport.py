@@ -10,7 +10,10 @@ nothing of HTTP. It calls its protocol back:
   high / low water marks (the protocol's output budget);
 - ``write_drained()`` when every byte written has gone to the socket (after a backlog, or
   when the protocol set ``drain_wanted``: output written during a turn usually goes at once);
-- ``connection_lost()`` once, when the socket is closed.
+- ``connection_lost()`` once, after the socket is closed: when the work that closed it
+  has returned to the loop (``loop.closed_this_turn``), never from inside the call that
+  closed it, so a protocol that writes, reads or aborts never finds itself closed under
+  its own feet. Until then ``closed`` is true and writes are dropped.
 
 Reading is switched on and off by the protocol (``set_reading``). Unsent
 bytes are counted in the server's :class:`~lite_serving.server.request_body.MemoryBudget`.
@@ -207,7 +210,8 @@ class Transport:
         return True
 
     def abort(self):
-        """Close the socket now, dropping unsent output; the protocol hears connection_lost."""
+        """Close the socket now, dropping unsent output; the protocol hears connection_lost once
+        this work has returned to the loop."""
         if self.closed:
             return
         if self.held is not None and not self.out:  # written this turn: it goes out as it would have
@@ -231,7 +235,7 @@ class Transport:
         self.unsent = 0
         protocol, self.protocol = self.protocol, None
         if protocol is not None:
-            protocol.connection_lost()
+            self.loop.closed_this_turn.append(protocol.connection_lost)
 
     def _watch(self):
         """Have the selector watch for what is needed now: reading when on, writing while output waits."""
