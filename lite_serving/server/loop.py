@@ -166,28 +166,8 @@ class EventLoop:
                     except Exception:
                         self.on_idle = None
                         log.exception("internal error in the loop's idle work")
-                for key, mask in events:
-                    target = key.data
-                    if target is _WAKE:
-                        self._on_wake()
-                    elif type(target) is _Listening:
-                        try:
-                            self.on_accept(target.sock)
-                        except Exception:
-                            log.exception("internal error while accepting connections")
-                    else:
-                        if target.closed:  # closed earlier in this turn
-                            continue
-                        try:
-                            if mask & selectors.EVENT_READ:
-                                target.on_readable()
-                            if mask & selectors.EVENT_WRITE and not target.closed:
-                                target.on_writable()
-                        except Exception:
-                            log.exception("internal error while serving a connection; closing it")
-                            target.abort()
-                    if self.closed_this_turn:
-                        self.run_closed()
+                if events:
+                    self._handle(events)
                 if self.after_turn is not None and not self.after_turn(token):
                     return  # another thread runs the loop now: it sends what waits
                 if self.closed_this_turn:
@@ -212,6 +192,32 @@ class EventLoop:
                     self._wake_r.close()
                     self._wake_w.close()
                     self.finished.set()
+
+    def _handle(self, events):
+        """One turn's events: wake-ups, new connections, sockets ready to read or write; after
+        each, ``connection_lost`` for the transports it closed."""
+        for key, mask in events:
+            target = key.data
+            if target is _WAKE:
+                self._on_wake()
+            elif type(target) is _Listening:
+                try:
+                    self.on_accept(target.sock)
+                except Exception:
+                    log.exception("internal error while accepting connections")
+            else:
+                if target.closed:  # closed earlier in this turn
+                    continue
+                try:
+                    if mask & selectors.EVENT_READ:
+                        target.on_readable()
+                    if mask & selectors.EVENT_WRITE and not target.closed:
+                        target.on_writable()
+                except Exception:
+                    log.exception("internal error while serving a connection; closing it")
+                    target.abort()
+            if self.closed_this_turn:
+                self.run_closed()
 
     def run_closed(self):
         """Tell the protocols of the transports closed since the last call (``connection_lost``)."""
