@@ -492,6 +492,14 @@ cdef inline void _lifted_init(Lifted* f) noexcept:
     f.rid_s = f.rid_e = f.pid_s = f.pid_e = f.ua_s = f.ua_e = -1
 
 
+cdef inline void _keep_first(Py_ssize_t* start, Py_ssize_t* end, Py_ssize_t vs,
+                             Py_ssize_t ve) noexcept:
+    """Record the value s[vs:ve] of a field whose first occurrence counts (start -1: none yet)."""
+    if start[0] < 0:
+        start[0] = vs
+        end[0] = ve
+
+
 cdef inline int _lift(Lifted* f, const unsigned char* s, Py_ssize_t ls, Py_ssize_t n,
                       Py_ssize_t vs, Py_ssize_t ve) noexcept:
     """parser_py.parse_head's per-field bookkeeping for one valid field line
@@ -519,23 +527,15 @@ cdef inline int _lift(Lifted* f, const unsigned char* s, Py_ssize_t ls, Py_ssize
         if _ieq(q, b"connection", 10):
             _connection_tokens(f, s, vs, ve)
         elif _ieq(q, b"user-agent", 10):
-            if f.ua_s < 0:
-                f.ua_s = vs
-                f.ua_e = ve
+            _keep_first(&f.ua_s, &f.ua_e, vs, ve)
     elif n == 12:
         if _ieq(q, b"content-type", 12):
-            if f.ct_s < 0:
-                f.ct_s = vs
-                f.ct_e = ve
+            _keep_first(&f.ct_s, &f.ct_e, vs, ve)
         elif _ieq(q, b"x-request-id", 12):
-            if f.rid_s < 0:
-                f.rid_s = vs
-                f.rid_e = ve
+            _keep_first(&f.rid_s, &f.rid_e, vs, ve)
     elif n == 30:
         if _ieq(q, b"x-openbayes-serving-request-id", 30):
-            if f.pid_s < 0:
-                f.pid_s = vs
-                f.pid_e = ve
+            _keep_first(&f.pid_s, &f.pid_e, vs, ve)
     elif n == 14:
         if _ieq(q, b"content-length", 14):
             if f.content_length >= 0:

@@ -11,6 +11,16 @@ from lite_serving.http.parser import parse_query, unquote_path
 _MISSING = object()
 
 
+def _converted_one(value, type, default):
+    """``value`` passed through ``type``, or ``default`` when it rejects it (werkzeug's rule)."""
+    if type is None:
+        return value
+    try:
+        return type(value)
+    except (ValueError, TypeError):
+        return default
+
+
 def _converted(values, type):
     """``values`` passed through ``type``; those it rejects are left out (werkzeug's rule)."""
     if type is None:
@@ -51,12 +61,7 @@ class Headers:
         if not found:
             return default
         value = found[0] if len(found) == 1 else ",".join(found)
-        if type is None:
-            return value
-        try:
-            return type(value)
-        except (ValueError, TypeError):
-            return default
+        return _converted_one(value, type, default)
 
     def __getitem__(self, name):
         value = self.get(name, _MISSING)
@@ -138,12 +143,7 @@ class MultiDict(dict):
         value = dict.get(self, key, _MISSING)
         if value is _MISSING:
             return default
-        if type is None:
-            return value
-        try:
-            return type(value)
-        except (ValueError, TypeError):
-            return default
+        return _converted_one(value, type, default)
 
     def getlist(self, key, type=None):
         """Every value of ``key`` in order (``[]`` when absent)."""
