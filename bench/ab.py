@@ -5,7 +5,7 @@
     python bench/ab.py --base abc1234 --rounds 5
 
 Echo: ``{"inputs": [1, 2, 3, 4], "name": "echo"}`` POSTed as JSON to the echo predictor
-(``servers/lite/``) by wrk, 32 keep-alive connections, ``--seconds`` per load, the two servers
+(``examples/echo/``) by wrk, 32 keep-alive connections, ``--seconds`` per load, the two servers
 taking turns each round; best round kept. Cold start: the echo server spawned and POSTed to in
 a tight loop until it answers, ms from the spawn (and the server's CPU ms by then), median of
 ``--starts`` starts per side, sides alternating. The server is pinned to one CPU and wrk and
@@ -27,13 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness.machine import cpu_layout  # noqa: E402
-from harness.paths import REPO_ROOT, RESULTS_DIR, SERVERS_DIR, WORK_DIR  # noqa: E402
+from harness.paths import ECHO_DIR, REPO_ROOT, RESULTS_DIR, WORK_DIR  # noqa: E402
 from harness.servers import free_port  # noqa: E402
 from harness.wrk import ensure_wrk, parse_report  # noqa: E402
 from ingest import Server, build_base  # noqa: E402
 
 HOST = "127.0.0.1"
-APP = SERVERS_DIR / "lite"
+APP = ECHO_DIR
 ECHO = json.dumps({"inputs": [1, 2, 3, 4], "name": "echo"}).encode()
 POST_SCRIPT = Path(__file__).resolve().parent / "lua" / "post.lua"
 

@@ -26,9 +26,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from harness.fixtures import BODIES, write_bodies  # noqa: E402
+from harness.paths import ECHO_DIR  # noqa: E402
 from harness.wrk import ensure_wrk, run_wrk  # noqa: E402
 
-PREDICTOR = HERE / "servers" / "lite"
+PREDICTOR = ECHO_DIR
 CONNECTIONS = 32
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .envs import ENV_SPECS
-from .paths import LOG_DIR, SERVERS_DIR, WORK_DIR
+from .paths import ECHO_DIR, LOG_DIR, SERVERS_DIR, WORK_DIR
 
 HOST = "127.0.0.1"
 ONNX_MODEL = WORK_DIR / "onnx" / "model.onnx"
@@ -64,7 +64,7 @@ class ServerSpec:
     supports_workers: bool = False
     log_facts: tuple = ()  # regexes of start-up log lines worth reporting
     cold_start_only: bool = False  # another way to start a server measured elsewhere: cold start only
-    echo_dir: str = "lite"  # the directory under servers/ of its echo app (the other apps are shared)
+    tensor_dir: str = "tensor_lite"  # the directory under servers/ of its tensor app (numpy answers or not)
 
     def command(self, app, port, workers=None):
         """``(argv after the interpreter, working directory)`` to serve ``app`` on ``port``."""
@@ -75,11 +75,11 @@ class ServerSpec:
         return dict(self.extra_env)
 
     def app_dir(self, app):
-        """The directory under servers/ of ``app``: echo and tensor have one per kind of server."""
+        """The directory of ``app``: examples/echo for echo, else under servers/ (tensor: one per kind of server)."""
         if app in ("echo", "tls"):  # tls: the echo, over HTTPS
-            return SERVERS_DIR / self.echo_dir
+            return ECHO_DIR
         if app == "tensor":
-            return SERVERS_DIR / ("tensor_reference" if self.echo_dir == "reference" else "tensor_lite")
+            return SERVERS_DIR / self.tensor_dir
         return SERVERS_DIR / app
 
 
@@ -130,7 +130,7 @@ class UvicornServer(ServerSpec):
 SERVERS = {
     spec.key: spec
     for spec in (
-        PredictorScript("reference", "reference", "reference", echo_dir="reference",
+        PredictorScript("reference", "reference", "reference", tensor_dir="tensor_reference",
                         apps=("echo", "msgpack", "onnx", "facade", "tensor")),  # no TLS of its own
         UvicornServer("uvicorn", "uvicorn raw", "uvicorn", apps=("echo", "msgpack", "tls")),
         LiteServer("lite", "lite", "lite", supports_workers=True, log_facts=(r"parser: .+",)),

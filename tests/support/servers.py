@@ -196,19 +196,10 @@ def write_predictor(directory, source, files=None):
     return directory
 
 
-ECHO = """
-    import openbayes_serving as serv
-
-    class Predictor:
-        def __init__(self):
-            pass
-
-        def predict(self, json):
-            return json
-
-    if __name__ == "__main__":
-        serv.run(Predictor)
-"""
+# the echo predictor: the repository's own example
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "echo",
+                       "predictor.py"), encoding="utf-8") as _example:
+    ECHO = _example.read()
 
 
 def run_to_exit(args, cwd, env=None, timeout=60):
