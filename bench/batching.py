@@ -29,7 +29,7 @@ from harness.envs import ENV_SPECS, EnvError, ensure_env, installed_versions  # 
 from harness.machine import cpu_layout, machine_info  # noqa: E402
 from harness.paths import RESULTS_DIR  # noqa: E402
 from harness.wrk import ensure_wrk, wrk_version  # noqa: E402
-from run import csv_choice, log, write_outputs  # noqa: E402
+from run import add_subset, log, write_outputs  # noqa: E402
 
 
 def parse_args(argv):
@@ -39,18 +39,8 @@ def parse_args(argv):
         "--duration", type=int, help="seconds per wrk run and per model-only run (default 8, quick 2)"
     )
     p.add_argument("--rounds", type=int, help="rounds of every server taking its turn (default 3, quick 1)")
-    p.add_argument(
-        "--models",
-        type=csv_choice(tuple(MODELS)),
-        default=tuple(MODELS),
-        help="subset of " + ",".join(MODELS),
-    )
-    p.add_argument(
-        "--servers",
-        type=csv_choice(COLUMN_KEYS),
-        default=COLUMN_KEYS,
-        help="subset of " + ",".join(COLUMN_KEYS),
-    )
+    add_subset(p, "--models", MODELS)
+    add_subset(p, "--servers", COLUMN_KEYS)
     p.add_argument(
         "--batch-size",
         type=int,

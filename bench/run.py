@@ -59,6 +59,14 @@ def csv_choice(allowed):
     return parse
 
 
+def add_subset(p, flag, allowed, everything=True):
+    """``flag`` takes a comma-separated subset of ``allowed``; without it, all of them
+    (``everything``) or None."""
+    allowed = tuple(allowed)
+    p.add_argument(flag, type=csv_choice(allowed), default=allowed if everything else None,
+                   help="subset of " + ",".join(allowed))
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -67,13 +75,8 @@ def parse_args(argv):
     p.add_argument("--duration", type=int, help="seconds per wrk run (default 8, quick 2)")
     p.add_argument("--rounds", type=int, help="rounds of every server taking its turn (default 3, quick 1)")
     p.add_argument("--cold-starts", type=int, help="measured starts per server (default 5, quick 2)")
-    p.add_argument(
-        "--servers",
-        type=csv_choice(tuple(SERVERS)),
-        default=tuple(SERVERS),
-        help="subset of " + ",".join(SERVERS),
-    )
-    p.add_argument("--scenarios", type=csv_choice(SCENARIOS), help="subset of " + ",".join(SCENARIOS))
+    add_subset(p, "--servers", SERVERS)
+    add_subset(p, "--scenarios", SCENARIOS, everything=False)
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory (default bench/results)")
     p.add_argument(
         "--baseline",
