@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.machine import cpu_layout  # noqa: E402
+from harness.envs import lite_env  # noqa: E402
+from harness.machine import pin_client  # noqa: E402
 from harness.paths import ECHO_DIR, REPO_ROOT, RESULTS_DIR, WORK_DIR  # noqa: E402
 from harness.servers import free_port  # noqa: E402
 from harness.wrk import ensure_wrk, parse_report  # noqa: E402
@@ -99,12 +100,9 @@ def main(argv=None):
     p.add_argument("--starts", type=int, default=7)
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
-    server_cpu, client_cpu = (int(c) for c in cpu_layout()[:2])
-    os.sched_setaffinity(0, {client_cpu})
+    server_cpu, client_cpu = pin_client()
     ensure_wrk(print)
-    plain = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LITE_SERVING_PURE")}
-    sides = {"lite": {**plain, "PYTHONPATH": str(REPO_ROOT)},
-             "base": {**plain, "PYTHONPATH": str(build_base(args.base))}}
+    sides = {"lite": lite_env(REPO_ROOT), "base": lite_env(build_base(args.base))}
     argv_of = [sys.executable, "-m", "lite_serving", str(APP), "--host", HOST, "--port", "{port}",
                "--no-access-log"]
     servers = [Server(key, key, argv_of, env, server_cpu) for key, env in sides.items()]

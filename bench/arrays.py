@@ -16,7 +16,6 @@ other; the machine is shared, so compare the forms within one run. Writes
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.machine import cpu_layout  # noqa: E402
+from harness.envs import lite_env  # noqa: E402
+from harness.machine import pin_client  # noqa: E402
 from harness.paths import REPO_ROOT, RESULTS_DIR, SERVERS_DIR  # noqa: E402
 from ingest import Server  # noqa: E402
 
@@ -74,13 +74,11 @@ def main(argv=None):
     p.add_argument("--requests", type=int, default=20)
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
-    server_cpu, client_cpu = (int(c) for c in cpu_layout()[:2])
-    os.sched_setaffinity(0, {client_cpu})
+    server_cpu, _ = pin_client()
     forms, mean = bodies()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LITE_SERVING_PURE")}
     server = Server("lite", "lite", [sys.executable, "-m", "lite_serving", str(APP), "--host", HOST,
                                      "--port", "{port}", "--no-access-log"],
-                    {**env, "PYTHONPATH": str(REPO_ROOT)}, server_cpu)
+                    lite_env(REPO_ROOT), server_cpu)
     best = {}
     try:
         server.start()

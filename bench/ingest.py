@@ -38,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.envs import ENV_SPECS, ensure_env  # noqa: E402
-from harness.machine import cpu_layout  # noqa: E402
+from harness.envs import ENV_SPECS, ensure_env, lite_env  # noqa: E402
+from harness.machine import pin_client  # noqa: E402
 from harness.paths import REPO_ROOT, RESULTS_DIR, SERVERS_DIR, WORK_DIR  # noqa: E402
 from harness.servers import answers_200, free_port  # noqa: E402
 from harness.wrk import ensure_wrk, parse_report  # noqa: E402
@@ -155,14 +155,14 @@ def build_base(commit):
 
 def servers(args, cpu):
     """The servers of this run: this checkout, the base commit, the reference."""
-    plain = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LITE_SERVING_PURE")}
+    plain = lite_env()
     lite_argv = ["-m", "lite_serving", str(APP), "--host", HOST, "--port", "{port}", "--no-access-log"]
     out = [Server("lite", "lite", [sys.executable, *lite_argv],
-                  {**plain, "PYTHONPATH": str(REPO_ROOT)}, cpu)]
+                  lite_env(REPO_ROOT), cpu)]
     if args.base:
         base = build_base(args.base)
         out.append(Server("base", f"lite at {args.base}", [sys.executable, *lite_argv],
-                          {**plain, "PYTHONPATH": str(base)}, cpu))
+                          lite_env(base), cpu))
     if args.sink:
         out.append(Server("sink", "socket sink (the bound)",
                           [sys.executable, str(SERVERS_DIR / "sink" / "sink.py"), "--port", "{port}"],
@@ -295,8 +295,7 @@ def main(argv=None):
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else QUICK_SIZES if args.quick else SIZES
     conns = [4] if args.quick else [int(c) for c in args.conns.split(",")]
     framings = args.framings.split(",")
-    server_cpu, client_cpu = (int(c) for c in cpu_layout()[:2])
-    os.sched_setaffinity(0, {client_cpu})
+    server_cpu, client_cpu = pin_client()
     ensure_wrk(log)
     under_test = servers(args, server_cpu)
     cells = [{"size": s, "framing": f, "conns": c, "mbs": {}} for f in framings for c in conns

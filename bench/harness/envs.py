@@ -8,6 +8,7 @@ source files change, so the benchmark always measures the working tree.
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,13 @@ from .paths import REPO_ROOT, VENVS_DIR
 PROJECT_SOURCES = ("lite_serving", "_speedups", "setup.py", "pyproject.toml", "setup.cfg",
                    "lite_serving_alias.py", "lite_serving_alias.pth")
 SKIPPED_PARTS = {"__pycache__", "build", ".git"}
+
+
+def lite_env(tree=None):
+    """This environment without PYTHONPATH and LITE_SERVING_PURE, then PYTHONPATH ``tree``
+    when given: which lite_serving a server runs is the harness's choice alone."""
+    plain = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LITE_SERVING_PURE")}
+    return {**plain, "PYTHONPATH": str(tree)} if tree is not None else plain
 
 
 class EnvError(RuntimeError):

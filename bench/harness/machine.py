@@ -53,3 +53,11 @@ def cpu_layout():
     cpus = sorted(os.sched_getaffinity(0))
     server, client = cpus[0], cpus[1] if len(cpus) > 1 else cpus[0]
     return str(server), str(client), ",".join(map(str, cpus))
+
+
+def pin_client():
+    """Keep this process, and the load generators it starts, on the client CPU of
+    :func:`cpu_layout`; ``(server cpu, client cpu)`` as numbers."""
+    server_cpu, client_cpu = (int(c) for c in cpu_layout()[:2])
+    os.sched_setaffinity(0, {client_cpu})
+    return server_cpu, client_cpu
