@@ -21,6 +21,7 @@ from .batch_fixtures import answer_difference
 from .cpuwatch import NOISY_SHARE, ForeignCpu
 from .results import Results
 from .servers import HOST, ServerStartError, post, start_server
+from .settings import RoundSettings
 from .wrk import WrkError, run_wrk
 
 WARMUP_CONNECTIONS = 32
@@ -28,12 +29,9 @@ _BATCH_HISTOGRAM = re.compile(r"^(\w*batch_size\w*)_(sum|count)(?:\{[^}]*\})?\s+
 
 
 @dataclass
-class BatchSettings:
+class BatchSettings(RoundSettings):
     """What to run; filled from the command line by batching.py."""
 
-    rounds: int = 3
-    duration: int = 8
-    warmup: int = 1
     models: tuple = tuple(MODELS)
     servers: tuple = ()
     batch_size: int = 16

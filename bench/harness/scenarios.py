@@ -22,6 +22,7 @@ from .fixtures import APP_LOADS, BODIES
 from .importtime import parse_importtime
 from .results import Results
 from .servers import SERVERS, ServerStartError, post, spawn_server, start_server
+from .settings import RoundSettings
 from .wrk import WrkError, run_wrk
 
 WARMUP_CONNECTIONS = 32
@@ -30,12 +31,9 @@ IMPORT_PROFILE_STARTS = 3  # -X importtime starts per server; the profile is the
 
 
 @dataclass
-class Settings:
+class Settings(RoundSettings):
     """What to run; filled from the command line by run.py."""
 
-    rounds: int = 3
-    duration: int = 8
-    warmup: int = 1
     cold_starts: int = 5
     servers: tuple = tuple(SERVERS)
     scenarios: tuple = ()
