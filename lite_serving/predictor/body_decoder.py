@@ -88,23 +88,23 @@ def decode_msgpack(body):
         raise ServingError(f"the request body is not valid MessagePack: {reason}", 400) from None
 
 
+# the decoder of each kind of body (RAW: none, the bytes stay as they are)
+_DECODERS = (None, decode_json, decode_msgpack)
+
+
 def decode_payload(view):
     """What ``payload`` receives: the decoded body, or the raw bytes for other media types."""
-    kind = body_kind(view.head.content_type)
-    if kind == JSON:
-        return decode_json(view.body)
-    if kind == MSGPACK:
-        return decode_msgpack(view.body)
+    decode = _DECODERS[body_kind(view.head.content_type)]
+    if decode is not None:
+        return decode(view.body)
     return view.raw_body()
 
 
 def decode_json_argument(view):
     """What ``json`` receives: the decoded body; other media types → 400."""
-    kind = body_kind(view.head.content_type)
-    if kind == JSON:
-        return decode_json(view.body)
-    if kind == MSGPACK:
-        return decode_msgpack(view.body)
+    decode = _DECODERS[body_kind(view.head.content_type)]
+    if decode is not None:
+        return decode(view.body)
     content_type = view.head.content_type
     sent = f"was sent as {content_type}" if content_type else "was sent without a Content-Type"
     raise ServingError(f"input must be JSON or MessagePack: the body {sent}; send JSON with the "
