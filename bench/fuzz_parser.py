@@ -20,32 +20,16 @@ import tempfile
 
 import atheris
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(1, os.path.join(ROOT, "tests"))  # the tests' differential checks: support.parser_twins
 
 with atheris.instrument_imports(include=["lite_serving.http.parser_py"]):
     from lite_serving.http import parser_py
 
 from lite_serving.http import parser_c  # noqa: E402
-from lite_serving.http.parser_py import ParseError  # noqa: E402
+from support.parser_twins import decoder_run, head_outcome, outcome  # noqa: E402
 
-ATTRS = (
-    "method",
-    "target",
-    "path",
-    "query",
-    "version",
-    "fields",
-    "end",
-    "content_length",
-    "chunked",
-    "keep_alive",
-    "expect_continue",
-    "content_type",
-    "accept",
-    "origin",
-    "request_id",
-    "user_agent",
-)
 HEAD_LIMITS = [(), (0, 200, 4, 40), (0, 64, 2, 8), (0, 1024, 20, 100)]
 CHUNK_LIMITS = [(1 << 20,), (64, 40, 2), (10, 10, 1), (1 << 70, 0, 0)]
 
@@ -60,47 +44,6 @@ SEEDS = [
 ]
 
 
-def _typed(value):
-    if isinstance(value, list):
-        return ("list", [_typed(v) for v in value])
-    if isinstance(value, tuple):
-        return ("tuple", tuple(_typed(v) for v in value))
-    return (type(value).__name__, value)
-
-
-def _head(mod, data, limits):
-    try:
-        head = mod.parse_head(data, *limits)
-    except ParseError as exc:
-        return ("error", exc.status, exc.message)
-    if head is None:
-        return None
-    return {name: _typed(getattr(head, name)) for name in ATTRS}
-
-
-def _chunks(mod, pieces, limits):
-    dec = mod.ChunkedDecoder(*limits)
-    steps, buf = [], b""
-    try:
-        for piece in pieces:
-            buf += piece
-            pos = dec.feed(buf)
-            steps.append(pos)
-            buf = buf[pos:]
-            if dec.done:
-                break
-    except ParseError as exc:
-        return steps, ("error", exc.status, exc.message)
-    return steps, (dec.done, dec.body(), dec.size, _typed(dec.trailers))
-
-
-def _text(fn, text):
-    try:
-        return ("ok", _typed(fn(text)))
-    except Exception as exc:
-        return ("raises", type(exc).__name__)
-
-
 def _same(what, a, b, data):
     if a != b:
         raise AssertionError(f"parsers differ on {what} for {data!r}:\n  py: {a!r}\n  c:  {b!r}")
@@ -112,33 +55,31 @@ def one_input(raw):
     mode, data = raw[0] % 6, raw[1:]
     if mode < 4:
         limits = HEAD_LIMITS[mode]
-        _same("parse_head", _head(parser_py, data, limits), _head(parser_c, data, limits), data)
+        _same("parse_head", head_outcome(parser_py, data, *limits), head_outcome(parser_c, data, *limits),
+              data)
         for cut in range(0, len(data), max(1, len(data) // 16)):
             prefix = data[:cut]
-            _same(
-                "parse_head prefix", _head(parser_py, prefix, limits), _head(parser_c, prefix, limits), prefix
-            )
-        _same(
-            "parse_head bytearray",
-            _head(parser_py, data, limits),
-            _head(parser_c, bytearray(data), limits),
-            data,
-        )
+            _same("parse_head prefix", head_outcome(parser_py, prefix, *limits),
+                  head_outcome(parser_c, prefix, *limits), prefix)
+        _same("parse_head bytearray", head_outcome(parser_py, data, *limits),
+              head_outcome(parser_c, bytearray(data), *limits), data)
     elif mode == 4:
         limits = CHUNK_LIMITS[(raw[0] // 6) % len(CHUNK_LIMITS)]
         step = 1 + (raw[0] // 24) % 7
         pieces = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
-        _same("ChunkedDecoder", _chunks(parser_py, [data], limits), _chunks(parser_c, [data], limits), data)
+        _same("ChunkedDecoder", decoder_run(parser_py, [data], limits), decoder_run(parser_c, [data], limits),
+              data)
         _same(
             "ChunkedDecoder pieces",
-            _chunks(parser_py, pieces, limits),
-            _chunks(parser_c, pieces, limits),
+            decoder_run(parser_py, pieces, limits),
+            decoder_run(parser_c, pieces, limits),
             data,
         )
     else:
         text = data.decode("latin-1")
-        _same("parse_query", _text(parser_py.parse_query, text), _text(parser_c.parse_query, text), data)
-        _same("unquote_path", _text(parser_py.unquote_path, text), _text(parser_c.unquote_path, text), data)
+        _same("parse_query", outcome(parser_py.parse_query, text), outcome(parser_c.parse_query, text), data)
+        _same("unquote_path", outcome(parser_py.unquote_path, text), outcome(parser_c.unquote_path, text),
+              data)
 
 
 def main():

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lite_serving.http import parser_py
-from lite_serving.http.parser_py import ParseError
+from support.parser_twins import decoder_run, head_outcome, outcome
 
 parser_c = pytest.importorskip(
     "lite_serving.http.parser_c",
@@ -30,30 +30,6 @@ _EXAMPLES = int(os.environ.get("LITE_SERVING_FUZZ_EXAMPLES", "0") or 0)
 def fuzz_settings(default):
     return settings(max_examples=_EXAMPLES or default, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-ATTRS = ("method", "target", "path", "query", "version", "fields", "end", "content_length",
-         "chunked", "keep_alive", "expect_continue", "content_type", "accept", "origin",
-         "request_id", "user_agent")
-
-
-def typed(value):
-    """A value with the types of everything inside it spelled out."""
-    if isinstance(value, list):
-        return ("list", [typed(v) for v in value])
-    if isinstance(value, tuple):
-        return ("tuple", tuple(typed(v) for v in value))
-    return (type(value).__name__, value)
-
-
-def head_outcome(mod, data, *args):
-    try:
-        head = mod.parse_head(data, *args)
-    except ParseError as exc:
-        return ("error", exc.status, exc.message)
-    if head is None:
-        return None
-    return {name: typed(getattr(head, name)) for name in ATTRS}
 
 
 # ---------------------------------------------------------------- inputs
@@ -227,25 +203,6 @@ def test_parse_head_random_bytes(data):
 
 # ---------------------------------------------------------------- ChunkedDecoder
 
-def decoder_run(mod, pieces, limits):
-    """Feed ``pieces`` the way the server does (unconsumed bytes kept, new ones
-    appended); returns every step's position, then the final state or error."""
-    dec = mod.ChunkedDecoder(*limits)
-    steps = []
-    buf = b""
-    try:
-        for piece in pieces:
-            buf += piece
-            pos = dec.feed(buf)
-            steps.append(pos)
-            buf = buf[pos:]
-            if dec.done:
-                break
-    except ParseError as exc:
-        return steps, ("error", exc.status, exc.message)
-    return steps, (dec.done, typed(dec.body()), typed(dec.size), typed(dec.trailers))
-
-
 @st.composite
 def chunked_bodies(draw):
     out = []
@@ -306,13 +263,6 @@ def test_chunked_decoder_byte_by_byte(data):
 
 QUERY_TEXT = st.text(alphabet=st.one_of(st.sampled_from(list("%+&=aAfF09zZ/?#;")),
                                         st.characters(max_codepoint=0xFF)), max_size=60)
-
-
-def outcome(fn, arg):
-    try:
-        return ("ok", typed(fn(arg)))
-    except Exception as exc:  # both must fail alike on text they refuse
-        return ("raises", type(exc).__name__)
 
 
 @fuzz_settings(1500)
