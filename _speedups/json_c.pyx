@@ -76,6 +76,16 @@ cdef inline int _hex(unsigned char c) noexcept:
     return -1
 
 
+cdef inline int _resize(char** buf, Py_ssize_t* capacity, Py_ssize_t size) except -1:
+    """Reallocate ``buf[0]`` to ``size`` bytes, its contents kept, and record the new capacity."""
+    cdef char* grown = <char*>PyMem_Realloc(buf[0], size)
+    if grown == NULL:
+        raise MemoryError()
+    buf[0] = grown
+    capacity[0] = size
+    return 0
+
+
 cdef class _Reader:
     cdef const unsigned char* p
     cdef Py_ssize_t i, n
@@ -331,15 +341,9 @@ cdef class _Reader:
         return code
 
     cdef int reserve(self, Py_ssize_t size) except -1:
-        cdef char* grown
         if size <= self.scratch_size:
             return 0
-        grown = <char*>PyMem_Realloc(self.scratch, size)
-        if grown == NULL:
-            raise MemoryError()
-        self.scratch = grown
-        self.scratch_size = size
-        return 0
+        return _resize(&self.scratch, &self.scratch_size, size)
 
 
 cdef inline Py_ssize_t _put_utf8(char* out, Py_ssize_t w, unsigned int code) noexcept:
@@ -410,7 +414,6 @@ cdef class _Writer:
 
     cdef inline int room(self, Py_ssize_t more) except -1:
         cdef Py_ssize_t wanted
-        cdef char* grown
         if more <= self.capacity - self.size:
             return 0
         if more > PY_SSIZE_T_MAX - 64 - self.size:  # the text could not be one bytes object
@@ -418,12 +421,7 @@ cdef class _Writer:
         wanted = self.size + more + 64
         if self.capacity <= PY_SSIZE_T_MAX // 2 and self.capacity * 2 > wanted:
             wanted = self.capacity * 2
-        grown = <char*>PyMem_Realloc(self.buf, wanted)
-        if grown == NULL:
-            raise MemoryError()
-        self.buf = grown
-        self.capacity = wanted
-        return 0
+        return _resize(&self.buf, &self.capacity, wanted)
 
     cdef inline int put(self, const char* data, Py_ssize_t size) except -1:
         self.room(size)
