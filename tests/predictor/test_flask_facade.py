@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 import pytest
 
 from support.http_client import Connection, chunked
-from support.servers import kill, start
+from support.servers import module_server
 
 flask = pytest.importorskip("flask")
 
@@ -310,11 +310,7 @@ def flask_answer(view, environ):
     return resp.status_code, resp.get_json(silent=True), seen.get("result")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("facade"), PREDICTOR)
-    yield srv
-    kill(srv)
+server = module_server("facade", PREDICTOR)
 
 
 def lite_answer(server, method, target, headers, body, is_chunked):
@@ -391,11 +387,7 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.fixture(scope="module")
-def errors_server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("facade_errors"), ERRORS_PREDICTOR)
-    yield srv
-    kill(srv)
+errors_server = module_server("facade_errors", ERRORS_PREDICTOR)
 
 
 def _reference_errors_view(request):

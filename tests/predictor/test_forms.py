@@ -13,7 +13,7 @@ import pytest
 
 from lite_serving.http.multipart import MAX_FIELD_SIZE, MAX_PARTS
 from support.http_client import Connection, post, request
-from support.servers import kill, start
+from support.servers import kill, module_server, start
 
 SPOOL = 65536
 
@@ -100,11 +100,7 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("forms"), SOURCE, "--spool-size", str(SPOOL))
-    yield srv
-    kill(srv)
+server = module_server("forms", SOURCE, "--spool-size", str(SPOOL))
 
 
 def part(name, content, filename=None, content_type=None, disposition=None):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support.servers import start, stop
+from support.servers import module_server, start, stop
 from support.waits import wait_until
 from support.wire import Client, assert_serves, build, fetch, fetch_metrics, post_json, rss_kib, split_one
 
@@ -55,12 +55,8 @@ SOURCE = """
 CONNECTIONS = 2000
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("load"), SOURCE, "--keep-alive-timeout", "60",
+server = module_server("load", SOURCE, "--keep-alive-timeout", "60",
                        "--head-timeout", "60", "--body-timeout", "60")
-    yield srv
-    stop(srv)
 
 
 def open_files_limit(wanted):

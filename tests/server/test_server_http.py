@@ -8,7 +8,7 @@ import time
 import pytest
 
 from support.http_client import Connection, build_request, chunked, request
-from support.servers import kill, start, wait_for_new
+from support.servers import module_server, wait_for_new
 
 SOURCE = """
     import sys
@@ -35,11 +35,7 @@ SOURCE = """
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("http"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("http", SOURCE)
 
 
 def echo_request(body, target="/", extra=()):
