@@ -297,64 +297,29 @@ def test_class_without_predict_fails_clearly(tmp_path):
     assert_one_clear_line(code, output, "predict")
 
 
-def test_unknown_init_parameter_fails_clearly(tmp_path):
-    source = """
+@pytest.mark.parametrize("init, predict, named", [
+    ("self, tokenizer_thing", "self, json", "tokenizer_thing"),
+    ("self", "self, json, banana_arg", "banana_arg"),
+    ("self", 'self, body: "jsonish"', "body"),
+], ids=["init_parameter", "predict_parameter", "annotated_predict_parameter"])
+def test_unknown_parameter_fails_clearly(tmp_path, init, predict, named):
+    source = f"""
         import openbayes_serving as serv
 
 
         class Predictor:
-            def __init__(self, tokenizer_thing):
+            def __init__({init}):
                 pass
 
-            def predict(self, json):
-                return json
+            def predict({predict}):
+                return None
 
 
         if __name__ == "__main__":
             serv.run(Predictor)
     """
     code, output = serve_to_exit(tmp_path / "m", source)
-    assert_one_clear_line(code, output, "tokenizer_thing")
-
-
-def test_unknown_predict_parameter_fails_clearly(tmp_path):
-    source = """
-        import openbayes_serving as serv
-
-
-        class Predictor:
-            def __init__(self):
-                pass
-
-            def predict(self, json, banana_arg):
-                return json
-
-
-        if __name__ == "__main__":
-            serv.run(Predictor)
-    """
-    code, output = serve_to_exit(tmp_path / "m", source)
-    assert_one_clear_line(code, output, "banana_arg")
-
-
-def test_unknown_annotated_predict_parameter_fails_clearly(tmp_path):
-    source = """
-        import openbayes_serving as serv
-
-
-        class Predictor:
-            def __init__(self):
-                pass
-
-            def predict(self, body: "jsonish"):
-                return body
-
-
-        if __name__ == "__main__":
-            serv.run(Predictor)
-    """
-    code, output = serve_to_exit(tmp_path / "m", source)
-    assert_one_clear_line(code, output, "body")
+    assert_one_clear_line(code, output, named)
 
 
 # -- run() ---------------------------------------------------------------------------
