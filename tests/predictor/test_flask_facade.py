@@ -140,23 +140,29 @@ def describe(request):
     return out
 '''
 
-PREDICTOR = DESCRIBE + '''
+
+def answered_by(source, name):
+    """The function ``name`` defined in ``source``, twice: a predictor's source answering every
+    request with ``name(request)``, and the function itself, for Flask's side."""
+    predictor = source + f'''
 
 import openbayes_serving as serv
 
 
 class Predictor:
     def predict(self, request):
-        return describe(request)
+        return {name}(request)
 
 
 if __name__ == "__main__":
     serv.run(Predictor)
 '''
+    namespace = {}
+    exec(compile(source, name, "exec"), namespace)
+    return predictor, namespace[name]
 
-namespace = {}
-exec(compile(DESCRIBE, "describe", "exec"), namespace)
-describe = namespace["describe"]
+
+PREDICTOR, describe = answered_by(DESCRIBE, "describe")
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) facade-test/1.0"
 
@@ -364,33 +370,8 @@ def test_facade_matches_flask(server, case, order):
         for k, v in differing.items())
 
 
-ERRORS_PREDICTOR = '''
-import openbayes_serving as serv
-
-
-class Predictor:
-    def predict(self, request):
-        what = request.args.get("what")
-        if what == "get_json":
-            return {"json": request.get_json()}
-        if what == "json":
-            return {"json": request.json}
-        if what == "arg":
-            return {"value": request.args["missing"]}
-        if what == "form":
-            return {"value": request.form["missing"]}
-        return {"nothing": True}
-
-
-if __name__ == "__main__":
-    serv.run(Predictor)
-'''
-
-
-errors_server = module_server("facade_errors", ERRORS_PREDICTOR)
-
-
-def _reference_errors_view(request):
+ERRORS_VIEW = '''
+def errors_view(request):
     what = request.args.get("what")
     if what == "get_json":
         return {"json": request.get_json()}
@@ -401,6 +382,11 @@ def _reference_errors_view(request):
     if what == "form":
         return {"value": request.form["missing"]}
     return {"nothing": True}
+'''
+
+ERRORS_PREDICTOR, errors_view = answered_by(ERRORS_VIEW, "errors_view")
+
+errors_server = module_server("facade_errors", ERRORS_PREDICTOR)
 
 
 @pytest.mark.parametrize("what, content_type, body, status", [
@@ -419,7 +405,7 @@ def test_request_errors_answer_like_flask(errors_server, what, content_type, bod
         headers.append(("Content-Type", content_type))
     target = f"/?what={what}"
     lite = lite_answer(errors_server, "POST", target, headers, body, False)
-    ref_status, _, _ = flask_answer(_reference_errors_view,
+    ref_status, _, _ = flask_answer(errors_view,
                                     reference_environ("POST", target, headers, body, False,
                                                       errors_server.port))
     assert ref_status == status
