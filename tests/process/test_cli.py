@@ -133,38 +133,26 @@ def test_ipv6_host(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
-def test_two_servers_share_a_port_only_when_both_ask(tmp_path):
+def test_two_servers_share_a_port_only_when_both_ask(serve):
     port = free_port()
-    first = start(tmp_path / "a", ECHO, "--port", str(port), "--reuse-port")
-    try:
-        second = start(tmp_path / "b", ECHO, "--port", str(port), "--reuse-port")
-        try:
-            assert first.port == second.port == port
-            assert first.proc.poll() is None and second.proc.poll() is None
-            for _ in range(4):
-                assert_echoes(first)
-        finally:
-            kill(second)
-    finally:
-        kill(first)
+    first = serve(ECHO, "--port", str(port), "--reuse-port")
+    second = serve(ECHO, "--port", str(port), "--reuse-port")
+    assert first.port == second.port == port
+    assert first.proc.poll() is None and second.proc.poll() is None
+    for _ in range(4):
+        assert_echoes(first)
 
 
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
-def test_a_second_server_on_a_port_in_use_fails(tmp_path, workers):
+def test_a_second_server_on_a_port_in_use_fails(serve, workers):
     """A port in use is an error, whatever the first server is: no silent sharing of its traffic."""
     port = free_port()
-    first = start(tmp_path / "a", ECHO, "--port", str(port), *workers)
-    try:
-        second = start(tmp_path / "b", ECHO, "--port", str(port), wait=False)
-        try:
-            assert second.proc.wait(20) == 1
-            second.wait_for(rf"cannot listen on .*:{port}: Address already in use")
-            for _ in range(4):
-                assert_echoes(first)
-        finally:
-            kill(second)
-    finally:
-        kill(first)
+    first = serve(ECHO, "--port", str(port), *workers)
+    second = serve(ECHO, "--port", str(port), wait=False)
+    assert second.proc.wait(20) == 1
+    second.wait_for(rf"cannot listen on .*:{port}: Address already in use")
+    for _ in range(4):
+        assert_echoes(first)
 
 
 # -- the onnx argument ------------------------------------------------------------
