@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from support.http_client import post_json, request
-from support.predictors import APP_LOGGING
+from support.predictors import APP_LOGGING, raising_in
 from support.servers import (
     ECHO,
     kill,
@@ -355,24 +355,7 @@ def test_run_is_called_in_a_daemon_thread_after_init(tmp_path):
         kill(srv)
 
 
-RAISING_RUN = """
-    import openbayes_serving as serv
-
-
-    class Predictor:
-        def __init__(self):
-            pass
-
-        def run(self):
-            raise RuntimeError("run-failed-distinctly")
-
-        def predict(self, json):
-            return json
-
-
-    if __name__ == "__main__":
-        serv.run(Predictor)
-"""
+RAISING_RUN = raising_in("run", "run-failed-distinctly")
 
 
 def test_run_exception_in_production_ends_the_process_with_status_1(tmp_path):

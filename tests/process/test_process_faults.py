@@ -17,6 +17,7 @@ import time
 import pytest
 
 from support.http_client import Connection, post_json, request
+from support.predictors import raising_in
 from support.servers import kill, start, wait_for_new
 from support.waits import wait_until
 from support.wire import received_bytes, wait_received
@@ -417,20 +418,8 @@ def test_a_worker_that_never_becomes_ready_is_replaced(serve):
 # -- 6. a crash loop ------------------------------------------------------------------
 
 def test_workers_that_never_start_end_the_supervisor_with_their_error(serve):
-    source = """
-        import openbayes_serving as serv
-
-        class Predictor:
-            def __init__(self):
-                raise RuntimeError("the model file is missing")
-
-            def predict(self, json):
-                return json
-
-        if __name__ == "__main__":
-            serv.run(Predictor)
-    """
-    server = serve(source, "--workers", "2", wait=False)
+    server = serve(raising_in("__init__", "the model file is missing"), "--workers", "2",
+                   wait=False)
     assert server.proc.wait(60) == 1
     server._reader.join(5)
     last = "".join(server.lines[-4:])
