@@ -13,9 +13,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             case = json["case"]
             if case == "headers":

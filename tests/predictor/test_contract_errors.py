@@ -10,9 +10,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             kind = json["kind"]
             if kind == "custom":

@@ -26,9 +26,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             if json.get("big"):
                 return b"\\x01" * json["big"]

@@ -13,9 +13,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             if json.get("sleep"):
                 print("SLOW-START", file=sys.stderr, flush=True)
