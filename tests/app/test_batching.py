@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from support.http_client import Connection, build_request, post_json, request
-from support.servers import kill, launch, ready, start, wait_for_new
+from support.servers import kill, launch, module_server, ready, start, wait_for_new
 from support.waits import wait_until
 from support.wire import fetch_metrics, open_connections, wait_in_flight
 
@@ -84,11 +84,7 @@ BOTH = """
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("batch"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("batch", SOURCE)
 
 
 def body(**obj):

@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from support.servers import kill, start
+from support.servers import kill, module_server, start
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -104,11 +104,7 @@ def browser(tmp_path_factory):
                     pass
 
 
-@pytest.fixture(scope="module")
-def main(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("docs-main"), MAIN)
-    yield server
-    kill(server)
+main = module_server("docs-main", MAIN)
 
 
 def page(server):

@@ -15,6 +15,7 @@ from support.servers import (
     ECHO,
     kill,
     launch,
+    module_server,
     ready,
     run_to_exit,
     start,
@@ -112,11 +113,7 @@ def test_a_missing_relative_file_is_named_by_its_absolute_path(tmp_path):
 
 # -- 8. messages that say what to do ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def echo(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("echo"), ECHO, "--max-body-size", "1000")
-    yield server
-    kill(server)
+echo = module_server("echo", ECHO, "--max-body-size", "1000")
 
 
 def test_json_sent_as_a_form_names_the_type_and_the_fix(echo):
@@ -172,12 +169,9 @@ REFUSALS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def limited(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("limited"), ECHO, "--max-body-size", "1000",
-                   "--max-target", "200", "--max-headers", "10", "--head-timeout", "1")
-    yield server
-    kill(server)
+limited = module_server("limited", ECHO,
+                        "--max-body-size", "1000", "--max-target", "200", "--max-headers", "10",
+                        "--head-timeout", "1")
 
 
 @pytest.mark.parametrize("data,status,reason", REFUSALS,

@@ -3,7 +3,7 @@
 import pytest
 
 from support.http_client import Connection, build_request, post, post_json, request
-from support.servers import kill, start
+from support.servers import module_server
 
 SOURCE = """
     import openbayes_serving as serv
@@ -29,11 +29,7 @@ SOURCE = """
 ORIGIN = "https://app.example.com"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("routes"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("routes", SOURCE)
 
 
 def test_get_root_answers_json_message(server):

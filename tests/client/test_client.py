@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lite_serving.client import Client, PredictError
-from support.servers import kill, start, wait_for_new
+from support.servers import kill, module_server, start, wait_for_new
 
 SOURCE = """
     import base64
@@ -42,11 +42,7 @@ SOURCE = """
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("client"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("client", SOURCE)
 
 
 def url(server):

@@ -14,7 +14,7 @@ from lite_serving.codecs.array_ext import (
     unpack_array,
 )
 from support.http_client import post
-from support.servers import kill, start
+from support.servers import module_server
 
 SOURCE = """
     import numpy as np
@@ -50,11 +50,7 @@ ARRAYS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("arrays"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("arrays", SOURCE)
 
 
 def send(server, obj, accept=None, **packb):

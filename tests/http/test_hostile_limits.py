@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from support.servers import start, stop
+from support.servers import module_server, start, stop
 from support.waits import wait_until
 from support.wire import LENGTH_ECHO, Client, assert_serves, build, post_json, read_to_close, split_responses
 
@@ -124,12 +124,8 @@ def test_http2_request_line_is_505(limited):
 
 # -- timeouts -------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def timeouts(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("timeouts"), ECHO, "--head-timeout", "1",
-                          "--keep-alive-timeout", "1", "--body-timeout", "1")
-    yield server
-    stop(server)
+timeouts = module_server("timeouts", ECHO,
+                         "--head-timeout", "1", "--keep-alive-timeout", "1", "--body-timeout", "1")
 
 
 def expect_408_then_close(sock):
@@ -213,12 +209,7 @@ def test_half_sent_chunked_body_gets_408(timeouts):
 
 # -- connection cap ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def capped(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("capped"), ECHO, "--max-connections", "5",
-                          "--keep-alive-timeout", "30")
-    yield server
-    stop(server)
+capped = module_server("capped", ECHO, "--max-connections", "5", "--keep-alive-timeout", "30")
 
 
 def test_connection_over_max_connections_gets_503_and_close(capped):

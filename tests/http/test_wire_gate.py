@@ -4,7 +4,7 @@ checked where the answer head is built, whatever path built them; answers that c
 
 import pytest
 
-from support.servers import start, stop, wait_for_new
+from support.servers import module_server, wait_for_new
 from support.wire import Client, build, post_json, split_one
 
 SOURCE = """
@@ -13,9 +13,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             case = json["case"]
             if case == "headers":
@@ -45,11 +42,7 @@ SOURCE = """
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("gate"), SOURCE)
-    yield srv
-    stop(srv)
+server = module_server("gate", SOURCE)
 
 
 def ask(obj):

@@ -14,7 +14,7 @@ from support.http_client import (
     post_json,
     request,
 )
-from support.servers import kill, start
+from support.servers import module_server
 
 # ``json`` by annotation; counts its calls so a test can prove predict was not called.
 JSON_SOURCE = """
@@ -98,18 +98,10 @@ INSPECT_SOURCE = """
 QUERY = "a=1&a=two&b=x+y&c=%E4%BD%A0%E5%A5%BD%20%2B&empty="
 
 
-@pytest.fixture(scope="module")
-def json_server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("json"), JSON_SOURCE)
-    yield srv
-    kill(srv)
+json_server = module_server("json", JSON_SOURCE)
 
 
-@pytest.fixture(scope="module")
-def inspect_server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("inspect"), INSPECT_SOURCE)
-    yield srv
-    kill(srv)
+inspect_server = module_server("inspect", INSPECT_SOURCE)
 
 
 def value_of(resp):

@@ -1,9 +1,8 @@
 """Errors raised in predict: ServingError → its status and payload; anything else → 500."""
 
-import pytest
 
 from support.http_client import Connection, build_request, post_json, request
-from support.servers import kill, start, wait_for_new
+from support.servers import module_server, wait_for_new
 
 SOURCE = """
     import openbayes_serving as serv
@@ -11,9 +10,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             kind = json["kind"]
             if kind == "custom":
@@ -36,11 +32,7 @@ SOURCE = """
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("errors"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("errors", SOURCE)
 
 
 def test_serving_error_status_and_payload(server):

@@ -10,7 +10,7 @@ import pytest
 
 from support.events import COLLECTOR, PRODUCTION, Collector
 from support.http_client import post
-from support.servers import kill, start, wait_for_new
+from support.servers import kill, module_server, start, wait_for_new
 
 SOURCE = """
     import time
@@ -61,19 +61,11 @@ def collector():
     server.server_close()
 
 
-@pytest.fixture(scope="module")
-def production(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("events-prod"), SOURCE, "--port", "0",
-                "--host", "127.0.0.1", env=PRODUCTION)
-    yield srv
-    kill(srv)
+production = module_server("events-prod", SOURCE,
+                           "--port", "0", "--host", "127.0.0.1", env=PRODUCTION)
 
 
-@pytest.fixture(scope="module")
-def development(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("events-dev"), SOURCE)
-    yield srv
-    kill(srv)
+development = module_server("events-dev", SOURCE)
 
 
 def emit(server, events, request_id=None):

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from support.http_client import post, request
-from support.servers import kill, start, wait_for_new
+from support.servers import module_server, wait_for_new
 
 SOURCE = """
     try:
@@ -85,11 +85,7 @@ MSGPACK_TYPES = ["application/msgpack", "application/x-msgpack", "application/vn
 DICT = {"a": 1, "b": [1, 2], "c": None, "d": {"e": True}}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("results"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("results", SOURCE)
 
 
 def result(server, kind, accept=None):

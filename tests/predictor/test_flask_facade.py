@@ -22,7 +22,7 @@ from urllib.parse import unquote_to_bytes
 import pytest
 
 from support.http_client import Connection, chunked
-from support.servers import kill, start
+from support.servers import module_server
 
 flask = pytest.importorskip("flask")
 
@@ -140,23 +140,29 @@ def describe(request):
     return out
 '''
 
-PREDICTOR = DESCRIBE + '''
+
+def answered_by(source, name):
+    """The function ``name`` defined in ``source``, twice: a predictor's source answering every
+    request with ``name(request)``, and the function itself, for Flask's side."""
+    predictor = source + f'''
 
 import openbayes_serving as serv
 
 
 class Predictor:
     def predict(self, request):
-        return describe(request)
+        return {name}(request)
 
 
 if __name__ == "__main__":
     serv.run(Predictor)
 '''
+    namespace = {}
+    exec(compile(source, name, "exec"), namespace)
+    return predictor, namespace[name]
 
-namespace = {}
-exec(compile(DESCRIBE, "describe", "exec"), namespace)
-describe = namespace["describe"]
+
+PREDICTOR, describe = answered_by(DESCRIBE, "describe")
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) facade-test/1.0"
 
@@ -310,11 +316,7 @@ def flask_answer(view, environ):
     return resp.status_code, resp.get_json(silent=True), seen.get("result")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("facade"), PREDICTOR)
-    yield srv
-    kill(srv)
+server = module_server("facade", PREDICTOR)
 
 
 def lite_answer(server, method, target, headers, body, is_chunked):
@@ -368,37 +370,8 @@ def test_facade_matches_flask(server, case, order):
         for k, v in differing.items())
 
 
-ERRORS_PREDICTOR = '''
-import openbayes_serving as serv
-
-
-class Predictor:
-    def predict(self, request):
-        what = request.args.get("what")
-        if what == "get_json":
-            return {"json": request.get_json()}
-        if what == "json":
-            return {"json": request.json}
-        if what == "arg":
-            return {"value": request.args["missing"]}
-        if what == "form":
-            return {"value": request.form["missing"]}
-        return {"nothing": True}
-
-
-if __name__ == "__main__":
-    serv.run(Predictor)
-'''
-
-
-@pytest.fixture(scope="module")
-def errors_server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("facade_errors"), ERRORS_PREDICTOR)
-    yield srv
-    kill(srv)
-
-
-def _reference_errors_view(request):
+ERRORS_VIEW = '''
+def errors_view(request):
     what = request.args.get("what")
     if what == "get_json":
         return {"json": request.get_json()}
@@ -409,6 +382,11 @@ def _reference_errors_view(request):
     if what == "form":
         return {"value": request.form["missing"]}
     return {"nothing": True}
+'''
+
+ERRORS_PREDICTOR, errors_view = answered_by(ERRORS_VIEW, "errors_view")
+
+errors_server = module_server("facade_errors", ERRORS_PREDICTOR)
 
 
 @pytest.mark.parametrize("what, content_type, body, status", [
@@ -427,7 +405,7 @@ def test_request_errors_answer_like_flask(errors_server, what, content_type, bod
         headers.append(("Content-Type", content_type))
     target = f"/?what={what}"
     lite = lite_answer(errors_server, "POST", target, headers, body, False)
-    ref_status, _, _ = flask_answer(_reference_errors_view,
+    ref_status, _, _ = flask_answer(errors_view,
                                     reference_environ("POST", target, headers, body, False,
                                                       errors_server.port))
     assert ref_status == status

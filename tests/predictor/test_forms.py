@@ -13,7 +13,8 @@ import pytest
 
 from lite_serving.http.multipart import MAX_FIELD_SIZE, MAX_PARTS
 from support.http_client import Connection, post, request
-from support.servers import kill, start
+from support.servers import kill, module_server, start
+from support.wire import rss_kib
 
 SPOOL = 65536
 
@@ -100,11 +101,7 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("forms"), SOURCE, "--spool-size", str(SPOOL))
-    yield srv
-    kill(srv)
+server = module_server("forms", SOURCE, "--spool-size", str(SPOOL))
 
 
 def part(name, content, filename=None, content_type=None, disposition=None):
@@ -306,20 +303,12 @@ def test_upload_over_spool_size_is_read_from_its_file(server):
     assert got["form"] == {"label": ["big one"]}
 
 
-def rss_anon_kb(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1])
-    raise AssertionError("no RssAnon in /proc/PID/status")
-
-
 def test_spooled_upload_does_not_sit_in_memory(server):
     """50 MB through a 64 KiB spool: the server's anonymous memory grows by far less."""
     pid = server.proc.pid
     warm, _ = send_upload(server, 2 * 1024 * 1024)  # same code paths once, before measuring
     assert warm.status == 200, warm
-    baseline = rss_anon_kb(pid)
+    baseline = rss_kib(pid, "RssAnon")
     peak = [baseline]
     done = threading.Event()
 
@@ -328,7 +317,7 @@ def test_spooled_upload_does_not_sit_in_memory(server):
             if done.wait(0.005):
                 return
             try:
-                peak[0] = max(peak[0], rss_anon_kb(pid))
+                peak[0] = max(peak[0], rss_kib(pid, "RssAnon"))
             except (OSError, AssertionError):
                 return
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from support.http_client import post_json, request
-from support.predictors import APP_LOGGING
+from support.predictors import APP_LOGGING, raising_in
 from support.servers import (
     ECHO,
     kill,
@@ -133,38 +133,26 @@ def test_ipv6_host(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
-def test_two_servers_share_a_port_only_when_both_ask(tmp_path):
+def test_two_servers_share_a_port_only_when_both_ask(serve):
     port = free_port()
-    first = start(tmp_path / "a", ECHO, "--port", str(port), "--reuse-port")
-    try:
-        second = start(tmp_path / "b", ECHO, "--port", str(port), "--reuse-port")
-        try:
-            assert first.port == second.port == port
-            assert first.proc.poll() is None and second.proc.poll() is None
-            for _ in range(4):
-                assert_echoes(first)
-        finally:
-            kill(second)
-    finally:
-        kill(first)
+    first = serve(ECHO, "--port", str(port), "--reuse-port")
+    second = serve(ECHO, "--port", str(port), "--reuse-port")
+    assert first.port == second.port == port
+    assert first.proc.poll() is None and second.proc.poll() is None
+    for _ in range(4):
+        assert_echoes(first)
 
 
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
-def test_a_second_server_on_a_port_in_use_fails(tmp_path, workers):
+def test_a_second_server_on_a_port_in_use_fails(serve, workers):
     """A port in use is an error, whatever the first server is: no silent sharing of its traffic."""
     port = free_port()
-    first = start(tmp_path / "a", ECHO, "--port", str(port), *workers)
-    try:
-        second = start(tmp_path / "b", ECHO, "--port", str(port), wait=False)
-        try:
-            assert second.proc.wait(20) == 1
-            second.wait_for(rf"cannot listen on .*:{port}: Address already in use")
-            for _ in range(4):
-                assert_echoes(first)
-        finally:
-            kill(second)
-    finally:
-        kill(first)
+    first = serve(ECHO, "--port", str(port), *workers)
+    second = serve(ECHO, "--port", str(port), wait=False)
+    assert second.proc.wait(20) == 1
+    second.wait_for(rf"cannot listen on .*:{port}: Address already in use")
+    for _ in range(4):
+        assert_echoes(first)
 
 
 # -- the onnx argument ------------------------------------------------------------
@@ -297,64 +285,29 @@ def test_class_without_predict_fails_clearly(tmp_path):
     assert_one_clear_line(code, output, "predict")
 
 
-def test_unknown_init_parameter_fails_clearly(tmp_path):
-    source = """
+@pytest.mark.parametrize("init, predict, named", [
+    ("self, tokenizer_thing", "self, json", "tokenizer_thing"),
+    ("self", "self, json, banana_arg", "banana_arg"),
+    ("self", 'self, body: "jsonish"', "body"),
+], ids=["init_parameter", "predict_parameter", "annotated_predict_parameter"])
+def test_unknown_parameter_fails_clearly(tmp_path, init, predict, named):
+    source = f"""
         import openbayes_serving as serv
 
 
         class Predictor:
-            def __init__(self, tokenizer_thing):
+            def __init__({init}):
                 pass
 
-            def predict(self, json):
-                return json
+            def predict({predict}):
+                return None
 
 
         if __name__ == "__main__":
             serv.run(Predictor)
     """
     code, output = serve_to_exit(tmp_path / "m", source)
-    assert_one_clear_line(code, output, "tokenizer_thing")
-
-
-def test_unknown_predict_parameter_fails_clearly(tmp_path):
-    source = """
-        import openbayes_serving as serv
-
-
-        class Predictor:
-            def __init__(self):
-                pass
-
-            def predict(self, json, banana_arg):
-                return json
-
-
-        if __name__ == "__main__":
-            serv.run(Predictor)
-    """
-    code, output = serve_to_exit(tmp_path / "m", source)
-    assert_one_clear_line(code, output, "banana_arg")
-
-
-def test_unknown_annotated_predict_parameter_fails_clearly(tmp_path):
-    source = """
-        import openbayes_serving as serv
-
-
-        class Predictor:
-            def __init__(self):
-                pass
-
-            def predict(self, body: "jsonish"):
-                return body
-
-
-        if __name__ == "__main__":
-            serv.run(Predictor)
-    """
-    code, output = serve_to_exit(tmp_path / "m", source)
-    assert_one_clear_line(code, output, "body")
+    assert_one_clear_line(code, output, named)
 
 
 # -- run() ---------------------------------------------------------------------------
@@ -402,24 +355,7 @@ def test_run_is_called_in_a_daemon_thread_after_init(tmp_path):
         kill(srv)
 
 
-RAISING_RUN = """
-    import openbayes_serving as serv
-
-
-    class Predictor:
-        def __init__(self):
-            pass
-
-        def run(self):
-            raise RuntimeError("run-failed-distinctly")
-
-        def predict(self, json):
-            return json
-
-
-    if __name__ == "__main__":
-        serv.run(Predictor)
-"""
+RAISING_RUN = raising_in("run", "run-failed-distinctly")
 
 
 def test_run_exception_in_production_ends_the_process_with_status_1(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from support.events import PRODUCTION, Collector
 from support.http_client import Connection, build_request, post, post_json, request
-from support.servers import kill, serve_to_exit, start, wait_for_new
+from support.servers import kill, module_server, serve_to_exit, start, wait_for_new
 from support.waits import wait_until
 
 CONCURRENT = 200
@@ -113,11 +113,7 @@ KINDS = """
 """
 
 
-@pytest.fixture(scope="module")
-def kinds(tmp_path_factory):
-    server = start(tmp_path_factory.mktemp("async-kinds"), KINDS)
-    yield server
-    kill(server)
+kinds = module_server("async-kinds", KINDS)
 
 
 def test_async_predict_gets_its_arguments_and_answers_json_and_msgpack(kinds):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support.servers import start, stop
+from support.servers import module_server, start, stop
 from support.waits import wait_until
 from support.wire import (
     Client,
@@ -66,12 +66,8 @@ SOURCE = """
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("life"), SOURCE, "--keep-alive-timeout", "3",
-                       "--head-timeout", "60", "--body-timeout", "60")
-    yield srv
-    stop(srv)
+server = module_server("life", SOURCE,
+                       "--keep-alive-timeout", "3", "--head-timeout", "60", "--body-timeout", "60")
 
 
 def ask(obj, target="/"):

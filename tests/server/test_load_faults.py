@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support.servers import start, stop
+from support.servers import module_server, start, stop
 from support.waits import wait_until
 from support.wire import Client, assert_serves, build, fetch, fetch_metrics, post_json, rss_kib, split_one
 
@@ -26,9 +26,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             if json.get("big"):
                 return b"\\x01" * json["big"]
@@ -55,12 +52,8 @@ SOURCE = """
 CONNECTIONS = 2000
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("load"), SOURCE, "--keep-alive-timeout", "60",
+server = module_server("load", SOURCE, "--keep-alive-timeout", "60",
                        "--head-timeout", "60", "--body-timeout", "60")
-    yield srv
-    stop(srv)
 
 
 def open_files_limit(wanted):
@@ -82,6 +75,19 @@ def baseline_connections(server):
 def wait_connections_back_to(server, base, timeout=30):
     wait_until(lambda: baseline_connections(server) == base, timeout=timeout, interval=0.1,
                what=f"open connections back to {base}")
+
+
+def assert_in_flight_back_to(server, base, after):
+    """The server's requests in flight return to ``base``; the failure says ``after`` what."""
+    def in_flight():
+        return fetch_metrics(server).value("lite_serving_requests_in_flight")
+
+    try:
+        wait_until(lambda: in_flight() == base, timeout=5, interval=0.2)
+    except AssertionError:
+        pass
+    assert in_flight() == base, (
+        f"requests_in_flight stays at {in_flight()} (baseline {base}) after {after}")
 
 
 def test_two_thousand_concurrent_connections_all_answered(server):
@@ -324,16 +330,8 @@ def test_client_leaving_during_a_streamed_answer_with_requests_behind_it(server)
         assert got.startswith(b"HTTP/1.1 200 "), got[:100]
         s.close()
     wait_connections_back_to(server, base_conns)
-    def in_flight():
-        return fetch_metrics(server).value("lite_serving_requests_in_flight")
-
-    try:
-        wait_until(lambda: in_flight() == base_flight, timeout=5, interval=0.2)
-    except AssertionError:
-        pass
-    assert in_flight() == base_flight, (
-        f"requests_in_flight stays at {in_flight()} (baseline {base_flight}) after 3 clients "
-        "left during a streamed answer with 2 requests pipelined behind it")
+    assert_in_flight_back_to(server, base_flight, "3 clients left during a streamed answer with "
+                                                  "2 requests pipelined behind it")
 
 
 def test_client_gone_before_the_answers_ahead_of_a_stream_are_written(server):
@@ -350,17 +348,8 @@ def test_client_gone_before_the_answers_ahead_of_a_stream_are_written(server):
         s.sendall(build("GET", "/") + post_json(b'{"stream": 3}') + build("GET", "/"))
         s.close()   # nothing was read yet, so this is a FIN; the answers hit a closed peer
     wait_connections_back_to(server, base_conns)
-
-    def in_flight():
-        return fetch_metrics(server).value("lite_serving_requests_in_flight")
-
-    try:
-        wait_until(lambda: in_flight() == base_flight, timeout=5, interval=0.2)
-    except AssertionError:
-        pass
-    assert in_flight() == base_flight, (
-        f"requests_in_flight stays at {in_flight()} (baseline {base_flight}) after 5 clients "
-        "left before the answers ahead of a streamed one could be written")
+    assert_in_flight_back_to(server, base_flight, "5 clients left before the answers ahead of a "
+                                                  "streamed one could be written")
 
 
 @pytest.mark.parametrize("rest", [b"GET / HTTP/1.1\r\nHost: x\r\n",

@@ -2,10 +2,8 @@
 
 import select
 
-import pytest
-
 from support.http_client import Connection, build_request, post_json, request
-from support.servers import kill, start, wait_for_new
+from support.servers import kill, module_server, start, wait_for_new
 
 SOURCE = """
     import sys
@@ -15,9 +13,6 @@ SOURCE = """
 
 
     class Predictor:
-        def __init__(self):
-            pass
-
         def predict(self, json):
             if json.get("sleep"):
                 print("SLOW-START", file=sys.stderr, flush=True)
@@ -42,11 +37,7 @@ def slow_request():
     return build_request("POST", "/", [("Content-Type", "application/json")], b'{"sleep": 3}')
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("slow"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("slow", SOURCE)
 
 
 def test_slow_predict_does_not_freeze_the_server(server):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from support.http_client import Connection, build_request, chunked, request
-from support.servers import kill, start, wait_for_new
+from support.servers import module_server, wait_for_new
 
 SOURCE = """
     import sys
@@ -35,11 +35,7 @@ SOURCE = """
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("http"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("http", SOURCE)
 
 
 def echo_request(body, target="/", extra=()):
@@ -261,10 +257,15 @@ def test_malformed_request_gets_4xx_and_close(server, name):
     assert_serves(server)
 
 
-def test_malformed_request_after_a_good_one_on_the_same_socket(server):
+@pytest.mark.parametrize("ahead, assert_first", [
+    (build_request("GET", "/"), assert_root),
+    (echo_request(b"first", "/?sleep=0.2&tag=bad-behind"), lambda resp: assert_echo(resp, b"first")),
+], ids=["after_a_good_one", "pipelined_behind_a_slow_predict"])
+def test_malformed_request_behind_another_on_the_same_socket(server, ahead, assert_first):
+    """The request ahead is answered, then the malformed one gets a 4xx and the close."""
     with Connection(server.host, server.port) as conn:
-        conn.send(build_request("GET", "/") + b"GARBAGE\r\n\r\n")
-        assert_root(conn.read_response())
+        conn.send(ahead + b"GARBAGE\r\n\r\n")
+        assert_first(conn.read_response())
         assert 400 <= conn.read_response().status < 500
         assert conn.closed_by_peer()
     assert_serves(server)
@@ -370,15 +371,6 @@ def test_http10_post_closes_after_the_predict_answer(server):
         conn.send(b"POST / HTTP/1.0\r\nContent-Length: 4\r\n\r\nold!")
         assert_echo(conn.read_response(), b"old!")
         assert conn.closed_by_peer()
-
-
-def test_malformed_request_pipelined_behind_a_slow_predict(server):
-    with Connection(server.host, server.port) as conn:
-        conn.send(echo_request(b"first", "/?sleep=0.2&tag=bad-behind") + b"GARBAGE\r\n\r\n")
-        assert_echo(conn.read_response(), b"first")
-        assert 400 <= conn.read_response().status < 500
-        assert conn.closed_by_peer()
-    assert_serves(server)
 
 
 def test_body_arrives_after_the_head_in_a_later_write(server):

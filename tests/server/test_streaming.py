@@ -13,7 +13,7 @@ import time
 import pytest
 
 from support.http_client import Connection, ConnectionClosed, request
-from support.servers import kill, start
+from support.servers import module_server
 from support.waits import wait_until
 
 SOURCE = r'''
@@ -159,11 +159,7 @@ if __name__ == "__main__":
 HTTP11 = b"POST /?%s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("streaming"), SOURCE)
-    yield srv
-    kill(srv)
+server = module_server("streaming", SOURCE)
 
 
 def path_of(server, name):

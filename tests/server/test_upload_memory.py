@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from support.http_client import Connection
-from support.servers import kill, start
+from support.servers import module_server
 
 SOURCE = r'''
 import hashlib
@@ -44,11 +44,7 @@ MIB = 1024 * 1024
 BOUNDARY = b"memboundary"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory.mktemp("uploads"), SOURCE, "--max-body-size", str(300 * MIB))
-    yield srv
-    kill(srv)
+server = module_server("uploads", SOURCE, "--max-body-size", str(300 * MIB))
 
 
 def upload(size, second=0):

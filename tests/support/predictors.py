@@ -52,3 +52,23 @@ GATED = """
     if __name__ == "__main__":
         serv.run(Predictor)
 """
+
+
+def raising_in(method, message):
+    """A predictor echoing its JSON whose ``method`` (``__init__``, ``run``) raises
+    ``RuntimeError(message)``: a model that fails to load, a background job that fails."""
+    return f"""
+    import openbayes_serving as serv
+
+
+    class Predictor:
+        def {method}(self):
+            raise RuntimeError({message!r})
+
+        def predict(self, json):
+            return json
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""

@@ -2,7 +2,8 @@
 
 - :func:`start` serves a predictor (``source`` written as DIR/predictor.py, or DIR as it is) on
   127.0.0.1 and a free port, and returns the :class:`ServerProcess` once its log says it is
-  ready; conftest's ``serve`` fixture is :func:`start` with the servers stopped at the test's end.
+  ready; conftest's ``serve`` fixture is :func:`start` with the servers stopped at the test's end,
+  and :func:`module_server` makes a fixture of one server shared by a module's tests.
   :func:`launch` is the step under it (no waiting), for tests that start a server their own way.
 - :func:`spawn` starts any ``python ARGS`` the same way (the reference server, a predictor.py);
   :func:`run_to_exit` and :func:`serve_to_exit` run one to its end.
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+
+import pytest
 
 from support.waits import wait_until
 
@@ -164,6 +167,21 @@ def start(directory, source=None, *flags, env=None, files=None, wait=True, log_s
             stop(server)
             raise
     return server
+
+
+def module_server(name, source, *flags, env=None, files=None):
+    """A module-scoped fixture: :func:`start` of ``source`` (in a fresh directory named after
+    ``name``) for the module's first test that asks for it, stopped after its last.
+
+        server = module_server("gate", SOURCE, "--threads", "2")
+    """
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory):
+        server = start(tmp_path_factory.mktemp(name), source, *flags, env=env, files=files)
+        yield server
+        stop(server)
+
+    return fixture
 
 
 def ready(server, timeout=30.0):

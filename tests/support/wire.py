@@ -351,9 +351,11 @@ def wait_received(server, count, since):
     wait_until(read_enough, what=f"{count} bytes read by the server")
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
+    """A memory figure of process ``pid`` from /proc/PID/status, in KiB: its resident set
+    (``VmRSS``) unless ``field`` names another (``RssAnon``: its anonymous memory)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
