@@ -226,7 +226,9 @@ def test_onnx_model_in_the_model_directory(tmp_path, onnx_ready):
                    for line in srv.lines), log
         parser = re.search(r"parser: (compiled|pure Python)", log)
         assert parser, log
-        if os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("", "0"):
+        if os.environ.get("LITE_SERVING_PURE", "") not in ("", "0"):
+            assert parser.group(1) == "pure Python", log
+        elif os.environ.get("LITE_SERVING_REQUIRE_COMPILED", "") not in ("", "0"):
             assert parser.group(1) == "compiled", log
         assert f"listening on http://127.0.0.1:{srv.port}" in log
     finally:
