@@ -7,7 +7,6 @@ import time
 import types
 
 from lite_serving.errors import StartupError
-from lite_serving.predictor.onnx_model import find_model, load_session
 from lite_serving.predictor.providers import (
     PREDICT_PROVIDERS,
     PROVIDER_DESCRIPTIONS,
@@ -23,6 +22,7 @@ log = get_logger("lite_serving")
 
 
 def provide_onnx(config):
+    from lite_serving.predictor.onnx_model import load_session  # only predictors that ask for it
     return load_session(config.model_path, config.intra_op_threads, config.inter_op_threads)
 
 
@@ -109,6 +109,7 @@ def describe_init(plan, config):
     parts = []
     for name, key, _ in plan:
         if key == "onnx":
+            from lite_serving.predictor.onnx_model import find_model
             try:
                 parts.append(f"{name} (onnxruntime session of {os.path.abspath(find_model(config.model_path))})")
             except StartupError:
