@@ -158,6 +158,7 @@ for arch in "${arches[@]}"; do
     mkdir -p "$stage/lite_serving"
     (cd "$HERE" && find lite_serving -name "*.py" -exec cp --parents {} "$stage/" \;)
     cp -r "$HERE/tests" "$HERE/pyproject.toml" "$stage/"
+    (cd "$HERE" && cp -r --parents examples/echo "$stage/")   # tests/support reads the echo predictor
     find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
     say "$arch: compiling with $triplet-gcc -Wall -Wextra"

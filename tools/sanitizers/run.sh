@@ -29,6 +29,7 @@ stage="$WORK/stage"
 mkdir -p "$stage/lite_serving" "$WORK/c"
 (cd "$HERE" && find lite_serving -name "*.py" -exec cp --parents {} "$stage/" \;)
 cp -r "$HERE/tests" "$HERE/pyproject.toml" "$stage/"
+(cd "$HERE" && cp -r --parents examples/echo "$stage/")   # tests/support reads the echo predictor
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 
 read -r include suffix < <("$PYTHON" -c \
