@@ -1401,9 +1401,12 @@ cdef struct _Out:
 cdef int _put(_Out* out, const char* text, Py_ssize_t n) except -1:
     cdef Py_ssize_t cap = out.cap
     cdef char* grown
+    if n > PY_SSIZE_T_MAX - out.size:   # past the largest size (2**31 - 1 on 32-bit hosts)
+        raise MemoryError()
     if out.size + n > cap:
         while out.size + n > cap:
-            cap *= 2
+            # doubling, or the size needed once doubling would pass PY_SSIZE_T_MAX
+            cap = cap * 2 if cap <= PY_SSIZE_T_MAX // 2 else out.size + n
         grown = <char*>PyMem_Realloc(out.data, cap)
         if grown == NULL:
             raise MemoryError()
