@@ -1,9 +1,13 @@
 """Replies: what the server writes for one request, and the functions that build them.
 
-A :class:`Reply` is ``(status, data, close)``: ``data`` is the bytes to write
-(head and body) or a :class:`~lite_serving.predictor.stream.StreamBody` whose
-head is ready in ``stream.head``; ``close`` says whether the connection ends
-after it. Status 0 is a request dropped unanswered. The server's I/O layer
+A reply is ``(status, data, close)`` (:class:`Reply` names the fields): ``data``
+is the bytes to write (head and body) or a
+:class:`~lite_serving.predictor.stream.StreamBody` whose head is ready in
+``stream.head``; ``close`` says whether the connection ends after it. Status 0
+is a request dropped unanswered. The builders return plain tuples in
+:class:`Reply`'s order: one is made for every answer, and a tuple subclass costs
+about 0.15 µs more to make and is slower to unpack (CPython's fast paths take
+exact tuples only). The server's I/O layer
 imports this module and nothing of the application; an :class:`Answer` is
 what the application has before it is a reply: status, content type, body and
 extra header lines, not yet framed for the request's head.
@@ -21,9 +25,6 @@ Reply = namedtuple("Reply", ("status", "data", "close"))
 Reply.__doc__ = "The bytes of one answer (or its stream) and whether the connection closes after it."
 Answer = namedtuple("Answer", ("status", "content_type", "body", "extra"))
 Answer.__doc__ = "An answer before it is framed for its request: ``extra`` is ready header lines."
-# a Reply made on every answer: tuple.__new__ itself, not the namedtuple's Python-level __new__
-# (about 0.35 µs less an answer)
-_new = tuple.__new__
 
 
 def json_reply(status, obj, head=None, close=False, extra=b""):
@@ -46,13 +47,14 @@ def bytes_reply(status, content_type, body, head=None, close=False, extra=b"", s
             extra += cors_headers(head.origin)
         if head.method == "HEAD":
             send_body = False
-    # no body, and no Content-Length, for 204 and 304 (RFC 9110 §8.6)
-    no_body = status == 204 or status == 304
-    data = build_head(status, content_type, None if no_body else len(body), extra, version,
-                      keep_alive, own)
-    if send_body and body and not no_body:
-        data += body
-    return _new(Reply, (status, data, not keep_alive))
+    if status == 204 or status == 304:  # no body, and no Content-Length (RFC 9110 §8.6)
+        return (status, build_head(status, content_type, None, extra, version, keep_alive, own),
+                not keep_alive)
+    if send_body and body:
+        return (status, build_head(status, content_type, len(body), extra, version, keep_alive,
+                                   own) + body, not keep_alive)
+    return (status, build_head(status, content_type, len(body), extra, version, keep_alive, own),
+            not keep_alive)
 
 
 def stream_reply(status, content_type, stream, head, extra=b""):
@@ -70,7 +72,7 @@ def stream_reply(status, content_type, stream, head, extra=b""):
     stream.chunked = head.version == 1
     own = b"X-Request-Id: %s\r\n" % request_id(head).encode("latin-1")
     stream.head = build_stream_head(status, content_type, extra, head.version, keep_alive, own)
-    return _new(Reply, (status, stream, not keep_alive))
+    return status, stream, not keep_alive
 
 
 def refusal(view, status, message, extra=b""):

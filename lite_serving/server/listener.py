@@ -314,7 +314,7 @@ class Server:
 
 
 def _refuse(sock):
-    data = error_reply(503, "too many open connections; try again shortly").data
+    _status, data, _close = error_reply(503, "too many open connections; try again shortly")
     try:
         sock.setblocking(False)
         sock.send(data)

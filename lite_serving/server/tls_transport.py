@@ -159,7 +159,7 @@ class TLSTransport(Transport):
     def _refuse_cleartext(self):
         """Plain HTTP on the TLS port: a plain 400, then drop what else comes until the client leaves."""
         self.phase = REFUSING
-        data = error_reply(400, CLEARTEXT_MESSAGE).data
+        _status, data, _close = error_reply(400, CLEARTEXT_MESSAGE)
         try:
             self.sock.send(data)  # a fresh socket's buffer takes these few hundred bytes
             self.sock.shutdown(socket.SHUT_WR)
