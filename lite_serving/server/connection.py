@@ -43,15 +43,19 @@ always written before the connection closes after it, and a write waits for the
 end of the loop's turn, so a close found while framing or reading a body goes
 through CLOSING; streams come only from the dispatch (WAITING)::
 
-    IDLE_KEEPALIVE -> IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG, CLOSING, LINGERING
+    IDLE_KEEPALIVE -> IDLE_*, BODY, WAITING, DRAINING, CLOSING, LINGERING
     IDLE_HEAD      -> IDLE_*, BODY, WAITING, DRAINING, CLOSING
-    IDLE_BACKLOG   -> IDLE_KEEPALIVE, IDLE_HEAD, CLOSING, LINGERING
+    IDLE_BACKLOG   -> IDLE_*, BODY, WAITING, DRAINING, CLOSING, LINGERING
     BODY           -> IDLE_*, BODY, WAITING, DRAINING, CLOSING
     WAITING        -> IDLE_*, STREAMING, DRAINING, CLOSING, LINGERING
     STREAMING      -> IDLE_*, DRAINING, CLOSING, LINGERING
     DRAINING       -> IDLE_*
     CLOSING        -> LINGERING
     LINGERING      -> (CLOSED only)
+
+A head that arrives whole is framed in the idle sub-state it finds (IDLE_KEEPALIVE
+or IDLE_BACKLOG -> WAITING or BODY): IDLE_HEAD is entered only while a head is
+incomplete, the one time its deadline means something.
 
 Every state change goes through :meth:`_enter`, which refuses a transition the
 table does not allow (:class:`IllegalTransition`: the loop closes that
@@ -92,9 +96,9 @@ STATE_NAMES = ("IDLE_KEEPALIVE", "IDLE_HEAD", "IDLE_BACKLOG", "BODY", "WAITING",
 IDLE_LAST = IDLE_BACKLOG   # ``state <= IDLE_LAST``: one of the idle sub-states
 _IDLE = {IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG}
 NEXT = {   # state -> the states it may go to (see the module docstring)
-    IDLE_KEEPALIVE: {IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG, CLOSING, LINGERING, CLOSED},
+    IDLE_KEEPALIVE: _IDLE | {BODY, WAITING, DRAINING, CLOSING, LINGERING, CLOSED},
     IDLE_HEAD: _IDLE | {BODY, WAITING, DRAINING, CLOSING, CLOSED},
-    IDLE_BACKLOG: {IDLE_KEEPALIVE, IDLE_HEAD, CLOSING, LINGERING, CLOSED},
+    IDLE_BACKLOG: _IDLE | {BODY, WAITING, DRAINING, CLOSING, LINGERING, CLOSED},
     BODY: _IDLE | {BODY, WAITING, DRAINING, CLOSING, CLOSED},
     WAITING: _IDLE | {STREAMING, DRAINING, CLOSING, LINGERING, CLOSED},
     STREAMING: _IDLE | {DRAINING, CLOSING, LINGERING, CLOSED},
@@ -103,6 +107,9 @@ NEXT = {   # state -> the states it may go to (see the module docstring)
     LINGERING: {CLOSED},
     CLOSED: set(),
 }
+# NEXT as what _enter checks, ``_ALLOWED[old][new]``: two tuple indexes, the cheapest test there is
+_ALLOWED = tuple(tuple(after in NEXT[before] for after in range(len(STATE_NAMES)))
+                 for before in range(len(STATE_NAMES)))
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_SECONDS = 2.0
@@ -186,7 +193,7 @@ class HTTPConnection:
     # -- transitions: the one place states change and deadlines are chosen ----------
 
     def _enter(self, state):
-        if state not in NEXT[self.state]:
+        if not _ALLOWED[self.state][state]:
             raise IllegalTransition(f"{self!r}: no transition to {STATE_NAMES[state]}")
         self.state = state
         ctx = self.ctx
@@ -258,10 +265,9 @@ class HTTPConnection:
             self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
             self.pos = 0
             self._next_request()
-        elif state <= IDLE_LAST:  # a head begins
+        elif state <= IDLE_LAST:  # a head begins (IDLE_HEAD once it is known to be incomplete)
             self.buf = data
             self.pos = 0
-            self._enter(IDLE_HEAD)
             self._next_request()
         elif state == BODY:  # a chunked body (Content-Length bodies come through get_buffer)
             self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
@@ -305,7 +311,7 @@ class HTTPConnection:
         ctx = self.ctx
         budget = ctx.budget
         transport = self.transport
-        while self.state == IDLE_HEAD and not transport.closed:  # (closed: see on_answer's except)
+        while self.state <= IDLE_LAST and not transport.closed:  # (closed: see on_answer's except)
             data, pos = self.buf, self.pos
             if pos >= len(data):
                 break
@@ -316,6 +322,8 @@ class HTTPConnection:
                 self._refuse(exc.status, exc.message)
                 break
             if head is None:
+                if self.state != IDLE_HEAD:
+                    self._enter(IDLE_HEAD)  # the head is incomplete: its timeout starts
                 break
             self.pos = pos = head.end
             self.fresh = False
@@ -347,24 +355,30 @@ class HTTPConnection:
                                         ctx.loop.now))
             else:
                 self._start_body(head, length)
-        state = self.state
-        if state <= IDLE_LAST:
-            if self.pos >= len(self.buf) and self.buf:
-                self.buf, self.pos = _EMPTY, 0
-            if self.eof:  # nothing more can come: close once what is left to send is out
-                if not self.transport.unsent:
-                    self.abort()
-                else:
-                    self.transport.drain_wanted = True
-                return
-            if ctx.draining and not self.buf:
-                self._close_after()  # shutting down: every request received has its answer
-                return
-        elif state == BODY and self.eof:
-            self.abort()  # the client has sent all it will: this body can never be complete
+        if self.state <= BODY and self._framing_ends():
             return
         if self.counted or self.pos < len(self.buf):
             self._count_input()
+
+    def _framing_ends(self):
+        """After framing, idle or reading a body: True when the connection is to end (the
+        client's EOF, or shutting down with nothing left to answer)."""
+        if self.state == BODY:
+            if self.eof:
+                self.abort()  # the client has sent all it will: this body can never be complete
+            return self.eof
+        if self.pos >= len(self.buf) and self.buf:
+            self.buf, self.pos = _EMPTY, 0
+        if self.eof:  # nothing more can come: close once what is left to send is out
+            if not self.transport.unsent:
+                self.abort()
+            else:
+                self.transport.drain_wanted = True
+            return True
+        if self.ctx.draining and not self.buf:
+            self._close_after()  # shutting down: every request received has its answer
+            return True
+        return False
 
     def _new_view(self, head, reserved):
         """The request whose body is about to be read (BODY)."""
@@ -510,8 +524,12 @@ class HTTPConnection:
             self._close_after()
         elif self.transport.write_paused:
             self._enter(DRAINING)
+        elif self.pos < len(self.buf):  # _enter_idle(), inlined: once an answer
+            self._enter(IDLE_HEAD)
+        elif self.transport.out:
+            self._enter(IDLE_BACKLOG)
         else:
-            self._enter_idle()
+            self._enter(IDLE_KEEPALIVE)
 
     def _finish(self, view, status=None, sent=0):
         """The one place a request ends (once): counted, logged, everything it holds released.

@@ -44,6 +44,7 @@ from lite_serving.server.transport import Transport
 KEEP_ALIVE, HEAD_TIMEOUT, BODY_TIMEOUT = 5.0, 7.0, 11.0   # distinct: a deadline names its timeout
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 GET = b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n"
+GET_START, GET_REST = GET[:18], GET[18:]   # a head that arrives in two reads
 PARTIAL = b"GET /ok HTTP/1.1\r\nHo"
 POST = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n"
 
@@ -283,6 +284,29 @@ def _(rig, _mp):
     assert rig.conn.deadline is None and not rig.transport.closed   # kept: keep-alive starts after
 
 
+@transition(IDLE_KEEPALIVE, BODY)
+def _(rig, _mp):
+    now = rig.later(1)
+    rig.receive(POST + b"ab")   # a whole head in one read: framed at once, no IDLE_HEAD
+    assert (IDLE_KEEPALIVE, IDLE_HEAD) not in rig.conn.path
+    assert rig.conn.deadline == now + BODY_TIMEOUT and rig.conn.recv_into
+
+
+@transition(IDLE_KEEPALIVE, WAITING)
+def _(rig, _mp):
+    rig.receive(POST + b"abcd")
+    assert (IDLE_KEEPALIVE, IDLE_HEAD) not in rig.conn.path
+    assert rig.conn.deadline is None and bytes(rig.submitted[0].body) == b"abcd"
+
+
+@transition(IDLE_KEEPALIVE, DRAINING)
+def _(rig, _mp):
+    rig.transport.backlog(100, paused=True)
+    rig.receive(GET + GET)
+    assert not rig.transport.reading and rig.conn.deadline is None
+    assert rig.transport.held == OK   # the second request waits for the output to drain
+
+
 @transition(IDLE_KEEPALIVE, CLOSING)
 def _(rig, _mp):
     rig.waiting()
@@ -312,8 +336,9 @@ def _(rig, _mp):
 
 @transition(IDLE_HEAD, IDLE_KEEPALIVE)
 def _(rig, _mp):
+    rig.receive(GET_START)
     now = rig.later(1)
-    rig.receive(GET)   # answered at once
+    rig.receive(GET_REST)   # the head is whole: answered at once
     assert rig.transport.held == OK and rig.conn.deadline == now + KEEP_ALIVE
     assert rig.conn.buf[rig.conn.pos:] == b""
 
@@ -330,28 +355,32 @@ def _(rig, _mp):
 @transition(IDLE_HEAD, IDLE_BACKLOG)
 def _(rig, _mp):
     rig.transport.backlog()
-    rig.receive(GET)
+    rig.receive(GET_START)
+    rig.receive(GET_REST)
     assert rig.conn.deadline is None and rig.transport.reading
 
 
 @transition(IDLE_HEAD, BODY)
 def _(rig, _mp):
+    rig.receive(POST[:20])
     now = rig.later(1)
-    rig.receive(POST + b"ab")
+    rig.receive(POST[20:] + b"ab")
     assert rig.conn.deadline == now + BODY_TIMEOUT and rig.conn.recv_into
     assert rig.conn.view is not None and rig.conn.body.got == 2
 
 
 @transition(IDLE_HEAD, WAITING)
 def _(rig, _mp):
-    rig.receive(POST + b"abcd")
+    rig.receive(POST[:20])
+    rig.receive(POST[20:] + b"abcd")
     assert rig.conn.deadline is None and bytes(rig.submitted[0].body) == b"abcd"
 
 
 @transition(IDLE_HEAD, DRAINING)
 def _(rig, _mp):
     rig.transport.backlog(100, paused=True)
-    rig.receive(GET + GET)
+    rig.receive(GET_START)
+    rig.receive(GET_REST + GET)
     assert not rig.transport.reading and rig.conn.deadline is None
     assert rig.transport.held == OK   # the second request waits for the output to drain
 
@@ -395,6 +424,38 @@ def _(rig, _mp):
     now = rig.later(2)
     rig.receive(PARTIAL)
     assert rig.conn.deadline == now + HEAD_TIMEOUT
+
+
+@transition(IDLE_BACKLOG, IDLE_BACKLOG)
+def _(rig, _mp):
+    backlog(rig)
+    rig.receive(GET)   # answered at once, behind the output still waiting
+    assert rig.transport.held == OK + OK and rig.conn.deadline is None   # (the first: backlog's)
+    assert rig.conn.path[-1] == (IDLE_BACKLOG, IDLE_BACKLOG)
+
+
+@transition(IDLE_BACKLOG, BODY)
+def _(rig, _mp):
+    backlog(rig)
+    now = rig.later(1)
+    rig.receive(POST + b"ab")
+    assert rig.conn.deadline == now + BODY_TIMEOUT and rig.conn.recv_into
+
+
+@transition(IDLE_BACKLOG, WAITING)
+def _(rig, _mp):
+    backlog(rig)
+    rig.receive(POST + b"abcd")
+    assert rig.conn.deadline is None and len(rig.submitted) == 1
+
+
+@transition(IDLE_BACKLOG, DRAINING)
+def _(rig, _mp):
+    backlog(rig)
+    rig.transport.backlog(100, paused=True)   # the client stopped reading: over the high mark
+    rig.receive(GET + GET)
+    assert not rig.transport.reading and rig.conn.deadline is None
+    assert rig.transport.held == OK + OK   # backlog's answer and the first GET's; the second waits
 
 
 @transition(IDLE_BACKLOG, CLOSING)
