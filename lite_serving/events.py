@@ -40,8 +40,8 @@ def current_request_id():
     """The current request's id: the integer in its X-Openbayes-Serving-Request-Id (what the
     platform's collector files events under), else its X-Request-Id, else the id lite_serving
     made for it (the one its answer and access line carry); 0 outside a request."""
-    from lite_serving.http.request_ids import current_request, request_id
-    head = current_request.get()
+    from lite_serving.http.request_ids import current_head, request_id
+    head = current_head()
     if head is None:
         return 0
     for name, value in head.fields:

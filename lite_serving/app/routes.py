@@ -12,7 +12,7 @@ import time
 from lite_serving.app.metrics import Metrics
 from lite_serving.errors import ServingError, describe_exception
 from lite_serving.http.replies import bytes_reply, json_reply, refusal, stream_reply
-from lite_serving.http.request_ids import current_request
+from lite_serving.http.request_ids import RequestSlot, current_request, thread_slot
 from lite_serving.predictor.encoder import JSON_TYPE, encode_json, encode_result
 from lite_serving.predictor.stream import StreamBody
 from lite_serving.process.logs import get_logger
@@ -25,9 +25,9 @@ ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this ad
 ALLOWED = b"GET, HEAD, OPTIONS, POST"
 
 def _stream_context(head):
-    """A copy of this thread's context in which ``current_request`` is ``head``."""
+    """A copy of this thread's context whose request slot (its own) holds ``head``."""
     context = contextvars.copy_context()
-    context.run(current_request.set, head)
+    context.run(current_request.set, RequestSlot(head))
     return context
 
 
@@ -167,7 +167,8 @@ class Application:
         """
         head = view.head
         began = time.perf_counter()
-        request = current_request.set(head)   # emit_event in predict finds its request
+        slot = current_request.get() or thread_slot()
+        slot.head = head   # emit_event in predict finds its request (predict never nests)
         try:
             if head.path != "/":
                 status, ctype, body, extra = self._v2_infer(view)
@@ -180,7 +181,7 @@ class Application:
         except BaseException as exc:
             return self._failure(exc, view)
         finally:
-            current_request.reset(request)
+            slot.head = None
             self.metrics.predict_seconds.observe(time.perf_counter() - began)
 
     def _encode(self, result, head):

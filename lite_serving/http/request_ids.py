@@ -7,10 +7,41 @@ import os
 
 LONGEST = 128   # a longer id sent by a client is replaced by one of ours
 
-# The head of the request whose predict runs here: set around the call (a predict thread, the I/O
-# thread, an asyncio task) and in the context a streamed answer's producer runs in; emit_event reads
-# it. None in a batch (predict_batch serves several requests) and outside a request.
+
+class RequestSlot:
+    """Where the head of the request being served in one context is: ``head``, None between
+    requests and in a batch (predict_batch serves several requests)."""
+
+    __slots__ = ("head",)
+
+    def __init__(self, head=None):
+        self.head = head
+
+
+# The RequestSlot of this context: emit_event reads its head. A thread that runs predict keeps one
+# slot and fills it around each call (a ContextVar.set per request would copy the context's
+# mapping and make a token: about 2,400 instructions a request); an asyncio task that runs predict,
+# and the thread that produces a streamed answer, get a slot of their own in their own context.
+# Work that predict hands to another thread or task with a copy of its context (asyncio.to_thread)
+# shares the slot: while predict waits for it, the slot holds its request; work left running after
+# predict returned sees what the slot holds then (the thread's next request, or none), and passes
+# ``id=`` to emit_event to keep its own.
 current_request = contextvars.ContextVar("lite_serving_request", default=None)
+
+
+def thread_slot():
+    """This context's slot, made the first time a thread asks."""
+    slot = current_request.get()
+    if slot is None:
+        slot = RequestSlot()
+        current_request.set(slot)
+    return slot
+
+
+def current_head():
+    """The head of the request served here, or None."""
+    slot = current_request.get()
+    return None if slot is None else slot.head
 
 
 class _Source:

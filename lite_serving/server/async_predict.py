@@ -19,7 +19,7 @@ import threading
 import time
 
 from lite_serving.http.replies import error_reply
-from lite_serving.http.request_ids import current_request
+from lite_serving.http.request_ids import RequestSlot, current_request
 from lite_serving.predictor.stream import ABORT, StreamBody, finish, held_back, log_failure, send
 from lite_serving.process.logs import get_logger
 from lite_serving.server.dispatch import PoolDispatch, _returned_late, answer_busy
@@ -136,7 +136,8 @@ class AsyncDispatch(PoolDispatch):
     async def _answer(self, conn, view):
         app = self.app
         head = view.head
-        current_request.set(head)  # this task's own context: emit_event finds its request
+        current_request.set(RequestSlot(head))  # this task's own context and slot: emit_event
+                                                # finds its request
         began = time.perf_counter()
         key = None
         try:

@@ -295,3 +295,44 @@ def test_events_in_predict_on_a_pool_thread_carry_their_request_id(tmp_path, col
         assert event == {"id": 321, "name": "pooled", "data": b"p"}
     finally:
         kill(server)
+
+
+TO_THREAD = """
+    import asyncio
+
+    import openbayes_serving as serv
+
+
+    class Predictor:
+        def __init__(self):
+            pass
+
+        def predict(self, json):
+            # work handed to another thread with a copy of predict's context
+            async def main():
+                await asyncio.to_thread(serv.emit_event, "threaded-" + json["tag"], "d")
+            asyncio.run(main())
+            serv.emit_event("direct-" + json["tag"], "d")
+            return {"tag": json["tag"]}
+
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_events_from_work_predict_hands_to_another_thread_carry_its_request_id(tmp_path):
+    """asyncio.to_thread runs the work in a copy of predict's context: while predict waits for
+    it, emit_event there belongs to predict's request; the next request on the same thread has
+    its own id, and events outside predict's call belong to none."""
+    server = start(tmp_path, TO_THREAD)
+    try:
+        for tag, rid in (("one", "71"), ("two", "72")):
+            mark = len(server.lines)
+            resp = post(server, json.dumps({"tag": tag}).encode(), "application/json",
+                        headers=[("X-Openbayes-Serving-Request-Id", rid)])
+            assert resp.status == 200 and resp.json() == {"tag": tag}
+            assert f"of request {rid} " in wait_for_new(server, mark, rf"event threaded-{tag} ")
+            assert f"of request {rid} " in wait_for_new(server, mark, rf"event direct-{tag} ")
+    finally:
+        kill(server)
