@@ -147,7 +147,11 @@ class EventLoop:
         wait_at_most = self.wait_at_most
         again = False   # a connection closed after the turn's events: turn again at once
         try:
-            while not self.stopped:
+            while True:  # (not ``while not self.stopped``: CPython 3.11 specializes a function's
+                #        bytecode on calls and on unconditional backward jumps only, and this
+                #        function is called once: the test at the top keeps the turn specialized)
+                if self.stopped:
+                    break
                 if self.corked_transports:
                     self._uncork()
                 if self.closed_this_turn:
