@@ -105,6 +105,7 @@ def _defaults(bytes_as):
 
 
 _DEFAULTS = {BASE64: _defaults(BASE64), TEXT: _defaults(TEXT)}
+_WITHOUT_NUMPY = {bytes_as: defaults[1] for bytes_as, defaults in _DEFAULTS.items()}
 
 
 def dumps(obj, bytes_as=BASE64):
@@ -115,16 +116,17 @@ def dumps(obj, bytes_as=BASE64):
         if body is not None:
             return body
         load()
-    default, default_without_numpy = _DEFAULTS[bytes_as]
     if type(obj).__module__ != "numpy":
         # With its numpy option, orjson imports numpy the first time it meets any value it
         # hands to ``default`` (bytes, a set): without numpy values, do without the option.
         try:
-            return orjson.dumps(obj, default=default_without_numpy, option=orjson.OPT_NON_STR_KEYS)
+            return orjson.dumps(obj, default=_WITHOUT_NUMPY[bytes_as],
+                                option=orjson.OPT_NON_STR_KEYS)
         except orjson.JSONEncodeError as exc:
             if not isinstance(exc.__cause__, _NumpyInside):
                 raise
-    return orjson.dumps(obj, default=default, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(obj, default=_DEFAULTS[bytes_as][0],
+                        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 def _reference_default(obj):
