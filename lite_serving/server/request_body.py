@@ -113,18 +113,33 @@ class BodyBuffers:
     it is first touched) than to fill from the socket; keeping recent buffers, up to
     ``keep_bytes`` in all (the oldest go first), makes a large upload cost one copy from
     the kernel. A body takes the smallest spare that holds it.
+
+    A buffer larger than ``keep_bytes`` is not among them: the largest one that came back,
+    up to ``keep_largest`` bytes, is kept on its own (``largest``), so that a service whose
+    bodies are all that large sets up no buffer after the first. Why holding it is safe:
+    ``keep_largest`` is the buffer one body of ``--max-body-size`` takes, which a worker must
+    be able to hold anyway, and there is one per worker; while it waits, its pages are
+    marked free for the kernel to take back (``MADV_FREE``): under memory pressure they are
+    reclaimed before anything else is, instead of the process being killed, and otherwise
+    they stay in place, so the next body is written into them without a page fault.
     """
 
-    def __init__(self, keep_bytes=32 * 1024 * 1024):
+    def __init__(self, keep_bytes=32 * 1024 * 1024, keep_largest=0):
         self.keep_bytes = keep_bytes
+        self.keep_largest = keep_largest
         self.spare = []          # oldest first
         self.spare_bytes = 0
+        self.largest = None      # the buffer over keep_bytes kept, or None
+        self.made = 0            # buffers set up so far (those larger than FIRST_SIZE)
 
     def take(self, length):
         """A buffer for a body of ``length`` bytes: the smallest spare that holds it (within 4
         times its size), else a new one. ``length`` -1 (a chunked body, of a size not known):
         the largest spare, as likely as any to hold it without growing, else FIRST_SIZE."""
         spare = self.spare
+        largest = self.largest
+        if largest is not None:
+            spare.append(largest)   # a candidate like the others, for this search
         best = -1
         if length < 0:
             for i in range(len(spare)):
@@ -137,7 +152,14 @@ class BodyBuffers:
                 n = len(spare[i])
                 if size <= n <= 4 * size and (best < 0 or n < len(spare[best])):
                     best = i
+        if largest is not None:
+            spare.pop()
+            if best == len(spare):
+                self.largest = None
+                return largest
         if best < 0:
+            if size > FIRST_SIZE:
+                self.made += 1
             return new_buffer(size)
         buf = spare.pop(best)
         self.spare_bytes -= len(buf)
@@ -147,12 +169,29 @@ class BodyBuffers:
         """Keep ``buf`` for a later body (nothing reads it any more)."""
         n = len(buf)
         if n > self.keep_bytes:
+            if n <= self.keep_largest and (self.largest is None or n >= len(self.largest)):
+                self.largest = buf
+                _lend_to_kernel(buf)
             return
         spare = self.spare
         while spare and self.spare_bytes + n > self.keep_bytes:
             self.spare_bytes -= len(spare.pop(0))
         spare.append(buf)
         self.spare_bytes += n
+
+
+def _lend_to_kernel(buf):
+    """Let the kernel take ``buf``'s pages if it runs short of memory (their bytes then read
+    as zeros; a body only reads what was written into it). Linux 4.5 and later."""
+    if type(buf) is bytearray:
+        return
+    import mmap
+    lazy = getattr(mmap, "MADV_FREE", None)
+    if lazy is not None:
+        try:
+            buf.madvise(lazy)
+        except OSError:   # not supported here: the pages stay held, as any spare's are
+            pass
 
 
 class MemoryBody:
