@@ -121,21 +121,30 @@ def test_a_buffer_over_keep_largest_is_not_kept():
     buffers = BodyBuffers(keep_bytes=2 * MIB, keep_largest=size_class(4 * MIB))
     body, _ = receive(buffers, 4 * MIB + 8, step=MIB)
     body.release(body.content())
-    assert buffers.largest is None
+    assert buffers.large == []
     assert MemoryBody(buffers, 4 * MIB + 8).buf is not body.buf
 
 
-def test_the_larger_of_two_large_buffers_is_the_one_kept():
+def test_the_largest_buffers_are_kept_up_to_keep_largest_in_all():
     buffers = BodyBuffers(keep_bytes=2 * MIB, keep_largest=size_class(16 * MIB))
-    small, _ = receive(buffers, 3 * MIB, step=MIB)
-    large, _ = receive(buffers, 13 * MIB, step=MIB)
-    large_buf = large.buf
-    large.release(large.content())
-    small.release(small.content())
-    assert buffers.largest is large_buf
-    assert MemoryBody(buffers, 3 * MIB).buf is not large_buf   # over 4 times its size: a new one
-    assert MemoryBody(buffers, 12 * MIB).buf is large_buf
-    assert buffers.largest is None   # taken
+    bodies = [receive(buffers, n * MIB, step=MIB)[0] for n in (5, 6, 9)]
+    buf5, buf6, buf9 = (body.buf for body in bodies)
+    for body in bodies:             # back in that order: the 9 MiB one comes last
+        body.release(body.content())
+    assert buffers.large == [buf9, buf6]   # 15 MiB; with the 5 MiB one, over 16
+    assert MemoryBody(buffers, 5 * MIB).buf is buf6    # the smallest that holds it
+    assert MemoryBody(buffers, 2 * MIB).buf is not buf9   # over 4 times its size: a new one
+    assert MemoryBody(buffers, 8 * MIB).buf is buf9
+    assert buffers.large == []
+
+
+def test_a_smaller_buffer_does_not_push_out_larger_ones():
+    buffers = BodyBuffers(keep_bytes=2 * MIB, keep_largest=size_class(16 * MIB))
+    bodies = [receive(buffers, n * MIB, step=MIB)[0] for n in (9, 6, 4)]
+    bufs = [body.buf for body in bodies]
+    for body in bodies:
+        body.release(body.content())
+    assert buffers.large == bufs[:2]
 
 
 def test_a_large_buffer_something_still_reads_is_not_kept():
@@ -145,7 +154,7 @@ def test_a_large_buffer_something_still_reads_is_not_kept():
     kept = content[100:200]     # a numpy array over the body would hold it the same way
     buf = body.buf
     body.release(content)
-    assert buffers.largest is None
+    assert buffers.large == []
     again, _ = receive(buffers, 6 * MIB, data=b"\0" * (6 * MIB), step=MIB)
     assert again.buf is not buf and bytes(kept) == data[100:200]
 
