@@ -13,3 +13,5 @@ COMPILED = _impl.__name__.endswith("codec_c")
 pack_array = _impl.pack_array
 split_length_prefixed = _impl.split_length_prefixed
 join_length_prefixed = _impl.join_length_prefixed
+split_map = _impl.split_map
+copy_out = _impl.copy_out

@@ -1,4 +1,5 @@
-"""Tensors as bytes: numpy arrays to MessagePack, and the length-prefixed BYTES elements of v2.
+"""Tensors as bytes: numpy arrays to MessagePack, and the length-prefixed BYTES elements of v2;
+and where the large values of a MessagePack body are (:func:`split_map`, :func:`copy_out`).
 
 This is the readable original of the tensor codec. ``_speedups/codec_c.pyx``
 compiles the same rules and gives the same bytes, results and messages;
@@ -38,7 +39,8 @@ import struct
 import sys
 from itertools import chain
 
-__all__ = ["pack_array", "split_length_prefixed", "join_length_prefixed"]
+__all__ = ["pack_array", "split_length_prefixed", "join_length_prefixed", "split_map",
+           "copy_out"]
 
 _LENGTH = struct.Struct("<I")
 
@@ -233,3 +235,132 @@ def _element_bytes(item):
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
     return str(item).encode("utf-8")
+
+
+# -- the large values of a MessagePack body (see body_decoder.decode_msgpack) ------------------
+
+WALK_LIMIT = 10_000   # values split_map reads before it gives up: a few ms in Python at most,
+#                       little beside decoding a body that holds a value of ``large`` bytes
+DEPTH_LIMIT = 32      # nesting it follows (msgpack's own limit is far deeper: never reached first)
+
+OTHER, BIN, EXT = 0, 1, 2
+# the head of each form with a tag byte of its own: (bytes of its length field, bytes of payload
+# besides that length, values it contains per unit of length, kind); fixext and ext carry their
+# type in the byte after the length
+_FORMS = {
+    0xC0: (0, 0, 0, OTHER), 0xC2: (0, 0, 0, OTHER), 0xC3: (0, 0, 0, OTHER),
+    0xC4: (1, 0, 0, BIN), 0xC5: (2, 0, 0, BIN), 0xC6: (4, 0, 0, BIN),
+    0xC7: (1, 0, 0, EXT), 0xC8: (2, 0, 0, EXT), 0xC9: (4, 0, 0, EXT),
+    0xCA: (0, 4, 0, OTHER), 0xCB: (0, 8, 0, OTHER),
+    0xCC: (0, 1, 0, OTHER), 0xCD: (0, 2, 0, OTHER), 0xCE: (0, 4, 0, OTHER), 0xCF: (0, 8, 0, OTHER),
+    0xD0: (0, 1, 0, OTHER), 0xD1: (0, 2, 0, OTHER), 0xD2: (0, 4, 0, OTHER), 0xD3: (0, 8, 0, OTHER),
+    0xD4: (0, 1, 0, EXT), 0xD5: (0, 2, 0, EXT), 0xD6: (0, 4, 0, EXT), 0xD7: (0, 8, 0, EXT),
+    0xD8: (0, 16, 0, EXT),
+    0xD9: (1, 0, 0, OTHER), 0xDA: (2, 0, 0, OTHER), 0xDB: (4, 0, 0, OTHER),
+    0xDC: (2, 0, 1, OTHER), 0xDD: (4, 0, 1, OTHER), 0xDE: (2, 0, 2, OTHER), 0xDF: (4, 0, 2, OTHER),
+}
+
+
+def _head(raw, pos, end):
+    """The head of the value at ``pos`` (< ``end``): ``(where its payload starts, payload bytes,
+    values it contains, kind)``; None when the head is cut short or is the unused byte 0xC1."""
+    tag = raw[pos]
+    if tag < 0x80 or tag >= 0xE0:
+        return pos + 1, 0, 0, OTHER
+    if tag < 0x90:
+        return pos + 1, 0, 2 * (tag & 0x0F), OTHER
+    if tag < 0xA0:
+        return pos + 1, 0, tag & 0x0F, OTHER
+    if tag < 0xC0:
+        return pos + 1, tag & 0x1F, 0, OTHER
+    form = _FORMS.get(tag)
+    if form is None:
+        return None
+    size, fixed, per, kind = form
+    start = pos + 1 + size + (kind == EXT)
+    if start > end:
+        return None
+    n = int.from_bytes(raw[pos + 1:pos + 1 + size], "big")
+    if per:
+        return start, 0, per * n, OTHER
+    return start, fixed + n, 0, kind
+
+
+def _skip(raw, pos, end, walked):
+    """``(offset past the value at pos, values read so far)``; offset -1 when the value is cut
+    short or malformed, nests deeper than DEPTH_LIMIT, or takes the count past WALK_LIMIT."""
+    pending = [1]   # values still to read at each depth
+    while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        walked += 1
+        if walked > WALK_LIMIT or pos >= end:
+            return -1, walked
+        head = _head(raw, pos, end)
+        if head is None:
+            return -1, walked
+        start, length, items, _ = head
+        pos = start + length
+        if pos > end:
+            return -1, walked
+        if items:
+            if len(pending) > DEPTH_LIMIT:
+                return -1, walked
+            pending.append(items)
+    return pos, walked
+
+
+def split_map(data, large):
+    """Where the entries of the MessagePack map ``data`` holds start and end, for a decoder that
+    copies the values of ``large`` bytes or more itself.
+
+    A list with a tuple per entry, in order: ``(key start, value start, value end, payload start,
+    ext type)``; payload start is -1 for a value to decode as it is, else the start of the
+    payload of a bin value (ext type -1) or of an ext value of type 0-127 that is ``large``
+    bytes long or more, which ends with the value. None when ``data`` is anything else: not
+    one whole map, a map without such a value, one nested deeper than DEPTH_LIMIT or holding
+    more than WALK_LIMIT values.
+    """
+    raw = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    end = len(raw)
+    if not end or raw[0] not in (0xDE, 0xDF) and raw[0] >> 4 != 0x8:
+        return None
+    head = _head(raw, 0, end)
+    if head is None:
+        return None
+    pos, _, items, _ = head
+    entries = []
+    found = False
+    walked = 1
+    for _ in range(items // 2):
+        key = pos
+        pos, walked = _skip(raw, pos, end, walked)
+        if pos < 0 or pos >= end:
+            return None
+        head = _head(raw, pos, end)
+        if head is None:
+            return None
+        start, length, _, kind = head
+        if (kind == BIN or kind == EXT and raw[start - 1] < 0x80) and length >= large:
+            if start + length > end:
+                return None
+            found = True
+            entries.append((key, pos, start + length, start, raw[start - 1] if kind == EXT else -1))
+            pos = start + length
+            walked += 1
+        else:
+            value = pos
+            pos, walked = _skip(raw, pos, end, walked)
+            if pos < 0:
+                return None
+            entries.append((key, value, pos, -1, -1))
+    if pos != end or not found:
+        return None
+    return entries
+
+
+def copy_out(data, start, end):
+    """``data[start:end]`` as bytes."""
+    return bytes(memoryview(data)[start:end])

@@ -31,7 +31,7 @@ from lite_serving.server.connection import ConnectionContext, HTTPConnection
 from lite_serving.server.dispatch import deliver, make_dispatch
 from lite_serving.server.loop import EventLoop
 from lite_serving.server.predict_deadline import HEALTHY, STUCK
-from lite_serving.server.request_body import BodyBuffers, MemoryBudget
+from lite_serving.server.request_body import BodyBuffers, MemoryBudget, size_class
 from lite_serving.server.transport import Transport
 
 log = get_logger("lite_serving")
@@ -53,7 +53,9 @@ class Server:
         self.dispatch = make_dispatch(config, app, loop)
         self.budget = MemoryBudget(config.max_memory)
         self.access_log = AccessLog()
-        self.ctx = ConnectionContext(app, config, self.dispatch, self.budget, BodyBuffers(),
+        # the largest spare buffer kept: the one a body of --max-body-size takes (BodyBuffers)
+        buffers = BodyBuffers(keep_largest=size_class(config.max_body_size))
+        self.ctx = ConnectionContext(app, config, self.dispatch, self.budget, buffers,
                                      self.metrics, self.access_log, loop)
         self.stopping = False
         self.tls = None   # a tls.TLSAcceptor when the port speaks HTTPS

@@ -113,20 +113,36 @@ class BodyBuffers:
     it is first touched) than to fill from the socket; keeping recent buffers, up to
     ``keep_bytes`` in all (the oldest go first), makes a large upload cost one copy from
     the kernel. A body takes the smallest spare that holds it.
+
+    Buffers larger than ``keep_bytes`` are not among them: the largest that come back are
+    kept apart (``large``), up to ``keep_largest`` bytes in all, so that a service whose
+    bodies are all that large sets up no buffer after the first ones. Why holding them is
+    safe: ``keep_largest`` is the buffer one body of ``--max-body-size`` takes, memory a
+    worker must be able to hold anyway (and there is one such set per worker); while they
+    wait, their pages are marked free for the kernel to take back (``MADV_FREE``): under
+    memory pressure they are reclaimed before anything else is, instead of the process
+    being killed, and otherwise they stay in place, so that the next body is written into
+    them without a page fault.
     """
 
-    def __init__(self, keep_bytes=32 * 1024 * 1024):
+    def __init__(self, keep_bytes=32 * 1024 * 1024, keep_largest=0):
         self.keep_bytes = keep_bytes
+        self.keep_largest = keep_largest
         self.spare = []          # oldest first
         self.spare_bytes = 0
+        self.large = []          # the buffers over keep_bytes kept, largest first
+        self.made = 0            # buffers set up so far (those larger than FIRST_SIZE)
 
     def take(self, length):
         """A buffer for a body of ``length`` bytes: the smallest spare that holds it (within 4
         times its size), else a new one. ``length`` -1 (a chunked body, of a size not known):
         the largest spare, as likely as any to hold it without growing, else FIRST_SIZE."""
         spare = self.spare
+        large = self.large
         best = -1
         if length < 0:
+            if large:
+                return large.pop(0)   # the largest spare of all
             for i in range(len(spare)):
                 if best < 0 or len(spare[i]) > len(spare[best]):
                     best = i
@@ -137,7 +153,13 @@ class BodyBuffers:
                 n = len(spare[i])
                 if size <= n <= 4 * size and (best < 0 or n < len(spare[best])):
                     best = i
+            if best < 0:
+                for i in range(len(large) - 1, -1, -1):   # the smallest that holds it
+                    if size <= len(large[i]) <= 4 * size:
+                        return large.pop(i)
         if best < 0:
+            if size > FIRST_SIZE:
+                self.made += 1
             return new_buffer(size)
         buf = spare.pop(best)
         self.spare_bytes -= len(buf)
@@ -147,12 +169,47 @@ class BodyBuffers:
         """Keep ``buf`` for a later body (nothing reads it any more)."""
         n = len(buf)
         if n > self.keep_bytes:
+            self._keep_large(buf, n)
             return
         spare = self.spare
         while spare and self.spare_bytes + n > self.keep_bytes:
             self.spare_bytes -= len(spare.pop(0))
         spare.append(buf)
         self.spare_bytes += n
+
+    def _keep_large(self, buf, n):
+        """Keep the largest buffers that fit in ``keep_largest`` together, ``buf`` among them."""
+        if n > self.keep_largest:
+            return
+        large = self.large
+        room = self.keep_largest - n
+        i = 0
+        while i < len(large) and len(large[i]) >= n:   # the larger ones stay before it
+            room -= len(large[i])
+            i += 1
+        if room < 0:
+            return   # the larger ones fill the room already
+        kept = large[:i] + [buf]
+        for other in large[i:]:     # then the smaller ones, while they fit
+            if len(other) <= room:
+                kept.append(other)
+                room -= len(other)
+        self.large = kept
+        _lend_to_kernel(buf)
+
+
+def _lend_to_kernel(buf):
+    """Let the kernel take ``buf``'s pages if it runs short of memory (their bytes then read
+    as zeros; a body only reads what was written into it). Linux 4.5 and later."""
+    if type(buf) is bytearray:
+        return
+    import mmap
+    lazy = getattr(mmap, "MADV_FREE", None)
+    if lazy is not None:
+        try:
+            buf.madvise(lazy)
+        except OSError:   # not supported here: the pages stay held, as any spare's are
+            pass
 
 
 class MemoryBody:
