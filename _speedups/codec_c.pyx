@@ -484,19 +484,25 @@ cdef struct Head:
     int kind
 
 
-cdef inline Py_ssize_t be(const unsigned char* p, int size) noexcept nogil:
-    cdef Py_ssize_t n = 0
+cdef inline bint be(const unsigned char* p, int size, Py_ssize_t* out) noexcept nogil:
+    """The big-endian count of ``size`` (at most 4) bytes; False when it is over what a body in
+    this process can hold, so that ``2 * n`` items and ``n + 16`` bytes stay within
+    Py_ssize_t (on a 32-bit host a 4-byte count reaches 2**32 - 1, past PY_SSIZE_T_MAX)."""
+    cdef unsigned long long n = 0
     cdef int i
     for i in range(size):
         n = (n << 8) | p[i]
-    return n
+    if n > <unsigned long long>((PY_SSIZE_T_MAX - 16) // 2):
+        return False
+    out[0] = <Py_ssize_t>n
+    return True
 
 
 cdef bint read_head(const unsigned char* raw, Py_ssize_t pos, Py_ssize_t end, Head* h) noexcept nogil:
     """codec_py._head: False when the head is cut short or is 0xC1."""
     cdef unsigned char tag = raw[pos]
     cdef int size = 0, per = 0, kind = OTHER
-    cdef Py_ssize_t fixed = 0
+    cdef Py_ssize_t fixed = 0, count
     h.items = 0
     h.length = 0
     h.kind = OTHER
@@ -535,10 +541,12 @@ cdef bint read_head(const unsigned char* raw, Py_ssize_t pos, Py_ssize_t end, He
     h.start = pos + 1 + size + (1 if kind == EXT else 0)
     if h.start > end:
         return False
+    if not be(raw + pos + 1, size, &count):   # a count no body here can hold: cut short
+        return False
     if per:
-        h.items = per * be(raw + pos + 1, size)
+        h.items = per * count
     else:
-        h.length = fixed + be(raw + pos + 1, size)
+        h.length = fixed + count
         h.kind = kind
     return True
 

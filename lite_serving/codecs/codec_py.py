@@ -281,6 +281,8 @@ def _head(raw, pos, end):
     if start > end:
         return None
     n = int.from_bytes(raw[pos + 1:pos + 1 + size], "big")
+    if n > (sys.maxsize - 16) // 2:   # no body here holds it (codec_c keeps 2 * n within size_t)
+        return None
     if per:
         return start, 0, per * n, OTHER
     return start, fixed + n, 0, kind

@@ -116,3 +116,19 @@ def test_copy_out_is_bytes_of_the_range(C):
     for start, end in ((0, 0), (3, 10), (1, len(data)), (100, 5 * 1024 * 1024 - 7)):
         out = C.copy_out(memoryview(data), start, end)
         assert type(out) is bytes and out == bytes(data[start:end])
+
+
+@pytest.mark.parametrize("body", [
+    b"\x81\xa1a\xc6\xff\xff\xff\xff" + b"x" * 32,          # bin 32 of 2**32 - 1 bytes
+    b"\x81\xa1a\xc6\x80\x00\x00\x00" + b"x" * 32,          # bin 32 of 2**31 bytes
+    b"\x81\xa1a\xc9\xff\xff\xff\xff\x01" + b"x" * 32,      # ext 32 of 2**32 - 1 bytes
+    b"\x82\xa1a\xc4\x20" + b"x" * 32 + b"\xa1b\xdd\xff\xff\xff\xff",   # array 32, 2**32 - 1 items
+    b"\x82\xa1a\xc4\x20" + b"x" * 32 + b"\xa1b\xdf\x80\x00\x00\x00",   # map 32, 2**31 pairs
+    b"\xdf\xff\xff\xff\xff\xa1a\xc4\x20" + b"x" * 32,     # a top map of 2**32 - 1 pairs
+], ids=["bin-2**32-1", "bin-2**31", "ext-2**32-1", "array-2**32-1", "map-2**31", "top-map"])
+def test_counts_no_body_can_hold_are_refused_alike(C, body):
+    """Counts of 2**31 and more (past PY_SSIZE_T_MAX on a 32-bit host, where C arithmetic on
+    them would wrap) make the body one that split_map does not take: msgpack says why."""
+    assert C.split_map(body, LARGE) is None
+    with pytest.raises(Exception):
+        msgpack.unpackb(body)

@@ -31,7 +31,7 @@ PYTHON="${PYTHON:-python3}"
 SUITE=bookworm
 ROOT_PACKAGES=python3.11,libpython3.11-dev,python3-numpy,python3-msgpack,python3-pytest,python3-hypothesis
 TESTS=(tests/http/test_parser.py tests/http/test_parser_fuzz.py tests/codecs/test_codec.py tests/codecs/test_json_plain.py
-       tests/server/test_access_lines.py)
+       tests/server/test_access_lines.py tests/codecs/test_msgpack_split.py)
 MODULES=(http/parser_c codecs/codec_c codecs/json_c)  # package/module
 
 install=0

@@ -20,7 +20,7 @@ HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 CC="${CC:-gcc}"
 TESTS=(tests/http/test_parser.py tests/http/test_parser_fuzz.py tests/codecs/test_codec.py tests/codecs/test_json_plain.py
-       tests/server/test_access_lines.py)
+       tests/server/test_access_lines.py tests/codecs/test_msgpack_split.py)
 MODULES=(http/parser_c codecs/codec_c codecs/json_c)  # package/module
 [[ "${1:-}" == "--" ]] && shift
 
