@@ -185,7 +185,7 @@ def render(doc):
     keys = doc["servers"]
     labels = doc["labels"]
     lines = ["# Ingest across body sizes\n", f"`{doc['command']}` — {doc['when']}; best of "
-             f"{doc['rounds']} rounds, servers in turn; shared machine (2 CPUs: servers on one, the "
+             f"{doc['rounds']} rounds, servers in turn, their order reversed each round; shared machine (2 CPUs: servers on one, the "
              "client on the other), so compare columns within this run. MB/s, MB = 10^6 bytes.\n"]
     for cell in doc["cells"]:
         cell["ratios"] = {}
@@ -309,8 +309,10 @@ def main(argv=None):
             for cell in (c for c in cells if c["size"] == size):
                 request = requests[cell["framing"]]
                 seconds = args.seconds * (2 if size >= 16 * MIB else 1)
-                for _ in range(args.rounds):
-                    for server in under_test:
+                for round_ in range(args.rounds):
+                    # the order turns round each round: a server measured right after another
+                    # finds the pages that one freed, and fresh pages are slow to fault in here
+                    for server in under_test[::-1] if round_ % 2 else under_test:
                         if server.key in ("reference", "sink") and cell["framing"] == "chunked":
                             continue   # Flask on uvicorn's WSGI bridge reads a chunked body as empty
                         try:
