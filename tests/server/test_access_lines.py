@@ -1,11 +1,17 @@
 """Access lines: the compiled twins in parser_c give the text of server/access_log.py's rules.
 
-``access_log.text_line`` and ``access_log.json_tail`` are the readable rules;
-``parser_c.access_text`` and ``parser_c.access_json`` format the same lines from
-the head's C fields (one line per request is written at the default settings).
-Heads come from each parser, so the compiled twins are checked against heads
-of both.
+``access_log.text_line`` and ``access_log.json_lines`` (``json_tail`` for each
+record) are the readable rules; ``parser_c.access_text`` and
+``parser_c.access_json_lines`` format the same lines from the head's C fields
+(one line per request is written at the default settings), the JSON lines as
+the UTF-8 bytes that go to the stream. Heads come from each parser, so the
+compiled twins are checked against heads of both; arbitrary text (control
+characters, non-ASCII, surrogates) comes in through heads of no parser.
 """
+
+import io
+import json
+import types
 
 import orjson
 import pytest
@@ -15,6 +21,8 @@ from hypothesis import strategies as st
 from lite_serving.http import parser_py
 from lite_serving.server import access_log
 from support.compiled import PARSER
+from support.http_client import post_json
+from support.servers import wait_for_new
 
 compiled_or_skip = PARSER.get
 
@@ -28,6 +36,16 @@ field_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0
                                              blacklist_characters="\x7f"),
                       min_size=1, max_size=40).map(str.strip).filter(bool)
 reason = st.none() | st.text(max_size=40)
+# any text at all: control characters, non-ASCII, lone surrogates
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
+START = '{"time":"2026-12-07T11:55:27.123Z","level":"INFO","logger":"lite_serving.access","pid":7,'
+
+
+def json_line(C, record):
+    """The compiled twin's JSON line of ``record``, checked against the rules' byte for byte."""
+    data = C.access_json_lines([record], START, dumps)
+    assert data == access_log.json_lines([record], START, dumps)
+    return data
 
 
 def build_head(P, method, path, agent, request_id, length, chunked):
@@ -63,8 +81,7 @@ def test_compiled_lines_match_the_rules(which, method, path, agent, request_id, 
                       chunked)
     record = (client, head, status, seconds, reason, sent)
     assert C.access_text(record) == access_log.text_line(record)
-    assert C.access_json(record, dumps) == access_log.json_tail(record, dumps)
-    assert orjson.loads("{" + C.access_json(record, dumps))["request_id"] == head.request_id
+    assert orjson.loads(json_line(C, record))["request_id"] == head.request_id
 
 
 @settings(max_examples=100, deadline=None)
@@ -74,7 +91,7 @@ def test_compiled_lines_of_a_refusal_before_any_request_line(status, seconds, re
     C = compiled_or_skip()
     record = ("10.0.0.1:1", None, status, seconds, reason, sent)
     assert C.access_text(record) == access_log.text_line(record)
-    assert C.access_json(record, dumps) == access_log.json_tail(record, dumps)
+    json_line(C, record)
 
 
 def test_lines_of_a_typical_request_and_of_edges(P):
@@ -84,7 +101,7 @@ def test_lines_of_a_typical_request_and_of_edges(P):
     text = C.access_text(record)
     assert text == access_log.text_line(record)
     assert text.startswith('127.0.0.1:5000 - "POST /predict?x=1 HTTP/1.1" 413 0.12ms 12 0 abc ')
-    line = orjson.loads("{" + C.access_json(record, dumps))
+    line = orjson.loads(b"{" + json_line(C, record)[len(START):])
     assert line == {"message": 'POST /predict?x=1 413 -- body over --max-body-size 10 "x"\n',
                     "method": "POST", "path": "/predict?x=1", "status": 413,
                     "duration_ms": 0.123, "bytes_in": 12, "bytes_out": 0,
@@ -94,7 +111,141 @@ def test_lines_of_a_typical_request_and_of_edges(P):
     chunked = build_head(P, "PUT", "/", None, None, None, True)
     record = ("c", chunked, 200, 2.0, None, 2**63 + 1)   # a count past 64 bits still prints
     assert C.access_text(record) == access_log.text_line(record)
-    assert '"bytes_in":null' in C.access_json(record, dumps)
-    assert C.access_json(record, dumps).endswith(f',"bytes_out":{2**63 + 1},"client":"c",'
-                                                  '"request_id":null,"user_agent":null,'
-                                                  '"reason":null}')
+    assert b'"bytes_in":null' in json_line(C, record)
+    assert json_line(C, record).endswith(f',"bytes_out":{2**63 + 1},"client":"c",'
+                                         '"request_id":null,"user_agent":null,'
+                                         '"reason":null}\n'.encode())
+
+
+def fake_head(method, target, agent, request_id, length=-1, chunked=False):
+    """A head of no parser: its fields may hold any text (a parser's hold latin-1 at most)."""
+    return types.SimpleNamespace(method=method, target=target, version=1, user_agent=agent,
+                                 request_id=request_id, content_length=length, chunked=chunked)
+
+
+@settings(max_examples=300, deadline=None)
+@given(method=any_text, target=any_text, agent=st.none() | any_text,
+       request_id=st.none() | any_text, reason=st.none() | any_text, client=any_text,
+       seconds=st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 1e9),
+       sent=st.integers(-2**70, 2**70))
+def test_json_lines_of_any_text_match_and_read_back(method, target, agent, request_id, reason,
+                                                    client, seconds, sent):
+    C = compiled_or_skip()
+    record = (client, fake_head(method, target, agent, request_id), 200, seconds, reason, sent)
+    data = json_line(C, record)
+    # valid UTF-8, one line; read back (the json module takes a surrogate's \uXXXX escape
+    # back to that surrogate), it gives every field as it was
+    text = data.decode()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    obj = json.loads(text)
+    assert (obj["method"], obj["path"], obj["user_agent"], obj["request_id"], obj["client"],
+            obj["reason"], obj["bytes_out"]) == (method, target, agent, request_id, client,
+                                                 reason, sent)
+    assert obj["message"] == f"{method} {target} 200" + (" -- " + reason if reason else "")
+
+
+def test_json_escapes_as_orjson_writes_them_and_surrogates_as_their_escape():
+    C = compiled_or_skip()
+    every = "".join(map(chr, range(0x80))) + "\xe9\u20ac\U0001f600\ud800\udcff\udfff\uffff"
+    record = ("c", fake_head("GET", "/", every, None), 200, 0.001, None, 0)
+    data = json_line(C, record)
+    escaped = orjson.dumps(every.replace("\ud800", "").replace("\udcff", "").replace(
+        "\udfff", "")).replace(b"\xef\xbf\xbf", b"\\ud800\\udcff\\udfff\xef\xbf\xbf")
+    assert b',"user_agent":' + escaped + b',' in data
+    assert b"\\u001f" in data and b"\\b\\t\\n\\u000b\\f\\r" in data and b"\x7f" in data
+
+
+@pytest.mark.parametrize("size", [4095, 4096, 4097, 100_003])
+def test_json_lines_of_long_fields(size):
+    """Text longer than the slices the compiled twin reserves room for, escapes across their
+    edges."""
+    C = compiled_or_skip()
+    agent = ("a\"\x01\xe9\u20ac\U0001f600\udc80" * (size // 7 + 1))[:size]
+    record = ("c", fake_head("GET", "/" + "p" * size, agent, "r" * size), 200, 0.5, agent, size)
+    obj = json.loads(json_line(C, record))
+    assert obj["user_agent"] == obj["reason"] == agent and obj["path"] == "/" + "p" * size
+
+
+def test_json_lines_of_many_records_in_one_write():
+    C = compiled_or_skip()
+    head = build_head(C, "POST", "/", "ua/1", None, 12, False)
+    records = [(f"10.0.0.{i % 256}:{i}", head, 200 + i % 300, i / 1e5, "r" * (i % 3), i)
+               for i in range(20_000)]
+    data = C.access_json_lines(records, START, dumps)
+    assert data == access_log.json_lines(records, START, dumps)
+    assert data.count(b"\n") == len(records)
+
+
+def test_a_record_that_is_not_one_is_refused_by_both_twins():
+    C = compiled_or_skip()
+    for bad in (None, ("c", None, 200)):
+        with pytest.raises((TypeError, ValueError)):
+            access_log.json_lines([bad], START, dumps)
+        with pytest.raises(TypeError):
+            C.access_json_lines([bad], START, dumps)
+
+
+# -- where the lines go ----------------------------------------------------------------------
+
+def batch(log, stream, records):
+    log.stream, log.binary, log.json = stream, access_log.utf8_buffer(stream), True
+    log.lines = list(records)
+    log.flush()
+
+
+def test_json_lines_go_to_the_bytes_under_a_utf8_stream_after_its_text():
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace")
+    assert access_log.utf8_buffer(stream) is raw
+    head = build_head(parser_py, "GET", "/", "caf\xe9", None, None, False)
+    stream.write("before, without its newline yet: ")   # held by the text layer
+    batch(access_log.AccessLog(), stream, [("c", head, 200, 0.001, "r\udcff", 3)] * 2)
+    written = raw.getvalue()
+    assert written.startswith(b"before, without its newline yet: {\"time\":")
+    lines = written.split(b": ", 1)[1].splitlines()
+    assert [json.loads(line)["user_agent"] for line in lines] == ["caf\xe9"] * 2
+    assert [json.loads(line)["reason"] for line in lines] == ["r\udcff"] * 2
+
+
+@pytest.mark.parametrize("stream", [
+    lambda: io.TextIOWrapper(io.BytesIO(), encoding="latin-1"),     # not UTF-8
+    lambda: io.StringIO(),                                          # no bytes under it
+])
+def test_json_lines_to_other_streams_go_as_text(stream):
+    stream = stream()
+    assert access_log.utf8_buffer(stream) is None
+    head = build_head(parser_py, "GET", "/", "caf\xe9", None, None, False)
+    batch(access_log.AccessLog(), stream, [("c", head, 200, 0.001, None, 3)])
+    text = stream.getvalue() if isinstance(stream, io.StringIO) else \
+        stream.buffer.getvalue().decode("latin-1")
+    assert json.loads(text)["user_agent"] == "caf\xe9"
+
+
+SURROGATE = """
+    import openbayes_serving as serv
+
+    class Predictor:
+        def predict(self, json):
+            if json.get("bad"):
+                raise serv.ServingError("no file " + b"name\\xff".decode("utf-8", "surrogateescape"))
+            return json
+
+    if __name__ == "__main__":
+        serv.run(Predictor)
+"""
+
+
+def test_json_access_lines_of_a_server(serve):
+    """Non-ASCII and escaped user agents, and a reason holding a surrogate: the server keeps
+    serving, and every line is one JSON object with the fields as sent."""
+    server = serve(SURROGATE, "--log-format", "json")
+    agent = 'caf\xe9 "quoted" \\ back\tslash'
+    assert post_json(server, {"x": 1}, headers={"User-Agent": agent, "X-Request-Id": "r1"}).status == 200
+    post_json(server, {"bad": 1}, headers={"X-Request-Id": "r2"})
+    assert post_json(server, {"x": 2}, headers={"X-Request-Id": "r3"}).status == 200
+    wait_for_new(server, 0, r'"request_id":"r3"')
+    access = [json.loads(line) for line in server.lines if '"lite_serving.access"' in line]
+    ok = next(o for o in access if o["request_id"] == "r1")
+    assert ok["user_agent"] == agent and ok["message"] == "POST / 200"
+    bad = next(o for o in access if o["request_id"] == "r2")
+    assert "no file name\udcff" in bad["reason"]
