@@ -1464,7 +1464,8 @@ cdef char JSON_SHORT[128]
 for _c in range(128):
     JSON_SHORT[_c] = 0
 JSON_SHORT[34], JSON_SHORT[92] = 34, 92
-JSON_SHORT[8], JSON_SHORT[9], JSON_SHORT[10], JSON_SHORT[12], JSON_SHORT[13] = 98, 116, 110, 102, 114
+JSON_SHORT[8], JSON_SHORT[9], JSON_SHORT[10], JSON_SHORT[12], JSON_SHORT[13] = (
+    b'b', b't', b'n', b'f', b'r')
 
 
 cdef int _put_chars(_Out* out, object text) except -1:
@@ -1511,7 +1512,8 @@ cdef int _put_chars(_Out* out, object text) except -1:
                 p += 2
             elif 0xD800 <= c <= 0xDFFF:
                 p[0], p[1] = 92, 117   # \u
-                p[2], p[3], p[4], p[5] = _HEX[c >> 12], _HEX[(c >> 8) & 15], _HEX[(c >> 4) & 15], _HEX[c & 15]
+                p[2], p[3] = _HEX[c >> 12], _HEX[(c >> 8) & 15]
+                p[4], p[5] = _HEX[(c >> 4) & 15], _HEX[c & 15]
                 p += 6
             elif c < 0x10000:
                 p[0], p[1], p[2] = 0xE0 | (c >> 12), 0x80 | ((c >> 6) & 0x3F), 0x80 | (c & 0x3F)

@@ -132,28 +132,24 @@ class AccessLog:
             # the fields every line of this write shares, written once: each line is the rest
             start = '{"time":"%s","level":"INFO","logger":"%s","pid":%d,' % (
                 iso_time(now), ACCESS, os.getpid())
-            data = _json_lines(records, start, json_codec.load().dumps)
-            try:
-                if self.binary is not None:   # UTF-8 already: straight to the bytes under stream
-                    stream.flush()   # what was written to stream before goes before
-                    self.binary.write(data)
-                    self.binary.flush()
-                else:
-                    stream.write(data.decode())
-                    stream.flush()
-            except (OSError, ValueError):  # stderr closed or full: the log is lost, the server goes on
-                pass
-            return
-        stamp = int(now)
-        if stamp != self._stamp:
-            self._stamp = stamp
-            self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-        head = "%s,%03d INFO lite_serving.access[%d]: " % (self._prefix, int(now % 1 * 1000),
-                                                         os.getpid())
-        text = head + ("\n" + head).join([_access_text(record) for record in records]) + "\n"
+            data = _json_lines(records, start, json_codec.load().dumps)   # UTF-8
+            text = None if self.binary is not None else data.decode()
+        else:
+            stamp = int(now)
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+            head = "%s,%03d INFO lite_serving.access[%d]: " % (self._prefix, int(now % 1 * 1000),
+                                                             os.getpid())
+            text = head + ("\n" + head).join([_access_text(record) for record in records]) + "\n"
         try:
-            stream.write(text)
-            stream.flush()
+            if text is None:   # straight to the bytes under stream, no decoding and encoding again
+                stream.flush()   # what was written to stream before goes before
+                self.binary.write(data)
+                self.binary.flush()
+            else:
+                stream.write(text)
+                stream.flush()
         except (OSError, ValueError):  # stderr closed or full: the log is lost, the server goes on
             pass
 

@@ -9,7 +9,6 @@ compiled twins are checked against heads of both; arbitrary text (control
 characters, non-ASCII, surrogates) comes in through heads of no parser.
 """
 
-import io
 import json
 import types
 
@@ -21,8 +20,6 @@ from hypothesis import strategies as st
 from lite_serving.http import parser_py
 from lite_serving.server import access_log
 from support.compiled import PARSER
-from support.http_client import post_json
-from support.servers import wait_for_new
 
 compiled_or_skip = PARSER.get
 
@@ -183,69 +180,3 @@ def test_a_record_that_is_not_one_is_refused_by_both_twins():
             access_log.json_lines([bad], START, dumps)
         with pytest.raises(TypeError):
             C.access_json_lines([bad], START, dumps)
-
-
-# -- where the lines go ----------------------------------------------------------------------
-
-def batch(log, stream, records):
-    log.stream, log.binary, log.json = stream, access_log.utf8_buffer(stream), True
-    log.lines = list(records)
-    log.flush()
-
-
-def test_json_lines_go_to_the_bytes_under_a_utf8_stream_after_its_text():
-    raw = io.BytesIO()
-    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace")
-    assert access_log.utf8_buffer(stream) is raw
-    head = build_head(parser_py, "GET", "/", "caf\xe9", None, None, False)
-    stream.write("before, without its newline yet: ")   # held by the text layer
-    batch(access_log.AccessLog(), stream, [("c", head, 200, 0.001, "r\udcff", 3)] * 2)
-    written = raw.getvalue()
-    assert written.startswith(b"before, without its newline yet: {\"time\":")
-    lines = written.split(b": ", 1)[1].splitlines()
-    assert [json.loads(line)["user_agent"] for line in lines] == ["caf\xe9"] * 2
-    assert [json.loads(line)["reason"] for line in lines] == ["r\udcff"] * 2
-
-
-@pytest.mark.parametrize("stream", [
-    lambda: io.TextIOWrapper(io.BytesIO(), encoding="latin-1"),     # not UTF-8
-    lambda: io.StringIO(),                                          # no bytes under it
-])
-def test_json_lines_to_other_streams_go_as_text(stream):
-    stream = stream()
-    assert access_log.utf8_buffer(stream) is None
-    head = build_head(parser_py, "GET", "/", "caf\xe9", None, None, False)
-    batch(access_log.AccessLog(), stream, [("c", head, 200, 0.001, None, 3)])
-    text = stream.getvalue() if isinstance(stream, io.StringIO) else \
-        stream.buffer.getvalue().decode("latin-1")
-    assert json.loads(text)["user_agent"] == "caf\xe9"
-
-
-SURROGATE = """
-    import openbayes_serving as serv
-
-    class Predictor:
-        def predict(self, json):
-            if json.get("bad"):
-                raise serv.ServingError("no file " + b"name\\xff".decode("utf-8", "surrogateescape"))
-            return json
-
-    if __name__ == "__main__":
-        serv.run(Predictor)
-"""
-
-
-def test_json_access_lines_of_a_server(serve):
-    """Non-ASCII and escaped user agents, and a reason holding a surrogate: the server keeps
-    serving, and every line is one JSON object with the fields as sent."""
-    server = serve(SURROGATE, "--log-format", "json")
-    agent = 'caf\xe9 "quoted" \\ back\tslash'
-    assert post_json(server, {"x": 1}, headers={"User-Agent": agent, "X-Request-Id": "r1"}).status == 200
-    post_json(server, {"bad": 1}, headers={"X-Request-Id": "r2"})
-    assert post_json(server, {"x": 2}, headers={"X-Request-Id": "r3"}).status == 200
-    wait_for_new(server, 0, r'"request_id":"r3"')
-    access = [json.loads(line) for line in server.lines if '"lite_serving.access"' in line]
-    ok = next(o for o in access if o["request_id"] == "r1")
-    assert ok["user_agent"] == agent and ok["message"] == "POST / 200"
-    bad = next(o for o in access if o["request_id"] == "r2")
-    assert "no file name\udcff" in bad["reason"]
