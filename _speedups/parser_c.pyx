@@ -1325,63 +1325,10 @@ def unquote_path(path):
 
 
 # ---------------------------------------------------------------- access lines
-# Compiled twins of ``server/access_log.py``'s ``text_line`` and ``json_tail`` (the readable
-# rules): the same text for every record, read from the head's C fields. One line a request is
-# written at the default settings, so its cost is the access log's cost.
-
-cdef object _agent_text(object agent):
-    if agent is None:
-        return "-"
-    if '"' in agent:
-        return agent.replace('"', '\\"')
-    return agent
-
-
-cdef class _HeadFields:
-    """What an access line reads of a head: from the C fields of this module's heads, or by
-    attribute from parser_py's (which parse_head returns for the inputs it hands over)."""
-    cdef object method, target, request_id, user_agent
-    cdef int version
-    cdef long long content_length
-    cdef bint chunked
-
-
-cdef _HeadFields _head_fields(object head_obj):
-    cdef _HeadFields f = _HeadFields.__new__(_HeadFields)
-    cdef RequestHead head
-    if type(head_obj) is RequestHead:
-        head = <RequestHead>head_obj
-        f.method, f.target, f.version = head.method, head.target, head.version
-        f.content_length, f.chunked = head.content_length, head.chunked
-        f.request_id, f.user_agent = head.request_id, head.user_agent
-    else:
-        f.method, f.target, f.version = head_obj.method, head_obj.target, head_obj.version
-        f.content_length, f.chunked = head_obj.content_length, head_obj.chunked
-        f.request_id, f.user_agent = head_obj.request_id, head_obj.user_agent
-    return f
-
-
-def access_text(tuple record):
-    """Twin of ``access_log.text_line``: ``peer - "request line" status duration in out id "agent"``."""
-    cdef object client = record[0], reason = record[4]
-    cdef _HeadFields head
-    cdef object length, line
-    cdef double seconds = record[3]
-    if record[1] is None:
-        line = f'{client} - "-" {record[2]} {seconds * 1000:.2f}ms - {record[5]} - "-"'
-    else:
-        head = _head_fields(record[1])
-        if head.content_length >= 0:
-            length = head.content_length
-        elif head.chunked:
-            length = "-"
-        else:
-            length = 0
-        line = (f'{client} - "{head.method} {head.target} HTTP/1.{head.version}" {record[2]} '
-                f'{seconds * 1000:.2f}ms {length} {record[5]} {head.request_id or "-"} '
-                f'"{_agent_text(head.user_agent)}"')
-    return line + " -- " + reason if reason else line
-
+# Compiled twins of ``server/access_log.py``'s ``text_lines`` and ``json_lines`` (the readable
+# rules): the same lines for every record, read from the head's C fields, made as the UTF-8
+# bytes written to the stream. One line a request is written at the default settings, so their
+# cost is the access log's cost.
 
 cdef extern from "Python.h":
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
@@ -1427,30 +1374,35 @@ cdef inline int _put(_Out* out, const char* text, Py_ssize_t n) except -1:
     return 0
 
 
-cdef int _put_int(_Out* out, object value) except -1:
-    """An int in decimal (past 64 bits too, where orjson would refuse it)."""
+cdef int _put_ll(_Out* out, long long value) except -1:
+    """``value`` in decimal."""
     cdef char digits[24]
     cdef char* end = digits + 24
     cdef char* p = end
-    cdef int overflow = 0
-    cdef long long small = PyLong_AsLongLongAndOverflow(value, &overflow)
-    cdef unsigned long long rest
-    cdef bytes text
-    if overflow:
-        text = str(value).encode()
-        return _put(out, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
     # the magnitude as unsigned: -(-2**63) does not fit a long long
-    rest = <unsigned long long>small if small >= 0 else 0ULL - <unsigned long long>small
+    cdef unsigned long long rest = (<unsigned long long>value if value >= 0
+                                    else 0ULL - <unsigned long long>value)
     while True:   # at most 20 digits and a sign: 24 is room enough
         p -= 1
         p[0] = <char>(48 + rest % 10)
         rest //= 10
         if rest == 0:
             break
-    if small < 0:
+    if value < 0:
         p -= 1
         p[0] = b'-'
     return _put(out, p, end - p)
+
+
+cdef int _put_int(_Out* out, object value) except -1:
+    """An int in decimal (past 64 bits too, where orjson would refuse it)."""
+    cdef int overflow = 0
+    cdef long long small = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef bytes text
+    if overflow:
+        text = str(value).encode()
+        return _put(out, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+    return _put_ll(out, small)
 
 
 cdef const char* _HEX = "0123456789abcdef"
@@ -1468,11 +1420,19 @@ JSON_SHORT[8], JSON_SHORT[9], JSON_SHORT[10], JSON_SHORT[12], JSON_SHORT[13] = (
     b'b', b't', b'n', b'f', b'r')
 
 
-cdef int _put_chars(_Out* out, object text) except -1:
-    r"""The str ``text`` inside a JSON string, as orjson writes it: ``"`` and ``\`` escaped,
-    \b \t \n \f \r as such, other control characters as \u00XX (lower-case hex), the rest (DEL
-    too) as UTF-8; and a surrogate, which orjson refuses, as its \uXXXX escape (the rule of
-    ``access_log.json_text``)."""
+# how _put_chars writes text
+cdef enum:
+    AS_JSON = 0     # inside a JSON string
+    AS_TEXT = 1     # as it is
+    AS_QUOTED = 2   # as it is, but a quote as \" (the user agent of a text line)
+
+
+cdef int _put_chars(_Out* out, object text, int mode) except -1:
+    r"""The str ``text`` as UTF-8, but a surrogate (which UTF-8 cannot carry) as its \uXXXX
+    escape, as stderr's backslashreplace writes it (``access_log.json_value`` and
+    ``text_lines``). ``AS_JSON``: inside a JSON string, as orjson writes it: ``"`` and ``\``
+    escaped, \b \t \n \f \r as such, other control characters as \u00XX (lower-case hex),
+    DEL as it is."""
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text), i, stop, begin = 0
     cdef const unsigned char* ascii
     cdef int kind
@@ -1481,11 +1441,14 @@ cdef int _put_chars(_Out* out, object text) except -1:
     cdef unsigned char* p
     if PyUnicode_IS_ASCII(text):
         ascii = PyUnicode_1BYTE_DATA(text)
-        for i in range(n):
-            if not JSON_PLAIN[ascii[i]]:
-                break
-        else:
+        if mode == AS_TEXT or (mode == AS_QUOTED and memchr(ascii, 34, n) == NULL):
             return _put(out, <const char*>ascii, n)
+        if mode == AS_JSON:
+            for i in range(n):
+                if not JSON_PLAIN[ascii[i]]:
+                    break
+            else:
+                return _put(out, <const char*>ascii, n)
     kind = PyUnicode_KIND(text)
     data = PyUnicode_DATA(text)
     while begin < n:
@@ -1497,7 +1460,13 @@ cdef int _put_chars(_Out* out, object text) except -1:
         for i in range(begin, stop):
             c = PyUnicode_READ(kind, data, i)
             if c < 0x80:
-                if JSON_PLAIN[c]:
+                if mode != AS_JSON:
+                    if c == 34 and mode == AS_QUOTED:
+                        p[0] = 92
+                        p += 1
+                    p[0] = <unsigned char>c
+                    p += 1
+                elif JSON_PLAIN[c]:
                     p[0] = <unsigned char>c
                     p += 1
                 elif JSON_SHORT[c]:
@@ -1537,7 +1506,7 @@ cdef int _put_json(_Out* out, object value, object dumps) except -1:
         return _put_int(out, value)
     if PyUnicode_Check(value):
         _put(out, '"', 1)
-        _put_chars(out, value)
+        _put_chars(out, value, AS_JSON)
         return _put(out, '"', 1)
     encoded = dumps(value)
     return _put(out, PyBytes_AS_STRING(encoded), PyBytes_GET_SIZE(encoded))
@@ -1567,48 +1536,116 @@ cdef int _put_duration(_Out* out, double ms, object dumps) except -1:
         PyMem_Free(text)
 
 
-cdef int _put_tail(_Out* out, object record, object dumps) except -1:
-    """Twin of ``access_log.json_tail`` (the rules), written to ``out``."""
-    cdef object client, head_obj, status, reason, sent, message
-    cdef object method, target, request_id, agent, length = None
+cdef tuple _fields_of(object head_obj, long long* content_length, bint* chunked):
+    """``(method, target, request_id, user_agent, version)`` of ``head_obj``, its content length
+    and whether it is chunked: from the C fields of this module's heads, or by attribute from
+    parser_py's (which parse_head returns for the inputs it hands over)."""
     cdef RequestHead head
-    cdef long long content_length
-    cdef bint chunked
-    cdef double ms
+    if type(head_obj) is RequestHead:
+        head = <RequestHead>head_obj
+        content_length[0], chunked[0] = head.content_length, head.chunked
+        return (head.method, head.target, head.request_id, head.user_agent, head.version)
+    content_length[0], chunked[0] = head_obj.content_length, head_obj.chunked
+    return (head_obj.method, head_obj.target, head_obj.request_id, head_obj.user_agent,
+            head_obj.version)
+
+
+cdef inline object _record(object record):
     if type(record) is not tuple or len(record) != 6:
         raise TypeError("an access record is a tuple of 6 fields")
-    client, head_obj, status, reason, sent = record[0], record[1], record[2], record[4], record[5]
-    ms = <double>record[3] * 1000
+    return record
+
+
+cdef int _put_formatted(_Out* out, object value) except -1:
+    """``f"{value}"`` (AS_TEXT)."""
+    if PyLong_CheckExact(value):
+        return _put_int(out, value)
+    return _put_chars(out, value if PyUnicode_CheckExact(value) else f"{value}", AS_TEXT)
+
+
+cdef int _put_text_line(_Out* out, object record) except -1:
+    """Twin of ``access_log.text_line`` (the rules), written to ``out``."""
+    cdef object head_obj = _record(record)[1], reason = record[4]
+    cdef object method, target, request_id, agent, version
+    cdef long long content_length
+    cdef bint chunked
+    cdef char* text
+    _put_formatted(out, record[0])
     if head_obj is None:
-        _put(out, '"message":', 10)
-        _put_json(out, f"- - {status} -- {reason}", dumps)
-        method = target = request_id = agent = None
+        _put(out, ' - "-" ', 7)
     else:
-        if type(head_obj) is RequestHead:
-            head = <RequestHead>head_obj
-            method, target, request_id, agent = head.method, head.target, head.request_id, head.user_agent
-            content_length, chunked = head.content_length, head.chunked
+        method, target, request_id, agent, version = _fields_of(head_obj, &content_length,
+                                                                &chunked)
+        _put(out, ' - "', 4)
+        _put_formatted(out, method)
+        _put(out, " ", 1)
+        _put_formatted(out, target)
+        _put(out, " HTTP/1.", 8)
+        _put_formatted(out, version)
+        _put(out, '" ', 2)
+    _put_formatted(out, record[2])
+    _put(out, " ", 1)
+    text = PyOS_double_to_string(<double>record[3] * 1000, b'f', 2, 0, NULL)
+    try:
+        _put(out, text, strlen(text))
+    finally:
+        PyMem_Free(text)
+    if head_obj is None:
+        _put(out, "ms - ", 5)
+        _put_formatted(out, record[5])
+        _put(out, ' - "-"', 6)
+    else:
+        _put(out, "ms ", 3)
+        if content_length >= 0:
+            _put_ll(out, content_length)
         else:
-            method, target = head_obj.method, head_obj.target
-            request_id, agent = head_obj.request_id, head_obj.user_agent
-            content_length, chunked = head_obj.content_length, head_obj.chunked
+            _put(out, "-" if chunked else "0", 1)
+        _put(out, " ", 1)
+        _put_formatted(out, record[5])
+        _put(out, " ", 1)
+        _put_formatted(out, request_id or "-")
+        _put(out, ' "', 2)
+        if agent is None:
+            _put(out, "-", 1)
+        else:
+            _put_chars(out, agent, AS_QUOTED)
+        _put(out, '"', 1)
+    if reason:
+        if PyUnicode_CheckExact(reason):
+            _put(out, " -- ", 4)
+            _put_chars(out, reason, AS_TEXT)
+        else:
+            _put_chars(out, " -- " + reason, AS_TEXT)
+    return 0
+
+
+cdef int _put_json_line(_Out* out, object record, object dumps) except -1:
+    """Twin of ``access_log.json_tail`` (the rules), written to ``out``."""
+    cdef object head_obj = _record(record)[1], status = record[2], reason = record[4]
+    cdef object method = None, target = None, request_id = None, agent = None, length = None
+    cdef long long content_length
+    cdef bint chunked
+    _put(out, '"message":', 10)
+    if head_obj is None:
+        _put_json(out, f"- - {status} -- {reason}", dumps)
+    else:
+        method, target, request_id, agent, _ = _fields_of(head_obj, &content_length, &chunked)
         if content_length >= 0:
             length = content_length
         elif not chunked:
             length = 0
-        _put(out, '"message":', 10)
         if (PyUnicode_CheckExact(method) and PyUnicode_CheckExact(target)
                 and PyLong_CheckExact(status) and (not reason or PyUnicode_CheckExact(reason))):
             # f"{method} {target} {status}" + " -- " + reason, its pieces escaped one by one
             _put(out, '"', 1)
-            _put_chars(out, method)
+            _put_chars(out, method, AS_JSON)
             _put(out, " ", 1)
-            _put_chars(out, target)
+            _put_chars(out, target, AS_JSON)
             _put(out, " ", 1)
             _put_int(out, status)
             if reason:
                 _put(out, " -- ", 4)
-                _put_chars(out, reason)
+                _put_chars(out, reason, AS_JSON)
             _put(out, '"', 1)
         else:
             message = f"{method} {target} {status}"
@@ -1619,25 +1656,24 @@ cdef int _put_tail(_Out* out, object record, object dumps) except -1:
     _put_field(out, ',"path":', target, dumps)
     _put_field(out, ',"status":', status, dumps)
     _put(out, ',"duration_ms":', 15)
-    _put_duration(out, ms, dumps)
+    _put_duration(out, <double>record[3] * 1000, dumps)
     _put_field(out, ',"bytes_in":', length, dumps)
-    _put_field(out, ',"bytes_out":', sent, dumps)
-    _put_field(out, ',"client":', client, dumps)
+    _put_field(out, ',"bytes_out":', record[5], dumps)
+    _put_field(out, ',"client":', record[0], dumps)
     _put_field(out, ',"request_id":', request_id, dumps)
     _put_field(out, ',"user_agent":', agent, dumps)
     _put_field(out, ',"reason":', reason, dumps)
     return _put(out, "}", 1)
 
 
-def access_json_lines(list records, str start, dumps):
-    """Twin of ``access_log.json_lines``: the JSON lines of ``records`` as UTF-8 bytes, each
-    ``start`` (the fields every line shares, up to ``"pid":N,``) then the record's own fields."""
+cdef bytes _lines(list records, str start, object dumps):
+    """``start`` then a record's line, for each record (JSON lines when ``dumps`` is given)."""
     cdef bytes head = PyUnicode_AsUTF8String(start)
     cdef const char* head_data = PyBytes_AS_STRING(head)
     cdef Py_ssize_t head_size = PyBytes_GET_SIZE(head), count = len(records)
     cdef object record
     cdef _Out out
-    # a line is some 300 bytes; a first guess that cannot overflow, grown as needed
+    # a line is some 100 to 300 bytes; a first guess that cannot overflow, grown as needed
     out.cap = 384 * (count if count < 4096 else 4096) + 64
     out.data = <char*>PyMem_Malloc(out.cap)
     if out.data == NULL:
@@ -1646,8 +1682,23 @@ def access_json_lines(list records, str start, dumps):
     try:
         for record in records:
             _put(&out, head_data, head_size)
-            _put_tail(&out, record, dumps)
+            if dumps is None:
+                _put_text_line(&out, record)
+            else:
+                _put_json_line(&out, record, dumps)
             _put(&out, "\n", 1)
         return PyBytes_FromStringAndSize(out.data, out.size)
     finally:
         PyMem_Free(out.data)
+
+
+def access_text_lines(list records, str start):
+    """Twin of ``access_log.text_lines``: the text lines of ``records`` as UTF-8 bytes, each
+    ``start`` (time, level, logger, pid) then the record's line."""
+    return _lines(records, start, None)
+
+
+def access_json_lines(list records, str start, dumps not None):
+    """Twin of ``access_log.json_lines``: the JSON lines of ``records`` as UTF-8 bytes, each
+    ``start`` (the fields every line shares, up to ``"pid":N,``) then the record's own fields."""
+    return _lines(records, start, dumps)

@@ -6,7 +6,10 @@ answered request as a tuple; once per turn of the loop the tuples are formatted
 together. When that logger writes through lite_serving's own stderr handler
 (nobody configured logging otherwise), the lines are written in that handler's
 format (text, or JSON objects with ``--log-format json``) in one write: a
-``logging`` call per request would cost more than the request itself. When the
+``logging`` call per request would cost more than the request itself. The lines
+are made as UTF-8 bytes (by the compiled twins of :func:`text_lines` and
+:func:`json_lines` when the compiled parser is in use), which go to the bytes
+under stderr as they are (:func:`utf8_buffer`). When the
 application has set up logging of its own, every line goes through ``logging``
 as usual, its fields given as the record's attributes (``extra``: ``method``,
 ``path``, ``status``, ``duration_ms``, ``bytes_in``, ``bytes_out``, ``client``,
@@ -132,23 +135,22 @@ class AccessLog:
             # the fields every line of this write shares, written once: each line is the rest
             start = '{"time":"%s","level":"INFO","logger":"%s","pid":%d,' % (
                 iso_time(now), ACCESS, os.getpid())
-            data = _json_lines(records, start, json_codec.load().dumps)   # UTF-8
-            text = None if self.binary is not None else data.decode()
+            data = _json_lines(records, start, json_codec.load().dumps)
         else:
             stamp = int(now)
             if stamp != self._stamp:
                 self._stamp = stamp
                 self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-            head = "%s,%03d INFO lite_serving.access[%d]: " % (self._prefix, int(now % 1 * 1000),
-                                                             os.getpid())
-            text = head + ("\n" + head).join([_access_text(record) for record in records]) + "\n"
+            start = "%s,%03d INFO lite_serving.access[%d]: " % (
+                self._prefix, int(now % 1 * 1000), os.getpid())
+            data = _text_lines(records, start)
         try:
-            if text is None:   # straight to the bytes under stream, no decoding and encoding again
+            if self.binary is not None:   # UTF-8 already: to the bytes under stream as they are
                 stream.flush()   # what was written to stream before goes before
                 self.binary.write(data)
                 self.binary.flush()
             else:
-                stream.write(text)
+                stream.write(data.decode())
                 stream.flush()
         except (OSError, ValueError):  # stderr closed or full: the log is lost, the server goes on
             pass
@@ -166,6 +168,14 @@ def utf8_buffer(stream):
         return stream.buffer
     except (LookupError, AttributeError, ValueError):   # no such encoding, no buffer, detached
         return None
+
+
+def text_lines(records, start):
+    """Text access lines, one a record (:func:`text_line`), each after ``start`` (time, level,
+    logger, pid), as UTF-8 bytes; a surrogate in them (which UTF-8 cannot carry: a predictor's
+    error message may hold one) as its \\uXXXX escape, as stderr's backslashreplace writes it."""
+    lines = start + ("\n" + start).join([text_line(record) for record in records]) + "\n"
+    return lines.encode("utf-8", "backslashreplace")
 
 
 def json_lines(records, start, dumps):
@@ -213,8 +223,8 @@ def json_value(value, dumps):
     return "".join(pieces)
 
 
-try:  # the compiled twins of text_line and json_lines, when the compiled parser is in use
+try:  # the compiled twins of text_lines and json_lines, when the compiled parser is in use
     from lite_serving.http.parser import access_json_lines as _json_lines
-    from lite_serving.http.parser import access_text as _access_text
+    from lite_serving.http.parser import access_text_lines as _text_lines
 except ImportError:
-    _access_text, _json_lines = text_line, json_lines
+    _text_lines, _json_lines = text_lines, json_lines

@@ -1,10 +1,10 @@
 """Access lines: the compiled twins in parser_c give the text of server/access_log.py's rules.
 
-``access_log.text_line`` and ``access_log.json_lines`` (``json_tail`` for each
-record) are the readable rules; ``parser_c.access_text`` and
-``parser_c.access_json_lines`` format the same lines from the head's C fields
-(one line per request is written at the default settings), the JSON lines as
-the UTF-8 bytes that go to the stream. Heads come from each parser, so the
+``access_log.text_lines`` and ``access_log.json_lines`` (``text_line`` and
+``json_tail`` for each record) are the readable rules; ``parser_c.access_text_lines``
+and ``parser_c.access_json_lines`` make the same lines from the head's C fields
+(one line per request is written at the default settings), as the UTF-8 bytes
+that go to the stream. Heads come from each parser, so the
 compiled twins are checked against heads of both; arbitrary text (control
 characters, non-ASCII, surrogates) comes in through heads of no parser.
 """
@@ -38,11 +38,23 @@ any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=40
 START = '{"time":"2026-12-07T11:55:27.123Z","level":"INFO","logger":"lite_serving.access","pid":7,'
 
 
+TEXT_START = "2026-12-07 11:55:27,123 INFO lite_serving.access[7]: "
+
+
 def json_line(C, record):
     """The compiled twin's JSON line of ``record``, checked against the rules' byte for byte."""
     data = C.access_json_lines([record], START, dumps)
     assert data == access_log.json_lines([record], START, dumps)
     return data
+
+
+def text_line(C, record):
+    """The compiled twin's text line of ``record`` (as text, without its start and newline),
+    checked against the rules' byte for byte."""
+    data = C.access_text_lines([record], TEXT_START)
+    assert data == access_log.text_lines([record], TEXT_START)
+    assert data.startswith(TEXT_START.encode()) and data.endswith(b"\n")
+    return data[len(TEXT_START):-1].decode()
 
 
 def build_head(P, method, path, agent, request_id, length, chunked):
@@ -77,7 +89,7 @@ def test_compiled_lines_match_the_rules(which, method, path, agent, request_id, 
     head = build_head(parser_py if which == "py" else C, method, path, agent, request_id, length,
                       chunked)
     record = (client, head, status, seconds, reason, sent)
-    assert C.access_text(record) == access_log.text_line(record)
+    assert text_line(C, record) == access_log.text_line(record)
     assert orjson.loads(json_line(C, record))["request_id"] == head.request_id
 
 
@@ -87,7 +99,7 @@ def test_compiled_lines_match_the_rules(which, method, path, agent, request_id, 
 def test_compiled_lines_of_a_refusal_before_any_request_line(status, seconds, reason, sent):
     C = compiled_or_skip()
     record = ("10.0.0.1:1", None, status, seconds, reason, sent)
-    assert C.access_text(record) == access_log.text_line(record)
+    assert text_line(C, record) == access_log.text_line(record)
     json_line(C, record)
 
 
@@ -95,7 +107,7 @@ def test_lines_of_a_typical_request_and_of_edges(P):
     C = compiled_or_skip()
     head = build_head(P, "POST", "/predict?x=1", 'curl/8 "quoted" \\', "abc", 12, False)
     record = ("127.0.0.1:5000", head, 413, 0.000123, 'body over --max-body-size 10 "x"\n', 0)
-    text = C.access_text(record)
+    text = text_line(C, record)
     assert text == access_log.text_line(record)
     assert text.startswith('127.0.0.1:5000 - "POST /predict?x=1 HTTP/1.1" 413 0.12ms 12 0 abc ')
     line = orjson.loads(b"{" + json_line(C, record)[len(START):])
@@ -107,7 +119,7 @@ def test_lines_of_a_typical_request_and_of_edges(P):
                     "reason": 'body over --max-body-size 10 "x"\n'}
     chunked = build_head(P, "PUT", "/", None, None, None, True)
     record = ("c", chunked, 200, 2.0, None, 2**63 + 1)   # a count past 64 bits still prints
-    assert C.access_text(record) == access_log.text_line(record)
+    assert text_line(C, record) == access_log.text_line(record)
     assert b'"bytes_in":null' in json_line(C, record)
     assert json_line(C, record).endswith(f',"bytes_out":{2**63 + 1},"client":"c",'
                                          '"request_id":null,"user_agent":null,'
@@ -139,6 +151,18 @@ def test_json_lines_of_any_text_match_and_read_back(method, target, agent, reque
             obj["reason"], obj["bytes_out"]) == (method, target, agent, request_id, client,
                                                  reason, sent)
     assert obj["message"] == f"{method} {target} 200" + (" -- " + reason if reason else "")
+    # the text line: as the rules make it, written as stderr writes text (UTF-8, a surrogate
+    # as its backslash escape)
+    assert text_line(C, record) == access_log.text_line(record).encode(
+        "utf-8", "backslashreplace").decode()
+
+
+def test_text_lines_write_text_as_stderr_does():
+    C = compiled_or_skip()
+    agent = 'caf\xe9 "q" \\ \t\x01 \u20ac\U0001f600'
+    record = ("c", fake_head("GET", "/", agent, None), 200, 0.001, "r\udcff\ud800", 0)
+    text = text_line(C, record)
+    assert text.endswith(' "caf\xe9 \\"q\\" \\ \t\x01 \u20ac\U0001f600" -- r\\udcff\\ud800')
 
 
 def test_json_escapes_as_orjson_writes_them_and_surrogates_as_their_escape():
@@ -153,7 +177,7 @@ def test_json_escapes_as_orjson_writes_them_and_surrogates_as_their_escape():
 
 
 @pytest.mark.parametrize("size", [4095, 4096, 4097, 100_003])
-def test_json_lines_of_long_fields(size):
+def test_lines_of_long_fields(size):
     """Text longer than the slices the compiled twin reserves room for, escapes across their
     edges."""
     C = compiled_or_skip()
@@ -161,15 +185,19 @@ def test_json_lines_of_long_fields(size):
     record = ("c", fake_head("GET", "/" + "p" * size, agent, "r" * size), 200, 0.5, agent, size)
     obj = json.loads(json_line(C, record))
     assert obj["user_agent"] == obj["reason"] == agent and obj["path"] == "/" + "p" * size
+    assert text_line(C, record).endswith(" -- " + agent.replace("\udc80", "\\udc80"))
 
 
-def test_json_lines_of_many_records_in_one_write():
+def test_lines_of_many_records_in_one_write():
     C = compiled_or_skip()
     head = build_head(C, "POST", "/", "ua/1", None, 12, False)
     records = [(f"10.0.0.{i % 256}:{i}", head, 200 + i % 300, i / 1e5, "r" * (i % 3), i)
                for i in range(20_000)]
     data = C.access_json_lines(records, START, dumps)
     assert data == access_log.json_lines(records, START, dumps)
+    assert data.count(b"\n") == len(records)
+    data = C.access_text_lines(records, TEXT_START)
+    assert data == access_log.text_lines(records, TEXT_START)
     assert data.count(b"\n") == len(records)
 
 
@@ -180,3 +208,7 @@ def test_a_record_that_is_not_one_is_refused_by_both_twins():
             access_log.json_lines([bad], START, dumps)
         with pytest.raises(TypeError):
             C.access_json_lines([bad], START, dumps)
+        with pytest.raises((TypeError, ValueError)):
+            access_log.text_lines([bad], TEXT_START)
+        with pytest.raises(TypeError):
+            C.access_text_lines([bad], TEXT_START)

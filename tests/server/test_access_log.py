@@ -20,8 +20,8 @@ def record(agent, reason=None):
     return ("127.0.0.1:5000", head, 200, 0.001, reason, 3)
 
 
-def batch(log, stream, records):
-    log.stream, log.binary, log.json = stream, access_log.utf8_buffer(stream), True
+def batch(log, stream, records, as_json=True):
+    log.stream, log.binary, log.json = stream, access_log.utf8_buffer(stream), as_json
     log.lines = list(records)
     log.flush()
 
@@ -39,17 +39,33 @@ def test_json_lines_go_to_the_bytes_under_a_utf8_stream_after_its_text():
     assert [json.loads(line)["reason"] for line in lines] == ["r\udcff"] * 2
 
 
+def test_text_lines_go_to_the_bytes_under_a_utf8_stream_as_it_would_write_them():
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace")
+    stream.write("before: ")
+    batch(access_log.AccessLog(), stream, [record("caf\xe9", "r\udcff")] * 2, as_json=False)
+    lines = raw.getvalue().splitlines()
+    assert lines[0].startswith(b"before: ") and len(lines) == 2
+    for line in lines:
+        assert line.endswith(' "caf\xe9" -- r\\udcff'.encode())
+        assert b" INFO lite_serving.access[" in line
+
+
 @pytest.mark.parametrize("stream", [
     lambda: io.TextIOWrapper(io.BytesIO(), encoding="latin-1"),     # not UTF-8
     lambda: io.StringIO(),                                          # no bytes under it
 ])
-def test_json_lines_to_other_streams_go_as_text(stream):
+def test_lines_to_other_streams_go_as_text(stream):
     stream = stream()
     assert access_log.utf8_buffer(stream) is None
-    batch(access_log.AccessLog(), stream, [record("caf\xe9")])
+    log = access_log.AccessLog()
+    batch(log, stream, [record("caf\xe9")])
+    batch(log, stream, [record("caf\xe9")], as_json=False)
     text = stream.getvalue() if isinstance(stream, io.StringIO) else \
         stream.buffer.getvalue().decode("latin-1")
-    assert json.loads(text)["user_agent"] == "caf\xe9"
+    as_json, as_text = text.splitlines()
+    assert json.loads(as_json)["user_agent"] == "caf\xe9"
+    assert as_text.endswith(' "caf\xe9"')
 
 
 SURROGATE = """
@@ -82,3 +98,18 @@ def test_json_access_lines_of_a_server(serve):
     assert ok["user_agent"] == agent and ok["message"] == "POST / 200"
     bad = next(o for o in access if o["request_id"] == "r2")
     assert "no file name\udcff" in bad["reason"]
+
+
+def test_text_access_lines_of_a_server(serve):
+    """The same in text: the user agent's quotes escaped, the surrogate as its backslash escape
+    (as stderr writes one)."""
+    server = serve(SURROGATE)
+    agent = 'caf\xe9 "q"'
+    answer = post_json(server, {"x": 1}, headers={"User-Agent": agent, "X-Request-Id": "r1"})
+    assert answer.status == 200
+    post_json(server, {"bad": 1}, headers={"X-Request-Id": "r2"})
+    assert post_json(server, {"x": 2}, headers={"X-Request-Id": "r3"}).status == 200
+    ok = server.wait_for(r'"POST / HTTP/1.1" 200 .* r1 "(.*)"$')
+    assert ok.group(1) == 'caf\xe9 \\"q\\"'
+    assert server.wait_for(r" r2 .* -- (.*)$").group(1).endswith("no file name\\udcff")
+    server.wait_for(r" r3 ")
