@@ -20,4 +20,4 @@ ChunkedDecoder = _impl.ChunkedDecoder
 parse_query = _impl.parse_query
 unquote_path = _impl.unquote_path
 if COMPILED:  # the access line's compiled twins (server/access_log.py holds their rules)
-    access_text, access_json = _impl.access_text, _impl.access_json
+    access_text_lines, access_json_lines = _impl.access_text_lines, _impl.access_json_lines

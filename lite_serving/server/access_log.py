@@ -6,7 +6,10 @@ answered request as a tuple; once per turn of the loop the tuples are formatted
 together. When that logger writes through lite_serving's own stderr handler
 (nobody configured logging otherwise), the lines are written in that handler's
 format (text, or JSON objects with ``--log-format json``) in one write: a
-``logging`` call per request would cost more than the request itself. When the
+``logging`` call per request would cost more than the request itself. The lines
+are made as UTF-8 bytes (by the compiled twins of :func:`text_lines` and
+:func:`json_lines` when the compiled parser is in use), which go to the bytes
+under stderr as they are (:func:`utf8_buffer`). When the
 application has set up logging of its own, every line goes through ``logging``
 as usual, its fields given as the record's attributes (``extra``: ``method``,
 ``path``, ``status``, ``duration_ms``, ``bytes_in``, ``bytes_out``, ``client``,
@@ -14,6 +17,8 @@ as usual, its fields given as the record's attributes (``extra``: ``method``,
 apply and may use them.
 """
 
+import codecs
+import io
 import os
 import time
 
@@ -66,7 +71,7 @@ def fields(record):
 class AccessLog:
     """Access lines of the I/O thread, batched when lite_serving owns the handler."""
 
-    __slots__ = ("enabled", "stream", "json", "lines", "_stamp", "_prefix", "_written")
+    __slots__ = ("enabled", "stream", "binary", "json", "lines", "_stamp", "_prefix", "_written")
 
     # Seconds between writes: a write per request costs more than the request, and lines held
     # much longer make the request that meets their write wait (at 1 connection, 50 ms held
@@ -77,6 +82,7 @@ class AccessLog:
     def __init__(self):
         self.enabled = False
         self.stream = None
+        self.binary = None
         self.json = False
         self.lines = []
         self._stamp = -1
@@ -87,6 +93,7 @@ class AccessLog:
         """Look at how logging is set up (once the predictor and its logging are in place)."""
         self.enabled = logger.isEnabledFor(INFO)
         self.stream = own_stream(ACCESS) if self.enabled else None
+        self.binary = utf8_buffer(self.stream)
         self.json = json_wanted()
 
     @staticmethod
@@ -125,31 +132,57 @@ class AccessLog:
             return
         now = time.time()
         if self.json:
-            text = self._json_lines(records, now)
+            # the fields every line of this write shares, written once: each line is the rest
+            start = '{"time":"%s","level":"INFO","logger":"%s","pid":%d,' % (
+                iso_time(now), ACCESS, os.getpid())
+            data = _json_lines(records, start, json_codec.load().dumps)
         else:
             stamp = int(now)
             if stamp != self._stamp:
                 self._stamp = stamp
                 self._prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-            head = "%s,%03d INFO lite_serving.access[%d]: " % (self._prefix, int(now % 1 * 1000),
-                                                             os.getpid())
-            text = head + ("\n" + head).join([_access_text(record) for record in records]) + "\n"
+            start = "%s,%03d INFO lite_serving.access[%d]: " % (
+                self._prefix, int(now % 1 * 1000), os.getpid())
+            data = _text_lines(records, start)
         try:
-            stream.write(text)
-            stream.flush()
+            if self.binary is not None:   # UTF-8 already: to the bytes under stream as they are
+                stream.flush()   # what was written to stream before goes before
+                self.binary.write(data)
+                self.binary.flush()
+            else:
+                stream.write(data.decode())
+                stream.flush()
         except (OSError, ValueError):  # stderr closed or full: the log is lost, the server goes on
             pass
 
-    @staticmethod
-    def _json_lines(records, now):
-        """One JSON object a line: the fields of every log line, then the access line's
-        (:func:`json_tail`)."""
-        dumps = json_codec.load().dumps
-        # the fields every line of this write shares, written once: each line is the rest
-        start = '{"time":"%s","level":"INFO","logger":"%s","pid":%d,' % (iso_time(now), ACCESS,
-                                                                         os.getpid())
-        out = [_access_json(record, dumps) for record in records]
-        return start + ("\n" + start).join(out) + "\n"
+
+def utf8_buffer(stream):
+    """The binary stream under the text stream ``stream`` when text written to it reaches it as
+    its UTF-8 bytes, unchanged (UTF-8, newlines not translated), else None. sys.stderr is such a
+    stream on POSIX systems unless PYTHONIOENCODING or the locale names another encoding."""
+    if type(stream) is not io.TextIOWrapper or os.linesep != "\n":
+        return None
+    try:
+        if codecs.lookup(stream.encoding).name != "utf-8":
+            return None
+        return stream.buffer
+    except (LookupError, AttributeError, ValueError):   # no such encoding, no buffer, detached
+        return None
+
+
+def text_lines(records, start):
+    """Text access lines, one a record (:func:`text_line`), each after ``start`` (time, level,
+    logger, pid), as UTF-8 bytes; a surrogate in them (which UTF-8 cannot carry: a predictor's
+    error message may hold one) as its \\uXXXX escape, as stderr's backslashreplace writes it."""
+    lines = start + ("\n" + start).join([text_line(record) for record in records]) + "\n"
+    return lines.encode("utf-8", "backslashreplace")
+
+
+def json_lines(records, start, dumps):
+    """JSON access lines, one a record, as UTF-8 bytes: ``start`` (the fields every line of the
+    write shares, ``"pid":N,`` last), then the record's own (:func:`json_tail`)."""
+    lines = start + ("\n" + start).join([json_tail(record, dumps) for record in records]) + "\n"
+    return lines.encode()
 
 
 def json_tail(record, dumps):
@@ -166,13 +199,32 @@ def json_tail(record, dumps):
                "bytes_in": length if length >= 0 else None if head.chunked else 0,
                "bytes_out": sent, "client": client, "request_id": head.request_id,
                "user_agent": head.user_agent, "reason": reason}
-    # as text at once: orjson's bytes, kept alive by the hundred, cost several times the
-    # encoding itself (their buffers are not reused)
-    return dumps(obj).decode()[1:]
+    try:
+        return dumps(obj).decode()[1:]
+    except TypeError:   # orjson refuses a surrogate (and an int past 64 bits): field by field
+        return ",".join([f'"{key}":{json_value(value, dumps)}' for key, value in obj.items()]) + "}"
 
 
-try:  # the compiled twins of text_line and json_tail, when the compiled parser is in use
-    from lite_serving.http.parser import access_json as _access_json
-    from lite_serving.http.parser import access_text as _access_text
+def json_value(value, dumps):
+    """``value`` as JSON text, as ``dumps`` (orjson's) writes it; but ints in decimal whatever
+    their size, and text with each surrogate (which orjson refuses) as its \\uXXXX escape, so
+    that a predictor's error message holding one (a file name read with surrogateescape...) is
+    logged like any other."""
+    if type(value) is int:
+        return str(value)
+    if not isinstance(value, str):
+        return dumps(value).decode()
+    pieces, begin = ['"'], 0
+    for i, char in enumerate(value):
+        if "\ud800" <= char <= "\udfff":
+            pieces += dumps(value[begin:i]).decode()[1:-1], "\\u%04x" % ord(char)
+            begin = i + 1
+    pieces += dumps(value[begin:]).decode()[1:-1], '"'
+    return "".join(pieces)
+
+
+try:  # the compiled twins of text_lines and json_lines, when the compiled parser is in use
+    from lite_serving.http.parser import access_json_lines as _json_lines
+    from lite_serving.http.parser import access_text_lines as _text_lines
 except ImportError:
-    _access_text, _access_json = text_line, json_tail
+    _text_lines, _json_lines = text_lines, json_lines
