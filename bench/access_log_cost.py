@@ -92,7 +92,10 @@ def main(argv=None):
     rps = {name: [] for name in configs}
     cpu = {name: [] for name in configs}
     for rnd in range(args.rounds):
-        for name, (tree, flags) in configs.items():
+        # the order turns round each round, so that a drift in the machine's load does not
+        # fall on one configuration
+        order = list(configs.items())
+        for name, (tree, flags) in order[::-1] if rnd % 2 else order:
             with tempfile.NamedTemporaryFile("w", suffix=".log") as log_file:
                 proc, port = start(tree, flags, log_file, "0")
                 try:
