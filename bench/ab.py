@@ -31,7 +31,7 @@ from harness.machine import pin_client  # noqa: E402
 from harness.paths import ECHO_DIR, REPO_ROOT, RESULTS_DIR, WORK_DIR  # noqa: E402
 from harness.servers import free_port  # noqa: E402
 from harness.wrk import ensure_wrk, parse_report  # noqa: E402
-from ingest import Server, build_base  # noqa: E402
+from ingest import Server, build_base, cpu_seconds  # noqa: E402
 
 HOST = "127.0.0.1"
 APP = ECHO_DIR
@@ -107,16 +107,22 @@ def main(argv=None):
                "--no-access-log"]
     servers = [Server(key, key, argv_of, env, server_cpu) for key, env in sides.items()]
     rps = {}
+    rounds = {server.key: [] for server in servers}   # (req/s, server CPU µs a request) a round
     try:
         for server in servers:
             server.start()
         for server in servers:   # warm-up
             echo_rps(server.port, 1, client_cpu)
-        for _ in range(args.rounds):
-            for server in servers:
+        for round_ in range(args.rounds):
+            # the order turns round each round: a drift in the machine's load falls on both
+            for server in servers[::-1] if round_ % 2 else servers:
+                used = cpu_seconds(server.proc.pid)
                 got = echo_rps(server.port, args.seconds, client_cpu)
+                per_request = (cpu_seconds(server.proc.pid) - used) / (got * args.seconds) * 1e6
                 rps[server.key] = max(got, rps.get(server.key, 0))
-                print(f"echo {server.key}: {got:,.0f} req/s", flush=True)
+                rounds[server.key].append((got, per_request))
+                print(f"echo {server.key}: {got:,.0f} req/s, {per_request:.1f} µs CPU a request",
+                      flush=True)
     finally:
         for server in servers:
             server.stop()
@@ -132,6 +138,11 @@ def main(argv=None):
              "| measure | this checkout | base | ratio |", "| --- | --- | --- | --- |",
              f"| echo, 32 connections, req/s (best of {args.rounds} × {args.seconds} s) | "
              f"{rps['lite']:,.0f} | {rps['base']:,.0f} | {rps['lite'] / rps['base']:.3f}× |",
+             f"| echo, req/s, median of the rounds' ratios (paired rounds) | | | "
+             f"{statistics.median(a[0] / b[0] for a, b in zip(rounds['lite'], rounds['base'])):.3f}× |",
+             f"| echo, server CPU µs a request (median) | {statistics.median(r[1] for r in rounds['lite']):.1f} | "
+             f"{statistics.median(r[1] for r in rounds['base']):.1f} | "
+             f"{statistics.median(r[1] for r in rounds['base']) / statistics.median(r[1] for r in rounds['lite']):.3f}× less |",
              f"| cold start to first answer, ms (median of {args.starts}) | {cold['lite'][0]:.1f} | "
              f"{cold['base'][0]:.1f} | {cold['base'][0] / cold['lite'][0]:.3f}× faster |",
              f"| server CPU by then, ms (median) | {cold['lite'][1]:.1f} | {cold['base'][1]:.1f} | "
@@ -140,7 +151,8 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ab.md").write_text(markdown)
     (args.out / "ab.json").write_text(json.dumps({"base": args.base, "echo_rps": rps,
-                                                  "cold_start_ms": cold, "starts": starts}, indent=1))
+                                                  "echo_rounds": rounds, "cold_start_ms": cold,
+                                                  "starts": starts}, indent=1))
     print(markdown)
     return 0
 
