@@ -56,7 +56,7 @@ SOURCE = """
             return [[repr(k), describe(v)] for k, v in json.items()]
 """
 
-compiled_server = module_server("large-msgpack-compiled", SOURCE)
+compiled_server = module_server("large-msgpack-compiled", SOURCE, env={"LITE_SERVING_PURE": "0"})
 pure_server = module_server("large-msgpack-pure", SOURCE, env={"LITE_SERVING_PURE": "1"})
 
 MIB = 1024 * 1024
