@@ -95,10 +95,11 @@ STATE_NAMES = ("IDLE_KEEPALIVE", "IDLE_HEAD", "IDLE_BACKLOG", "BODY", "WAITING",
                "DRAINING", "CLOSING", "LINGERING", "CLOSED")
 IDLE_LAST = IDLE_BACKLOG   # ``state <= IDLE_LAST``: one of the idle sub-states
 _IDLE = {IDLE_KEEPALIVE, IDLE_HEAD, IDLE_BACKLOG}
+_IDLE_NO_HEAD = _IDLE | {BODY, WAITING, DRAINING, CLOSING, LINGERING, CLOSED}  # nothing held
 NEXT = {   # state -> the states it may go to (see the module docstring)
-    IDLE_KEEPALIVE: _IDLE | {BODY, WAITING, DRAINING, CLOSING, LINGERING, CLOSED},
+    IDLE_KEEPALIVE: _IDLE_NO_HEAD,
     IDLE_HEAD: _IDLE | {BODY, WAITING, DRAINING, CLOSING, CLOSED},
-    IDLE_BACKLOG: _IDLE | {BODY, WAITING, DRAINING, CLOSING, LINGERING, CLOSED},
+    IDLE_BACKLOG: _IDLE_NO_HEAD,
     BODY: _IDLE | {BODY, WAITING, DRAINING, CLOSING, CLOSED},
     WAITING: _IDLE | {STREAMING, DRAINING, CLOSING, LINGERING, CLOSED},
     STREAMING: _IDLE | {DRAINING, CLOSING, LINGERING, CLOSED},
@@ -524,7 +525,7 @@ class HTTPConnection:
             self._close_after()
         elif self.transport.write_paused:
             self._enter(DRAINING)
-        elif self.pos < len(self.buf):  # _enter_idle(), inlined: once an answer
+        elif self.pos < len(self.buf):  # _enter_idle(), inlined: this runs once a request
             self._enter(IDLE_HEAD)
         elif self.transport.out:
             self._enter(IDLE_BACKLOG)
