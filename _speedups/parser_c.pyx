@@ -23,6 +23,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
+from libc.math cimport floor
 from libc.string cimport memchr, memcmp, memcpy, strlen
 
 from lite_serving.http.limits import (MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_TARGET,
@@ -1518,33 +1519,72 @@ cdef inline int _put_field(_Out* out, const char* key, object value, object dump
     return _put_json(out, value, dumps)
 
 
-cdef int _put_duration(_Out* out, double ms, object dumps) except -1:
-    """``round(ms, 3)`` as orjson writes it. Below 10**12 that value has at most 15 significant
-    digits, so its shortest text is its 3 decimals without their trailing zeros (at least one
-    kept): the digits ``round`` itself computes (dtoa's, correctly rounded, ties to even)."""
+cdef long long _TENS[4]
+_TENS[0], _TENS[1], _TENS[2], _TENS[3] = 1, 10, 100, 1000
+
+
+cdef int _put_fixed(_Out* out, double value, int places, bint trim) except -1:
+    """``value`` with ``places`` (1 to 3) decimals, as ``f"{value:.{places}f}"`` writes it
+    (the exact binary value rounded, ties to even); ``trim``: without trailing zeros after the
+    first decimal. In integers when ``value`` is in (0, 1e9) and ``value * 10**places`` is not
+    within 1e-3 of a tie: its fraction is then the exact product's within 2**-14 (its ulp is
+    at most 2**-13 below 1e12), so rounding it to the nearest integer rounds the exact product
+    the same way. Anything else through dtoa (PyOS_double_to_string)."""
+    cdef long long scale = _TENS[places], n, whole, frac
+    cdef double scaled, below, fraction
+    cdef char digits[32]
+    cdef char* p = digits + 32
     cdef char* text
-    cdef Py_ssize_t n
-    if not (0.0 <= ms < 1e12):
-        return _put_json(out, round(ms, 3), dumps)
-    text = PyOS_double_to_string(ms, b'f', 3, 0, NULL)
+    cdef Py_ssize_t size
+    cdef int i
+    if 0.0 < value < 1e9:
+        scaled = value * <double>scale
+        below = floor(scaled)
+        fraction = scaled - below   # exact: both below 2**53
+        if not (0.499 < fraction < 0.501):
+            n = <long long>below + (1 if fraction > 0.5 else 0)
+            whole, frac = n // scale, n % scale
+            if trim:
+                while places > 1 and frac % 10 == 0:
+                    frac //= 10
+                    places -= 1
+            for i in range(places):
+                p -= 1
+                p[0] = <char>(48 + frac % 10)
+                frac //= 10
+            p -= 1
+            p[0] = b'.'
+            while True:
+                p -= 1
+                p[0] = <char>(48 + whole % 10)
+                whole //= 10
+                if whole == 0:
+                    break
+            return _put(out, p, digits + 32 - p)
+    text = PyOS_double_to_string(value, b'f', places, 0, NULL)
     try:
-        n = strlen(text)
-        while text[n - 1] == b'0' and text[n - 2] != b'.':
-            n -= 1
-        return _put(out, text, n)
+        size = strlen(text)
+        if trim:
+            while text[size - 1] == b'0' and text[size - 2] != b'.':
+                size -= 1
+        return _put(out, text, size)
     finally:
         PyMem_Free(text)
 
 
+cdef int _put_duration(_Out* out, double ms, object dumps) except -1:
+    """``round(ms, 3)`` as orjson writes it. Below 10**12 that value has at most 15 significant
+    digits, so its shortest text is its 3 decimals without their trailing zeros (at least one
+    kept): the digits ``round`` itself computes (correctly rounded, ties to even)."""
+    if not (0.0 <= ms < 1e12):
+        return _put_json(out, round(ms, 3), dumps)
+    return _put_fixed(out, ms, 3, True)
+
+
 cdef tuple _fields_of(object head_obj, long long* content_length, bint* chunked):
     """``(method, target, request_id, user_agent, version)`` of ``head_obj``, its content length
-    and whether it is chunked: from the C fields of this module's heads, or by attribute from
-    parser_py's (which parse_head returns for the inputs it hands over)."""
-    cdef RequestHead head
-    if type(head_obj) is RequestHead:
-        head = <RequestHead>head_obj
-        content_length[0], chunked[0] = head.content_length, head.chunked
-        return (head.method, head.target, head.request_id, head.user_agent, head.version)
+    and whether it is chunked, by attribute: a head of parser_py (which parse_head returns for
+    the inputs it hands over); the lines read this module's heads' C fields themselves."""
     content_length[0], chunked[0] = head_obj.content_length, head_obj.chunked
     return (head_obj.method, head_obj.target, head_obj.request_id, head_obj.user_agent,
             head_obj.version)
@@ -1567,15 +1607,21 @@ cdef int _put_text_line(_Out* out, object record) except -1:
     """Twin of ``access_log.text_line`` (the rules), written to ``out``."""
     cdef object head_obj = _record(record)[1], reason = record[4]
     cdef object method, target, request_id, agent, version
+    cdef RequestHead head
     cdef long long content_length
     cdef bint chunked
-    cdef char* text
     _put_formatted(out, record[0])
     if head_obj is None:
         _put(out, ' - "-" ', 7)
     else:
-        method, target, request_id, agent, version = _fields_of(head_obj, &content_length,
-                                                                &chunked)
+        if type(head_obj) is RequestHead:
+            head = <RequestHead>head_obj
+            method, target, request_id, agent = (head.method, head.target, head.request_id,
+                                                 head.user_agent)
+            version, content_length, chunked = head.version, head.content_length, head.chunked
+        else:
+            method, target, request_id, agent, version = _fields_of(head_obj, &content_length,
+                                                                    &chunked)
         _put(out, ' - "', 4)
         _put_formatted(out, method)
         _put(out, " ", 1)
@@ -1585,11 +1631,7 @@ cdef int _put_text_line(_Out* out, object record) except -1:
         _put(out, '" ', 2)
     _put_formatted(out, record[2])
     _put(out, " ", 1)
-    text = PyOS_double_to_string(<double>record[3] * 1000, b'f', 2, 0, NULL)
-    try:
-        _put(out, text, strlen(text))
-    finally:
-        PyMem_Free(text)
+    _put_fixed(out, <double>record[3] * 1000, 2, False)
     if head_obj is None:
         _put(out, "ms - ", 5)
         _put_formatted(out, record[5])
@@ -1623,13 +1665,21 @@ cdef int _put_json_line(_Out* out, object record, object dumps) except -1:
     """Twin of ``access_log.json_tail`` (the rules), written to ``out``."""
     cdef object head_obj = _record(record)[1], status = record[2], reason = record[4]
     cdef object method = None, target = None, request_id = None, agent = None, length = None
+    cdef RequestHead head
     cdef long long content_length
     cdef bint chunked
     _put(out, '"message":', 10)
     if head_obj is None:
         _put_json(out, f"- - {status} -- {reason}", dumps)
     else:
-        method, target, request_id, agent, _ = _fields_of(head_obj, &content_length, &chunked)
+        if type(head_obj) is RequestHead:
+            head = <RequestHead>head_obj
+            method, target, request_id, agent = (head.method, head.target, head.request_id,
+                                                 head.user_agent)
+            content_length, chunked = head.content_length, head.chunked
+        else:
+            method, target, request_id, agent, _ = _fields_of(head_obj, &content_length,
+                                                              &chunked)
         if content_length >= 0:
             length = content_length
         elif not chunked:

@@ -2,13 +2,14 @@
 """What the access log costs: the echo at 32 connections, access log on (text and JSON lines) and
 off, and another lite_serving tree (a checkout of an earlier commit) for comparison, in one run.
 
-    python bench/access_log_cost.py --baseline /path/to/other/tree [--rounds 3] [--duration 8]
+    python bench/access_log_cost.py --baseline /path/to/other/tree [--rounds 20] [--duration 2]
 
-Every configuration takes its turn in each round (the machine's noise falls on all of them
-alike); the server runs on the first CPU and wrk on the second, and the access lines go to a
-file, as they would in production. Prints requests per second per configuration (the median of
-the rounds) and the server's CPU time per request (user + system, from /proc: on a shared
-machine it varies much less than the throughput), each with its ratio to ``--no-access-log``.
+All the servers run from start to end; each takes a short turn in every round, the order
+turned round each round (the machine's drift falls on all of them alike). The servers run on
+the first CPU and wrk on the second, and the access lines go to files, as they would in
+production. Prints requests per second per configuration and the server's CPU time per request
+(user + system, from /proc), each with the median of its per-round ratios to
+``--no-access-log``.
 """
 
 import argparse
@@ -82,8 +83,8 @@ def stop(proc):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--baseline", type=Path, required=True, help="another lite_serving tree")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--duration", type=int, default=2)
     args = p.parse_args(argv)
     ensure_wrk()
     write_bodies()
@@ -91,34 +92,43 @@ def main(argv=None):
     configs = configurations(HERE.parent, args.baseline.resolve())
     rps = {name: [] for name in configs}
     cpu = {name: [] for name in configs}
-    for rnd in range(args.rounds):
-        # the order turns round each round, so that a drift in the machine's load does not
-        # fall on one configuration
-        order = list(configs.items())
-        for name, (tree, flags) in order[::-1] if rnd % 2 else order:
-            with tempfile.NamedTemporaryFile("w", suffix=".log") as log_file:
+    servers = {}
+    with tempfile.TemporaryDirectory() as logs:
+        try:
+            # every server runs the whole time (idle but for its turn): short turns, many of
+            # them, so that the machine's drift falls on all of them alike
+            for i, (name, (tree, flags)) in enumerate(configs.items()):
+                log_file = open(Path(logs) / f"{i}.log", "w")
                 proc, port = start(tree, flags, log_file, "0")
-                try:
-                    url = f"http://127.0.0.1:{port}/"
-                    run_wrk(url, body, CONNECTIONS, 1, "1")   # warm-up
+                servers[name] = (proc, f"http://127.0.0.1:{port}/", log_file)
+                run_wrk(servers[name][1], body, CONNECTIONS, 1, "1")   # warm-up
+            for rnd in range(args.rounds):
+                order = list(configs) if rnd % 2 == 0 else list(configs)[::-1]
+                for name in order:
+                    proc, url, _ = servers[name]
                     before = cpu_seconds(proc.pid)
                     result = run_wrk(url, body, CONNECTIONS, args.duration, "1")
                     used = cpu_seconds(proc.pid) - before
-                finally:
-                    stop(proc)
-                lines = sum(1 for _ in open(log_file.name, errors="replace"))
-            rps[name].append(result.rps)
-            per_request = used / (result.rps * args.duration) * 1e6
-            cpu[name].append(per_request)
-            print(f"round {rnd + 1} {name:24s} {result.rps:10.0f} req/s  {per_request:6.1f} us "
-                  f"CPU/request  ({lines} log lines)", flush=True)
-    off = statistics.median(rps["--no-access-log"])
-    off_cpu = statistics.median(cpu["--no-access-log"])
-    print(f"\necho, {CONNECTIONS} connections, median of {args.rounds} rounds of {args.duration} s:")
+                    rps[name].append(result.rps)
+                    cpu[name].append(used / (result.rps * args.duration) * 1e6)
+                print(f"round {rnd + 1:2d} " + "  ".join(
+                    f"{name}: {rps[name][-1]:6.0f} req/s {cpu[name][-1]:5.1f} us" for name in configs),
+                    flush=True)
+            lines = {name: sum(1 for _ in open(log_file.name, errors="replace"))
+                     for name, (_, _, log_file) in servers.items()}
+        finally:
+            for proc, _, log_file in servers.values():
+                stop(proc)
+                log_file.close()
+    off = "--no-access-log"
+    print(f"\necho, {CONNECTIONS} connections, {args.rounds} rounds of {args.duration} s each "
+          "(ratios: the median of each round's ratio to --no-access-log)")
     for name in configs:
-        median, cost = statistics.median(rps[name]), statistics.median(cpu[name])
-        print(f"  {name:24s} {median:10.0f} req/s ({median / off:5.3f} x)   {cost:6.1f} us "
-              f"CPU/request ({cost / off_cpu:5.3f} x --no-access-log)")
+        paired = statistics.median(a / b for a, b in zip(rps[name], rps[off]))
+        paired_cpu = statistics.median(a / b for a, b in zip(cpu[name], cpu[off]))
+        print(f"  {name:24s} {statistics.median(rps[name]):8.0f} req/s ({paired:5.3f} x)   "
+              f"{statistics.median(cpu[name]):5.1f} us CPU/request ({paired_cpu:5.3f} x)   "
+              f"{lines[name]} lines logged")
 
 
 if __name__ == "__main__":

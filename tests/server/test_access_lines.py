@@ -10,6 +10,7 @@ characters, non-ASCII, surrogates) comes in through heads of no parser.
 """
 
 import json
+import math
 import types
 
 import orjson
@@ -101,6 +102,34 @@ def test_compiled_lines_of_a_refusal_before_any_request_line(status, seconds, re
     record = ("10.0.0.1:1", None, status, seconds, reason, sent)
     assert text_line(C, record) == access_log.text_line(record)
     json_line(C, record)
+
+
+def durations_at_ties():
+    """Seconds whose milliseconds lie on, or next to, a tie of the text line's 2 decimals or
+    the JSON line's 3 (where rounding in integers and rounding the exact value could differ),
+    at every magnitude the lines write in integers, and past it."""
+    out = [0.0, -0.0, 5e-324, 1e-9, 1e6 - 1e-10, 1e6, 1e9 - 1, 1e9, 1e12, 2.0 ** 63, 2.0 ** 64]
+    for whole in (0, 1, 2, 7, 99, 1234, 10**5, 10**7, 10**8 + 3):
+        for frac in range(0, 1000, 37):
+            for tie in (frac / 1000 + 0.0005, frac / 100 + 0.005):
+                ms = whole + tie
+                for x in (math.nextafter(ms, 0), ms, math.nextafter(ms, math.inf)):
+                    out.append(x / 1000)
+    return out
+
+
+@pytest.mark.parametrize("which", ["py", "c"])
+def test_durations_next_to_a_tie_are_rounded_as_the_rules_round_them(which):
+    C = compiled_or_skip()
+    head = build_head(parser_py if which == "py" else C, "GET", "/", None, None, None, False)
+    for seconds in durations_at_ties():
+        for record in (("-", head, 200, seconds, None, 0), ("-", None, 400, seconds, None, 0)):
+            text = text_line(C, record)   # both asserted equal to the rules' byte for byte
+            data = json_line(C, record)
+            if 0 <= seconds < 1e9:
+                assert f"{seconds * 1000:.2f}ms" in text
+                assert orjson.loads(b"{" + data[len(START):])["duration_ms"] == round(
+                    seconds * 1000, 3)
 
 
 def test_lines_of_a_typical_request_and_of_edges(P):
