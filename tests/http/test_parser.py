@@ -757,3 +757,32 @@ def test_chunked_take_hands_out_each_decoded_piece_once(P):
     assert decoder.done and decoder.take() == b"c"
     assert decoder.trailers == [("x-t", "1")]
     assert pos == 15
+
+
+TEXT_FIELDS = ("method", "target", "path", "query", "content_type", "accept", "origin",
+               "request_id", "user_agent")
+
+
+def test_text_fields_read_and_assign_alike(P):
+    head = P.parse_head(b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+                        b"Accept: */*\r\nOrigin: http://o\r\nX-Request-Id: r1\r\n"
+                        b"User-Agent: ua\r\n\r\n", 0)
+    assert [getattr(head, name) for name in TEXT_FIELDS] == [
+        "POST", "/p?q=1", "/p", "q=1", "text/plain", "*/*", "http://o", "r1", "ua"]
+    for name in TEXT_FIELDS:
+        setattr(head, name, name.upper())
+        assert getattr(head, name) == name.upper()
+        setattr(head, name, None)
+        assert getattr(head, name) is None
+
+
+def test_compiled_text_fields_are_slots_that_cannot_be_deleted():
+    """The compiled head's text fields are member descriptors (CPython reads them at an offset,
+    as it does a __slots__ class's), and deleting one is refused: C code reads them as objects."""
+    C = PARSER.get()
+    head = C.parse_head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 0)
+    for name in TEXT_FIELDS:
+        assert type(C.RequestHead.__dict__[name]).__name__ == "member_descriptor"
+        with pytest.raises(AttributeError, match="cannot be deleted"):
+            delattr(head, name)
+    assert (head.method, head.target, repr(head)) == ("GET", "/", "<RequestHead GET / HTTP/1.1>")
