@@ -19,6 +19,9 @@ from lite_serving.process.logs import get_logger
 from lite_serving.response import InvalidResponse, cors_allows, set_cors_origins
 from lite_serving.server.predict_deadline import STUCK
 
+# current_request.get, bound once: CPython 3.11 compiles ``name.method()`` on a name bound by an
+# import as a module attribute load, which for a ContextVar makes a bound method each call
+_slot_here = current_request.get
 log = get_logger("lite_serving")
 
 ROOT_MESSAGE = encode_json({"message": "lite_serving is working; POST to this address to run predict"})
@@ -167,7 +170,7 @@ class Application:
         """
         head = view.head
         began = time.perf_counter()
-        slot = current_request.get() or thread_slot()
+        slot = _slot_here() or thread_slot()
         slot.head = head   # emit_event in predict finds its request (predict never nests)
         try:
             if head.path != "/":

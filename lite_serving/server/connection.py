@@ -158,10 +158,11 @@ class HTTPConnection:
 
     __slots__ = ("ctx", "transport", "peer", "state", "buf", "pos", "counted", "view", "body",
                  "decoder", "stream", "close_after", "eof", "deadline", "recv_into", "log_prefix",
-                 "fresh")
+                 "fresh", "timeouts")
 
     def __init__(self, ctx, transport):
         self.ctx = ctx
+        self.timeouts = ctx.timeouts   # ConnectionContext.timeouts, read at every transition
         self.transport = transport
         self.peer = transport.peer
         self.log_prefix = ctx.access_log.prefix(self.peer) if ctx.access_log.enabled else None
@@ -197,15 +198,23 @@ class HTTPConnection:
         if not _ALLOWED[self.state][state]:
             raise IllegalTransition(f"{self!r}: no transition to {STATE_NAMES[state]}")
         self.state = state
-        ctx = self.ctx
-        timeout = ctx.timeouts[state]
-        self.deadline = None if timeout is None else ctx.loop.now + timeout
-        if state <= IDLE_LAST:
-            self.close_after = False
-            transport = self.transport
-            if not transport.reading and not self.eof:
-                transport.set_reading(True)
-        elif state == DRAINING:
+        timeout = self.timeouts[state]
+        if timeout is None:
+            self.deadline = None
+        else:
+            self.deadline = self.ctx.loop.now + timeout
+        if state > IDLE_LAST:   # (the request states first: the most frequent, with nothing to do)
+            if state >= DRAINING:
+                self._entered_end(state)
+            return
+        self.close_after = False
+        transport = self.transport
+        if not transport.reading and not self.eof:
+            transport.set_reading(True)
+
+    def _entered_end(self, state):
+        """What entering DRAINING, CLOSING, LINGERING or CLOSED does beyond its deadline."""
+        if state == DRAINING:
             self.transport.set_reading(False)
         elif state == LINGERING:
             self.buf, self.pos = _EMPTY, 0

@@ -27,6 +27,11 @@ from lite_serving.server.transport import flush_all
 log = get_logger("lite_serving")
 
 _WAKE = object()
+EVENT_READ, EVENT_WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+def _one_second():
+    return 1.0
 
 
 class _Listening:
@@ -143,44 +148,8 @@ class EventLoop:
         threading.Thread(target=self._run, args=(token,), name="lite_serving-io", daemon=True).start()
 
     def _run(self, token):
-        sel = self.sel
-        wait_at_most = self.wait_at_most
-        again = False   # a connection closed after the turn's events: turn again at once
         try:
-            while True:  # (not ``while not self.stopped``: CPython 3.11 specializes a function's
-                #        bytecode on calls and on unconditional backward jumps only, and this
-                #        function is called once: the test at the top keeps the turn specialized)
-                if self.stopped:
-                    break
-                if self.corked_transports:
-                    self._uncork()
-                if self.closed_this_turn:
-                    self.run_closed()
-                    again = True
-                if again:
-                    again = False
-                    events = sel.select(0)
-                else:
-                    events = sel.select(1.0 if wait_at_most is None else wait_at_most())
-                self.now = now = time.monotonic()
-                self.corked = True
-                if not events and self.on_idle is not None:
-                    try:
-                        self.on_idle()
-                    except Exception:
-                        self.on_idle = None
-                        log.exception("internal error in the loop's idle work")
-                if events:
-                    self._handle(events)
-                if self.after_turn is not None and not self.after_turn(token):
-                    return  # another thread runs the loop now: it sends what waits
-                if self.closed_this_turn:
-                    self.run_closed()
-                    again = True
-                if now >= self._next_tick:
-                    self._next_tick = now + 1.0
-                    self.on_tick(now)
-                self.corked = False
+            self._turns(token)
         except BaseException:
             log.exception("the I/O loop failed")
             raise
@@ -197,31 +166,75 @@ class EventLoop:
                     self._wake_w.close()
                     self.finished.set()
 
-    def _handle(self, events):
-        """One turn's events: wake-ups, new connections, sockets ready to read or write; after
-        each, ``connection_lost`` for the transports it closed."""
-        for key, mask in events:
-            target = key.data
-            if target is _WAKE:
-                self._on_wake()
-            elif type(target) is _Listening:
-                try:
-                    self.on_accept(target.sock)
-                except Exception:
-                    log.exception("internal error while accepting connections")
-            else:
-                if target.closed:  # closed earlier in this turn
-                    continue
-                try:
-                    if mask & selectors.EVENT_READ:
-                        target.on_readable()
-                    if mask & selectors.EVENT_WRITE and not target.closed:
-                        target.on_writable()
-                except Exception:
-                    log.exception("internal error while serving a connection; closing it")
-                    target.abort()
+    def _turns(self, token):
+        """The loop's turns until :meth:`stop`, or until another thread owns the loop. A turn:
+        send what the last one wrote, wait for events, hand each out (wake-ups, new
+        connections, sockets ready to read or write) and after each tell the protocols of the
+        transports it closed, then the end-of-turn work and the tick. The events are handed out
+        here, not by a method of their own: this runs once a turn, a call more costs."""
+        select = self.sel.select
+        wait_at_most = self.wait_at_most or _one_second
+        again = False   # a connection closed after the turn's events: turn again at once
+        while True:  # (not ``while not self.stopped``: CPython 3.11 specializes a function's
+            #        bytecode on calls and on unconditional backward jumps only, and this
+            #        function is called once: the test at the top keeps the turn specialized)
+            if self.stopped:
+                return
+            if self.corked_transports:
+                self._uncork()
             if self.closed_this_turn:
                 self.run_closed()
+                again = True
+            if again:
+                again = False
+                events = select(0)
+            else:
+                events = select(wait_at_most())
+            self.now = now = time.monotonic()
+            self.corked = True
+            if not events:
+                self._idle()
+            for key, mask in events:
+                target = key.data
+                if target is _WAKE:
+                    self._on_wake()
+                elif type(target) is _Listening:
+                    self._accept(target.sock)
+                elif not target.closed:  # (closed earlier in this turn: nothing to hand out)
+                    try:
+                        if mask & EVENT_READ:
+                            target.on_readable()
+                        if mask & EVENT_WRITE and not target.closed:
+                            target.on_writable()
+                    except Exception:
+                        log.exception("internal error while serving a connection; closing it")
+                        target.abort()
+                if self.closed_this_turn:
+                    self.run_closed()
+            if self.after_turn is not None and not self.after_turn(token):
+                return  # another thread runs the loop now: it sends what waits
+            if self.closed_this_turn:
+                self.run_closed()
+                again = True
+            if now >= self._next_tick:
+                self._next_tick = now + 1.0
+                self.on_tick(now)
+            self.corked = False
+
+    def _idle(self):
+        """A turn without events: the idle work, if any."""
+        if self.on_idle is not None:
+            try:
+                self.on_idle()
+            except Exception:
+                self.on_idle = None
+                log.exception("internal error in the loop's idle work")
+
+    def _accept(self, sock):
+        try:
+            self.on_accept(sock)
+        except Exception:
+            log.exception("internal error while accepting connections")
 
     def run_closed(self):
         """Tell the protocols of the transports closed since the last call (``connection_lost``)."""
