@@ -5,8 +5,9 @@
     python bench/ab.py --base abc1234 --rounds 5
 
 Echo: ``{"inputs": [1, 2, 3, 4], "name": "echo"}`` POSTed as JSON to the echo predictor
-(``examples/echo/``) by wrk, 32 keep-alive connections, ``--seconds`` per load, the two servers
-taking turns each round; best round kept. Cold start: the echo server spawned and POSTed to in
+(``examples/echo/``) by wrk, ``--connections`` keep-alive connections (32; ``1,32`` measures
+both, each every round), ``--seconds`` per load, the two servers taking turns each round; best
+round kept, and the median of the paired rounds' ratios. Cold start: the echo server spawned and POSTed to in
 a tight loop until it answers, ms from the spawn (and the server's CPU ms by then), median of
 ``--starts`` starts per side, sides alternating. The server is pinned to one CPU and wrk and
 this script to the other; the machine is shared, so only the ratios of this run count.
@@ -39,10 +40,10 @@ ECHO = json.dumps({"inputs": [1, 2, 3, 4], "name": "echo"}).encode()
 POST_SCRIPT = Path(__file__).resolve().parent / "lua" / "post.lua"
 
 
-def echo_rps(port, seconds, cpu):
+def echo_rps(port, seconds, cpu, connections=32):
     body = WORK_DIR / "ab-echo.json"
     body.write_bytes(ECHO)
-    cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "-s",
+    cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
            str(POST_SCRIPT), f"http://{HOST}:{port}/"]
     env = {**os.environ, "BENCH_BODY_FILE": str(body), "BENCH_CONTENT_TYPE": "application/json"}
     result = parse_report(subprocess.run(cmd, capture_output=True, text=True, env=env,
@@ -92,12 +93,31 @@ def cold_start(python, env, cpu):
         proc.wait()
 
 
+def echo_rows(counts, rps, rounds, args):
+    """The table's echo rows, for each connection count."""
+    rows = []
+    for c in counts:
+        mine, base = rounds[c]["lite"], rounds[c]["base"]
+        cpu_mine = statistics.median(r[1] for r in mine)
+        cpu_base = statistics.median(r[1] for r in base)
+        rows += [f"| echo, {c} connection{'s' if c > 1 else ''}, req/s (best of {args.rounds} × "
+                 f"{args.seconds} s) | {rps[c]['lite']:,.0f} | {rps[c]['base']:,.0f} | "
+                 f"{rps[c]['lite'] / rps[c]['base']:.3f}× |",
+                 f"| echo, {c}: req/s, median of the rounds' ratios (paired rounds) | | | "
+                 f"{statistics.median(a[0] / b[0] for a, b in zip(mine, base)):.3f}× |",
+                 f"| echo, {c}: server CPU µs a request (median) | {cpu_mine:.1f} | {cpu_base:.1f} | "
+                 f"{cpu_base / cpu_mine:.3f}× less |"]
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="74da974")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--starts", type=int, default=7)
+    p.add_argument("--connections", default="32",
+                   help="comma-separated connection counts, each measured every round (e.g. 1,32)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     server_cpu, client_cpu = pin_client()
@@ -106,8 +126,10 @@ def main(argv=None):
     argv_of = [sys.executable, "-m", "lite_serving", str(APP), "--host", HOST, "--port", "{port}",
                "--no-access-log"]
     servers = [Server(key, key, argv_of, env, server_cpu) for key, env in sides.items()]
-    rps = {}
-    rounds = {server.key: [] for server in servers}   # (req/s, server CPU µs a request) a round
+    counts = [int(c) for c in args.connections.split(",")]
+    rps = {c: {} for c in counts}
+    # (req/s, server CPU µs a request) a round, per connection count and side
+    rounds = {c: {server.key: [] for server in servers} for c in counts}
     try:
         for server in servers:
             server.start()
@@ -115,14 +137,15 @@ def main(argv=None):
             echo_rps(server.port, 1, client_cpu)
         for round_ in range(args.rounds):
             # the order turns round each round: a drift in the machine's load falls on both
-            for server in servers[::-1] if round_ % 2 else servers:
-                used = cpu_seconds(server.proc.pid)
-                got = echo_rps(server.port, args.seconds, client_cpu)
-                per_request = (cpu_seconds(server.proc.pid) - used) / (got * args.seconds) * 1e6
-                rps[server.key] = max(got, rps.get(server.key, 0))
-                rounds[server.key].append((got, per_request))
-                print(f"echo {server.key}: {got:,.0f} req/s, {per_request:.1f} µs CPU a request",
-                      flush=True)
+            for conns in counts:
+                for server in servers[::-1] if round_ % 2 else servers:
+                    used = cpu_seconds(server.proc.pid)
+                    got = echo_rps(server.port, args.seconds, client_cpu, conns)
+                    per_request = (cpu_seconds(server.proc.pid) - used) / (got * args.seconds) * 1e6
+                    rps[conns][server.key] = max(got, rps[conns].get(server.key, 0))
+                    rounds[conns][server.key].append((got, per_request))
+                    print(f"echo {conns} conn {server.key}: {got:,.0f} req/s, {per_request:.1f} µs "
+                          "CPU a request", flush=True)
     finally:
         for server in servers:
             server.stop()
@@ -136,13 +159,7 @@ def main(argv=None):
              f"One run, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared machine (2 CPUs: "
              "server on one, client on the other): compare within the run.\n",
              "| measure | this checkout | base | ratio |", "| --- | --- | --- | --- |",
-             f"| echo, 32 connections, req/s (best of {args.rounds} × {args.seconds} s) | "
-             f"{rps['lite']:,.0f} | {rps['base']:,.0f} | {rps['lite'] / rps['base']:.3f}× |",
-             f"| echo, req/s, median of the rounds' ratios (paired rounds) | | | "
-             f"{statistics.median(a[0] / b[0] for a, b in zip(rounds['lite'], rounds['base'])):.3f}× |",
-             f"| echo, server CPU µs a request (median) | {statistics.median(r[1] for r in rounds['lite']):.1f} | "
-             f"{statistics.median(r[1] for r in rounds['base']):.1f} | "
-             f"{statistics.median(r[1] for r in rounds['base']) / statistics.median(r[1] for r in rounds['lite']):.3f}× less |",
+             *echo_rows(counts, rps, rounds, args),
              f"| cold start to first answer, ms (median of {args.starts}) | {cold['lite'][0]:.1f} | "
              f"{cold['base'][0]:.1f} | {cold['base'][0] / cold['lite'][0]:.3f}× faster |",
              f"| server CPU by then, ms (median) | {cold['lite'][1]:.1f} | {cold['base'][1]:.1f} | "
