@@ -652,11 +652,17 @@ cdef class RequestHead:
         self._fields = value
 
     def __repr__(self):
-        return f"<RequestHead {self.method} {self.target} HTTP/1.{self.version}>"
+        return (f"<RequestHead {_text_field(<PyObject*>self.method)} "
+                f"{_text_field(<PyObject*>self.target)} HTTP/1.{self.version}>")
 
     def __delattr__(self, name):
-        # the text fields are read by C code here that takes them to be there: never NULL
         raise AttributeError(f"a request head's {name!r} cannot be deleted")
+
+
+cdef inline object _text_field(PyObject* value):
+    """A text field of a head as C code here reads it: None where it is unset (NULL), which
+    only the member descriptor's own ``__delete__`` can make, past RequestHead.__delattr__."""
+    return None if value == NULL else <object>value
 
 
 # The text fields of RequestHead as member descriptors (T_OBJECT_EX), in place of the getset
@@ -664,7 +670,8 @@ cdef class RequestHead:
 # from a member descriptor to a read at an offset (LOAD_ATTR_SLOT), while a getset descriptor
 # takes the generic lookup and a call each time, about 100 instructions; these fields are read
 # a dozen times a request by the server's Python code. Same values, same assignment; deletion
-# is refused by __delattr__ (a deleted member would leave NULL where C code reads an object).
+# is refused by __delattr__; the C code here reads them through _text_field, which takes the NULL
+# that the descriptor's own __delete__ can still leave for None.
 cdef extern from *:
     """
     #include <stddef.h>
@@ -1680,8 +1687,9 @@ cdef int _put_text_line(_Out* out, object record) except -1:
     else:
         if type(head_obj) is RequestHead:
             head = <RequestHead>head_obj
-            method, target, request_id, agent = (head.method, head.target, head.request_id,
-                                                 head.user_agent)
+            method, target = _text_field(<PyObject*>head.method), _text_field(<PyObject*>head.target)
+            request_id = _text_field(<PyObject*>head.request_id)
+            agent = _text_field(<PyObject*>head.user_agent)
             version, content_length, chunked = head.version, head.content_length, head.chunked
         else:
             method, target, request_id, agent, version = _fields_of(head_obj, &content_length,
@@ -1738,8 +1746,9 @@ cdef int _put_json_line(_Out* out, object record, object dumps) except -1:
     else:
         if type(head_obj) is RequestHead:
             head = <RequestHead>head_obj
-            method, target, request_id, agent = (head.method, head.target, head.request_id,
-                                                 head.user_agent)
+            method, target = _text_field(<PyObject*>head.method), _text_field(<PyObject*>head.target)
+            request_id = _text_field(<PyObject*>head.request_id)
+            agent = _text_field(<PyObject*>head.user_agent)
             content_length, chunked = head.content_length, head.chunked
         else:
             method, target, request_id, agent, _ = _fields_of(head_obj, &content_length,

@@ -118,6 +118,9 @@ def main(argv=None):
     p.add_argument("--starts", type=int, default=7)
     p.add_argument("--connections", default="32",
                    help="comma-separated connection counts, each measured every round (e.g. 1,32)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start both servers anew every round (a process's own layout, hash seed and "
+                        "address space averaged out over the rounds)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
     server_cpu, client_cpu = pin_client()
@@ -136,6 +139,12 @@ def main(argv=None):
         for server in servers:   # warm-up
             echo_rps(server.port, 1, client_cpu)
         for round_ in range(args.rounds):
+            if args.fresh and round_:   # new processes: what one process's layout gives averages out
+                for server in servers:
+                    server.stop()
+                for server in servers[::-1] if round_ % 2 else servers:
+                    server.start()
+                    echo_rps(server.port, 1, client_cpu)
             # the order turns round each round: a drift in the machine's load falls on both
             for conns in counts:
                 for server in servers[::-1] if round_ % 2 else servers:

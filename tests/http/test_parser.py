@@ -786,3 +786,19 @@ def test_compiled_text_fields_are_slots_that_cannot_be_deleted():
         with pytest.raises(AttributeError, match="cannot be deleted"):
             delattr(head, name)
     assert (head.method, head.target, repr(head)) == ("GET", "/", "<RequestHead GET / HTTP/1.1>")
+
+
+def test_a_compiled_text_field_unset_past_delattr_reads_as_none_in_c():
+    """The member descriptor's own __delete__ goes past RequestHead.__delattr__ and leaves the
+    field unset (NULL): Python code gets AttributeError, as from an unset __slots__ field; the
+    C code that reads the head (its repr, the access lines) takes it for None, never reads NULL."""
+    C = PARSER.get()
+    head = C.parse_head(b"GET /x HTTP/1.1\r\nHost: h\r\nUser-Agent: ua\r\n\r\n", 0)
+    for name in ("method", "target", "request_id", "user_agent"):
+        C.RequestHead.__dict__[name].__delete__(head)
+        with pytest.raises(AttributeError):
+            getattr(head, name)
+    assert repr(head) == "<RequestHead None None HTTP/1.1>"
+    record = ("-", head, 200, 0.001, None, 0)
+    assert b'"None None HTTP/1.1" 200 1.00ms' in C.access_text_lines([record], "")
+    assert b'"method":null,"path":null' in C.access_json_lines([record], "{", lambda v: b"0")
