@@ -621,6 +621,7 @@ cdef object _all_accept(const unsigned char* s, Py_ssize_t p, Py_ssize_t he):
 # ---------------------------------------------------------------- RequestHead
 
 @cython.freelist(32)
+@cython.auto_pickle(False)
 cdef class RequestHead:
     """The parsed request line and header section of one request (see parser_py).
 
@@ -657,6 +658,26 @@ cdef class RequestHead:
 
     def __delattr__(self, name):
         raise AttributeError(f"a request head's {name!r} cannot be deleted")
+
+    def __reduce__(self):
+        # (not Cython's own pickling, which reads the text fields as they are, NULL included)
+        return _head_from_state, ((
+            _text_field(<PyObject*>self.method), _text_field(<PyObject*>self.target),
+            _text_field(<PyObject*>self.path), _text_field(<PyObject*>self.query),
+            self.version, self.end, self.content_length, self.chunked, self.keep_alive,
+            self.expect_continue, _text_field(<PyObject*>self.content_type),
+            _text_field(<PyObject*>self.accept), _text_field(<PyObject*>self.origin),
+            _text_field(<PyObject*>self.request_id), _text_field(<PyObject*>self.user_agent),
+            self.fields),)
+
+
+def _head_from_state(tuple state):
+    """A RequestHead from what its ``__reduce__`` gives (copy and pickle)."""
+    cdef RequestHead head = RequestHead.__new__(RequestHead)
+    (head.method, head.target, head.path, head.query, head.version, head.end,
+     head.content_length, head.chunked, head.keep_alive, head.expect_continue, head.content_type,
+     head.accept, head.origin, head.request_id, head.user_agent, head.fields) = state
+    return head
 
 
 cdef inline object _text_field(PyObject* value):

@@ -119,9 +119,10 @@ class Server:
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]
         logs = WORK_DIR / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        out = open(logs / f"ingest-{self.key}.log", "wb")
-        self.proc = subprocess.Popen(["taskset", "-c", str(self.cpu), *argv], cwd=APP, env=self.env,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(logs / f"ingest-{self.key}.log", "wb") as out:   # the child keeps its own copy
+            self.proc = subprocess.Popen(["taskset", "-c", str(self.cpu), *argv], cwd=APP,
+                                         env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.monotonic() + 60
         while not answers_200(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:

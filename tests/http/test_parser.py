@@ -6,6 +6,8 @@ build_ext --inplace``); set LITE_SERVING_REQUIRE_COMPILED=1 (CI) to make a
 missing parser_c fail instead.
 """
 
+import copy
+import pickle
 import sys
 
 import pytest
@@ -799,6 +801,20 @@ def test_a_compiled_text_field_unset_past_delattr_reads_as_none_in_c():
         with pytest.raises(AttributeError):
             getattr(head, name)
     assert repr(head) == "<RequestHead None None HTTP/1.1>"
+    for twin in (copy.copy(head), pickle.loads(pickle.dumps(head))):
+        assert (twin.method, twin.target, twin.path, twin.request_id) == (None, None, "/x", None)
     record = ("-", head, 200, 0.001, None, 0)
     assert b'"None None HTTP/1.1" 200 1.00ms' in C.access_text_lines([record], "")
     assert b'"method":null,"path":null' in C.access_json_lines([record], "{", lambda v: b"0")
+
+
+def test_a_head_copies_and_pickles_whole(P):
+    head = P.parse_head(b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
+                        b"Accept: */*\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", 0)
+    for twin in (copy.copy(head), copy.deepcopy(head), pickle.loads(pickle.dumps(head))):
+        assert type(twin) is type(head)
+        assert [getattr(twin, name) for name in TEXT_FIELDS + (
+            "version", "end", "content_length", "chunked", "keep_alive", "expect_continue",
+            "fields")] == [getattr(head, name) for name in TEXT_FIELDS + (
+            "version", "end", "content_length", "chunked", "keep_alive", "expect_continue",
+            "fields")]
