@@ -158,11 +158,10 @@ class HTTPConnection:
 
     __slots__ = ("ctx", "transport", "peer", "state", "buf", "pos", "counted", "view", "body",
                  "decoder", "stream", "close_after", "eof", "deadline", "recv_into", "log_prefix",
-                 "fresh", "timeouts")
+                 "fresh")
 
     def __init__(self, ctx, transport):
         self.ctx = ctx
-        self.timeouts = ctx.timeouts   # ConnectionContext.timeouts, read at every transition
         self.transport = transport
         self.peer = transport.peer
         self.log_prefix = ctx.access_log.prefix(self.peer) if ctx.access_log.enabled else None
@@ -198,7 +197,7 @@ class HTTPConnection:
         if not _ALLOWED[self.state][state]:
             raise IllegalTransition(f"{self!r}: no transition to {STATE_NAMES[state]}")
         self.state = state
-        timeout = self.timeouts[state]
+        timeout = self.ctx.timeouts[state]
         if timeout is None:
             self.deadline = None
         else:
