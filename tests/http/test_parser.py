@@ -808,13 +808,21 @@ def test_a_compiled_text_field_unset_past_delattr_reads_as_none_in_c():
     assert b'"method":null,"path":null' in C.access_json_lines([record], "{", lambda v: b"0")
 
 
-def test_a_head_copies_and_pickles_whole(P):
-    head = P.parse_head(b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n"
-                        b"Accept: */*\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", 0)
+ALL_FIELDS = TEXT_FIELDS + ("version", "end", "content_length", "chunked", "keep_alive",
+                            "expect_continue", "fields")
+
+
+@pytest.mark.parametrize("raw", [
+    # chunked, keep_alive, expect_continue: each a different pattern, so that no two can be swapped
+    b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nAccept: */*\r\n"
+    b"Expect: 100-continue\r\nConnection: close\r\n\r\n",
+    b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+    b"Origin: http://o\r\nX-Request-Id: r\r\n\r\n",
+    b"GET /g HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\nUser-Agent: ua\r\n\r\n",
+])
+def test_a_head_copies_and_pickles_whole(P, raw):
+    head = P.parse_head(raw, 0)
     for twin in (copy.copy(head), copy.deepcopy(head), pickle.loads(pickle.dumps(head))):
         assert type(twin) is type(head)
-        assert [getattr(twin, name) for name in TEXT_FIELDS + (
-            "version", "end", "content_length", "chunked", "keep_alive", "expect_continue",
-            "fields")] == [getattr(head, name) for name in TEXT_FIELDS + (
-            "version", "end", "content_length", "chunked", "keep_alive", "expect_continue",
-            "fields")]
+        assert [getattr(twin, name) for name in ALL_FIELDS] == [
+            getattr(head, name) for name in ALL_FIELDS]
